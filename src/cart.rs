@@ -1,0 +1,301 @@
+//! The cart and its rules, as plain data and functions.
+//!
+//! A cart stores only product ids and quantities; names and prices come from the catalog
+//! when the cart is shown, so a price change never leaves stale copies in sessions. This
+//! module touches neither HTTP nor Redis.
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{self, Product};
+
+/// Most units one cart line may hold.
+pub const MAX_LINE_QUANTITY: u32 = 99;
+/// Most distinct products one cart may hold.
+pub const MAX_LINES: usize = 50;
+
+/// How many units to add in one request: 1 to 99.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u32")]
+pub struct AddQuantity(u32);
+
+impl TryFrom<u32> for AddQuantity {
+    type Error = String;
+
+    fn try_from(value: u32) -> Result<Self, Self::Error> {
+        if (1..=MAX_LINE_QUANTITY).contains(&value) {
+            Ok(Self(value))
+        } else {
+            Err(format!(
+                "quantity must be between 1 and {MAX_LINE_QUANTITY}, got {value}"
+            ))
+        }
+    }
+}
+
+impl AddQuantity {
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+/// The quantity a line is set to: 0 (removes the line) to 99.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u32")]
+pub struct LineQuantity(u32);
+
+impl TryFrom<u32> for LineQuantity {
+    type Error = String;
+
+    fn try_from(value: u32) -> Result<Self, Self::Error> {
+        if value <= MAX_LINE_QUANTITY {
+            Ok(Self(value))
+        } else {
+            Err(format!(
+                "quantity must be between 0 and {MAX_LINE_QUANTITY}, got {value}"
+            ))
+        }
+    }
+}
+
+impl LineQuantity {
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+/// Why a cart change was refused; the cart is left as it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CartError {
+    #[error("a cart line holds at most {MAX_LINE_QUANTITY} units; this line has {current}")]
+    LineFull { current: u32 },
+    #[error("a cart holds at most {MAX_LINES} different products")]
+    TooManyLines,
+}
+
+/// One product in the cart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    pub product_id: String,
+    pub quantity: u32,
+}
+
+/// The session's cart: lines in the order they were first added.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cart {
+    lines: Vec<Line>,
+}
+
+impl Cart {
+    pub fn lines(&self) -> &[Line] {
+        &self.lines
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// Adds units to a product's line, creating the line if needed.
+    pub fn add(&mut self, product_id: &str, quantity: AddQuantity) -> Result<(), CartError> {
+        match self.position(product_id) {
+            Some(index) => {
+                let line = &mut self.lines[index];
+                let total = line.quantity + quantity.get();
+                if total > MAX_LINE_QUANTITY {
+                    return Err(CartError::LineFull {
+                        current: line.quantity,
+                    });
+                }
+                line.quantity = total;
+            }
+            None => self.push(product_id, quantity.get())?,
+        }
+        Ok(())
+    }
+
+    /// Sets a product's line to a quantity; 0 removes the line.
+    pub fn set(&mut self, product_id: &str, quantity: LineQuantity) -> Result<(), CartError> {
+        match (self.position(product_id), quantity.get()) {
+            (Some(index), 0) => {
+                self.lines.remove(index);
+            }
+            (Some(index), units) => self.lines[index].quantity = units,
+            (None, 0) => {}
+            (None, units) => self.push(product_id, units)?,
+        }
+        Ok(())
+    }
+
+    /// Removes a product's line; removing a line that is not there changes nothing.
+    pub fn remove(&mut self, product_id: &str) {
+        self.lines.retain(|line| line.product_id != product_id);
+    }
+
+    pub fn clear(&mut self) {
+        self.lines.clear();
+    }
+
+    /// The lines with their catalog products and totals, skipping products that the
+    /// catalog no longer has.
+    pub fn priced(&self) -> PricedCart {
+        let lines: Vec<PricedLine> = self
+            .lines
+            .iter()
+            .filter_map(|line| {
+                catalog::find(&line.product_id).map(|product| PricedLine {
+                    product,
+                    quantity: line.quantity,
+                    line_total_cents: product.price_cents * u64::from(line.quantity),
+                })
+            })
+            .collect();
+        PricedCart {
+            item_count: lines.iter().map(|line| line.quantity).sum(),
+            total_cents: lines.iter().map(|line| line.line_total_cents).sum(),
+            lines,
+        }
+    }
+
+    fn position(&self, product_id: &str) -> Option<usize> {
+        self.lines
+            .iter()
+            .position(|line| line.product_id == product_id)
+    }
+
+    fn push(&mut self, product_id: &str, quantity: u32) -> Result<(), CartError> {
+        if self.lines.len() >= MAX_LINES {
+            return Err(CartError::TooManyLines);
+        }
+        self.lines.push(Line {
+            product_id: product_id.to_owned(),
+            quantity,
+        });
+        Ok(())
+    }
+}
+
+/// A cart line with its product and total.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PricedLine {
+    pub product: &'static Product,
+    pub quantity: u32,
+    pub line_total_cents: u64,
+}
+
+/// A cart with prices, ready to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PricedCart {
+    pub lines: Vec<PricedLine>,
+    pub item_count: u32,
+    pub total_cents: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(n: u32) -> AddQuantity {
+        AddQuantity::try_from(n).unwrap()
+    }
+
+    fn set(n: u32) -> LineQuantity {
+        LineQuantity::try_from(n).unwrap()
+    }
+
+    #[test]
+    fn quantities_parse_only_within_their_range() {
+        assert!(AddQuantity::try_from(0).is_err());
+        assert!(AddQuantity::try_from(1).is_ok());
+        assert!(AddQuantity::try_from(99).is_ok());
+        assert!(AddQuantity::try_from(100).is_err());
+        assert!(LineQuantity::try_from(0).is_ok());
+        assert!(LineQuantity::try_from(100).is_err());
+    }
+
+    #[test]
+    fn adding_twice_grows_one_line() {
+        let mut cart = Cart::default();
+        cart.add("ceramic-mug", add(2)).unwrap();
+        cart.add("ceramic-mug", add(3)).unwrap();
+        assert_eq!(
+            cart.lines(),
+            [Line {
+                product_id: "ceramic-mug".into(),
+                quantity: 5
+            }]
+        );
+    }
+
+    #[test]
+    fn adding_past_99_is_refused_and_changes_nothing() {
+        let mut cart = Cart::default();
+        cart.add("ceramic-mug", add(60)).unwrap();
+        let before = cart.clone();
+        assert_eq!(
+            cart.add("ceramic-mug", add(40)),
+            Err(CartError::LineFull { current: 60 })
+        );
+        assert_eq!(cart, before);
+        cart.add("ceramic-mug", add(39)).unwrap();
+        assert_eq!(cart.lines()[0].quantity, 99);
+    }
+
+    #[test]
+    fn setting_zero_removes_the_line_and_setting_creates_it() {
+        let mut cart = Cart::default();
+        cart.set("tea-sampler", set(4)).unwrap();
+        assert_eq!(cart.lines()[0].quantity, 4);
+        cart.set("tea-sampler", set(7)).unwrap();
+        assert_eq!(cart.lines()[0].quantity, 7);
+        cart.set("tea-sampler", set(0)).unwrap();
+        assert!(cart.is_empty());
+        cart.set("tea-sampler", set(0)).unwrap();
+        assert!(cart.is_empty());
+    }
+
+    #[test]
+    fn remove_and_clear_empty_the_cart() {
+        let mut cart = Cart::default();
+        cart.add("ceramic-mug", add(1)).unwrap();
+        cart.add("tea-sampler", add(1)).unwrap();
+        cart.remove("ceramic-mug");
+        cart.remove("not-there");
+        assert_eq!(cart.lines().len(), 1);
+        cart.clear();
+        assert!(cart.is_empty());
+    }
+
+    #[test]
+    fn a_cart_holds_at_most_50_lines() {
+        let mut cart = Cart::default();
+        for i in 0..MAX_LINES {
+            cart.add(&format!("product-{i}"), add(1)).unwrap();
+        }
+        let before = cart.clone();
+        assert_eq!(cart.add("one-more", add(1)), Err(CartError::TooManyLines));
+        assert_eq!(cart.set("one-more", set(1)), Err(CartError::TooManyLines));
+        assert_eq!(cart, before);
+        // Existing lines can still change.
+        cart.add("product-0", add(5)).unwrap();
+    }
+
+    #[test]
+    fn totals_multiply_integer_cents() {
+        let mut cart = Cart::default();
+        cart.add("digital-scale", add(3)).unwrap(); // 3 x 3999
+        cart.add("paper-filters", add(2)).unwrap(); // 2 x 650
+        let priced = cart.priced();
+        assert_eq!(priced.item_count, 5);
+        assert_eq!(priced.lines[0].line_total_cents, 11_997);
+        assert_eq!(priced.total_cents, 11_997 + 1_300);
+    }
+
+    #[test]
+    fn products_gone_from_the_catalog_are_not_priced() {
+        let mut cart = Cart::default();
+        cart.add("discontinued", add(1)).unwrap();
+        cart.add("ceramic-mug", add(1)).unwrap();
+        let priced = cart.priced();
+        assert_eq!(priced.lines.len(), 1);
+        assert_eq!(priced.total_cents, 1400);
+    }
+}

@@ -1,0 +1,134 @@
+//! Configuration, read from the environment (or flags) by clap.
+//!
+//! Every setting has an environment variable, a default and a line in `--help`, so the
+//! same binary runs unchanged on a laptop, in docker compose and behind a load balancer.
+//! Invalid values stop the process at start with a message that names the variable.
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Settings of one replica.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "elastic-cart", version, about)]
+pub struct Config {
+    /// Address and port to listen on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:3000")]
+    pub listen_addr: SocketAddr,
+
+    /// Session store: redis://[user:password@]host:port[/db] or rediss://... for TLS.
+    /// Unset: sessions are kept in this process's memory (one replica only).
+    #[arg(long, env = "REDIS_URL", value_parser = parse_redis_url, hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Name of this replica, shown on every page and in the X-Served-By header.
+    /// Default: the hostname (a container's id in docker compose).
+    #[arg(long, env = "REPLICA_ID", value_parser = parse_replica_id)]
+    pub replica_id: Option<String>,
+
+    /// Seconds of inactivity (reads count too) after which a session expires.
+    #[arg(long, env = "SESSION_TTL_SECS", default_value_t = 1800,
+          value_parser = clap::value_parser!(u64).range(60..=31_536_000))]
+    pub session_ttl_secs: u64,
+
+    /// Send the session cookie only over HTTPS (set it when TLS ends at the balancer).
+    #[arg(long, env = "SESSION_COOKIE_SECURE", default_value_t = false,
+          action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub session_cookie_secure: bool,
+
+    /// Number of Redis connections of this replica.
+    #[arg(long, env = "REDIS_POOL_SIZE", default_value = "4")]
+    pub redis_pool_size: NonZeroUsize,
+
+    /// Directory of the stylesheet and images served under /static.
+    #[arg(long, env = "STATIC_DIR", default_value = "static")]
+    pub static_dir: std::path::PathBuf,
+
+    /// Milliseconds a Redis command may take before the request fails with 503.
+    #[arg(long, env = "REDIS_COMMAND_TIMEOUT_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub redis_command_timeout_ms: u64,
+}
+
+impl Config {
+    /// How long a session lives without being read or changed.
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_secs(self.session_ttl_secs)
+    }
+
+    /// Upper bound of one Redis command, and so of a request's wait on a sick Redis.
+    pub fn redis_command_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_command_timeout_ms)
+    }
+
+    /// The replica id to use: the configured one, else the hostname.
+    pub fn replica_id(&self) -> String {
+        self.replica_id.clone().unwrap_or_else(|| {
+            let host = gethostname::gethostname().to_string_lossy().into_owned();
+            parse_replica_id(&host).unwrap_or_else(|_| "replica".to_owned())
+        })
+    }
+}
+
+/// Accepts only the schemes the session store speaks, so a typo fails at start, not at
+/// the first request.
+fn parse_redis_url(value: &str) -> Result<String, String> {
+    let scheme = value.split_once("://").map(|(scheme, _)| scheme);
+    match scheme {
+        Some("redis" | "rediss") => Ok(value.to_owned()),
+        _ => Err("expected redis://host:port or rediss://host:port".to_owned()),
+    }
+}
+
+/// A replica id goes into an HTTP header and onto pages: keep it short and printable.
+fn parse_replica_id(value: &str) -> Result<String, String> {
+    let valid = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err("use 1 to 64 characters among letters, digits, '-', '_' and '.'".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("elastic-cart").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_keep_sessions_in_memory_for_half_an_hour() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.listen_addr.port(), 3000);
+        assert_eq!(config.session_ttl(), Duration::from_secs(1800));
+        assert!(config.redis_url.is_none());
+        assert!(!config.session_cookie_secure);
+    }
+
+    #[test]
+    fn rejects_a_redis_url_with_another_scheme() {
+        let error = parse(&["--redis-url", "http://localhost:6379"]).unwrap_err();
+        assert!(error.to_string().contains("redis://"), "{error}");
+        assert!(parse(&["--redis-url", "rediss://u:p@cache:6380"]).is_ok());
+    }
+
+    #[test]
+    fn rejects_replica_ids_that_cannot_be_a_header() {
+        assert!(parse(&["--replica-id", "app 1"]).is_err());
+        assert!(parse(&["--replica-id", "app-1.local"]).is_ok());
+    }
+
+    #[test]
+    fn rejects_a_zero_pool_and_a_tiny_ttl() {
+        assert!(parse(&["--redis-pool-size", "0"]).is_err());
+        assert!(parse(&["--session-ttl-secs", "5"]).is_err());
+    }
+}

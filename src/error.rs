@@ -1,0 +1,172 @@
+//! The one error type of the service and how it becomes a response.
+//!
+//! Handlers return `Result<_, Error>`. Every error renders as the JSON contract
+//! `{"error":{"code","message"}}` and carries an [`ErrorReport`] in the response extensions;
+//! `routes::render_error_pages` turns that into an HTML page for browser routes. Store
+//! trouble is a 503 with `Retry-After`; internal faults are logged with their cause and
+//! shown only as an opaque message.
+
+use axum::Json;
+use axum::extract::rejection::{FormRejection, JsonRejection, PathRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::cart::CartError;
+
+/// Seconds a client is asked to wait before retrying when the session store is away.
+pub const RETRY_AFTER_SECS: u32 = 1;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no product with id '{0}'")]
+    UnknownProduct(String),
+    #[error("no such page: {0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error(transparent)]
+    Cart(#[from] CartError),
+    /// Well-formed input with a value out of range or of the wrong type.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// Input that could not be parsed at all.
+    #[error("{0}")]
+    Malformed(String),
+    #[error("request body exceeds the limit of {} bytes", crate::MAX_BODY_BYTES)]
+    PayloadTooLarge,
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The session store did not answer in time; the cause is logged, not shown.
+    #[error("the session store is unavailable; please retry shortly")]
+    StoreUnavailable(String),
+    /// A fault of ours; the cause is logged, not shown.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::UnknownProduct(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Cart(_) | Self::InvalidInput(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Malformed(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable, machine-readable name for the error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownProduct(_) => "unknown_product",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Cart(CartError::LineFull { .. }) => "line_full",
+            Self::Cart(CartError::TooManyLines) => "too_many_lines",
+            Self::InvalidInput(_) => "invalid_input",
+            Self::Malformed(_) => "malformed_request",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::StoreUnavailable(_) => "store_unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// Maps an axum extractor rejection (bad JSON, bad form, body too large) to our error,
+    /// keeping axum's explanation of what was wrong.
+    fn from_rejection(status: StatusCode, text: String) -> Self {
+        match status {
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType(text),
+            StatusCode::UNPROCESSABLE_ENTITY => Self::InvalidInput(text),
+            _ => Self::Malformed(text),
+        }
+    }
+}
+
+impl From<JsonRejection> for Error {
+    fn from(rejection: JsonRejection) -> Self {
+        Self::from_rejection(rejection.status(), rejection.body_text())
+    }
+}
+
+impl From<FormRejection> for Error {
+    fn from(rejection: FormRejection) -> Self {
+        Self::from_rejection(rejection.status(), rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for Error {
+    fn from(rejection: PathRejection) -> Self {
+        Self::from_rejection(rejection.status(), rejection.body_text())
+    }
+}
+
+impl From<tower_sessions::session::Error> for Error {
+    fn from(err: tower_sessions::session::Error) -> Self {
+        match err {
+            tower_sessions::session::Error::Store(err) => Self::StoreUnavailable(err.to_string()),
+            tower_sessions::session::Error::SerdeJson(err) => Self::Internal(err.to_string()),
+        }
+    }
+}
+
+/// What went wrong, as shown to clients; left in the response extensions so browser
+/// routes can render it as a page.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorReport {
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct ErrorEnvelope<'a> {
+    error: &'a ErrorReport,
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        match &self {
+            Self::StoreUnavailable(cause) => tracing::warn!(%cause, "session store unavailable"),
+            Self::Internal(cause) => tracing::error!(%cause, "internal error"),
+            _ => {}
+        }
+        let report = ErrorReport {
+            code: self.code(),
+            message: self.to_string(),
+        };
+        let mut response = (self.status(), Json(ErrorEnvelope { error: &report })).into_response();
+        if matches!(self, Self::StoreUnavailable(_)) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        response.extensions_mut().insert(report);
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_ask_clients_to_retry() {
+        let response = Error::StoreUnavailable("connection refused".into()).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn internal_causes_are_not_shown() {
+        let response = Error::Internal("secret detail".into()).into_response();
+        let report = response.extensions().get::<ErrorReport>().unwrap();
+        assert_eq!(report.message, "internal error");
+    }
+}

@@ -1,0 +1,123 @@
+//! elastic-cart: a shopping cart whose only per-user state is a session in a shared store,
+//! so any number of identical replicas behind a round-robin balancer can serve any request.
+//!
+//! # Layout
+//!
+//! - [`config`]: settings from the environment (`elastic-cart --help` lists them).
+//! - [`catalog`]: the products, compiled in.
+//! - [`cart`]: the cart rules as plain functions.
+//! - [`session`]: the typed session (`CartSession`) over `tower_sessions::Session`.
+//! - [`session_store`]: where sessions live (Redis or memory), with bounded waits.
+//! - [`routes`]: browser pages, the JSON API, health checks.
+//! - [`error`]: the one error type and its responses.
+//!
+//! [`app`] builds the router without any I/O so tests drive exactly what `main` serves;
+//! [`serve`] runs it until a shutdown signal.
+
+pub mod cart;
+pub mod catalog;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod session;
+pub mod session_store;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Request, Response};
+use axum::middleware;
+use tokio::net::TcpListener;
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+use tower_sessions::SessionManagerLayer;
+use tower_sessions::cookie::SameSite;
+use tracing::Span;
+
+use crate::session_store::SessionBackend;
+
+/// Largest request body accepted; larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "cart_session";
+/// Header naming the replica that answered.
+pub const SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
+
+/// What every request handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// This replica's name, shown on pages and in `X-Served-By`.
+    pub replica_id: Arc<str>,
+    /// Where sessions live.
+    pub sessions: SessionBackend,
+    /// Whether the session cookie is sent over HTTPS only.
+    pub cookie_secure: bool,
+    /// Directory of the files served under `/static`.
+    pub static_dir: PathBuf,
+}
+
+/// Builds the whole application. Does no I/O, so tests can build it freely.
+pub fn app(state: AppState) -> Router {
+    let sessions = SessionManagerLayer::new(state.sessions.clone())
+        .with_name(SESSION_COOKIE)
+        // Lax, not the default Strict: a visitor arriving from another site keeps the cart.
+        .with_same_site(SameSite::Lax)
+        .with_secure(state.cookie_secure)
+        .with_http_only(true);
+    let served_by = HeaderValue::from_str(&state.replica_id)
+        .expect("replica ids are validated to be header-safe");
+    let replica = state.replica_id.clone();
+
+    Router::new()
+        .merge(routes::pages::router())
+        .nest("/api", routes::api::router())
+        .layer(sessions)
+        .merge(routes::health::router())
+        .nest_service("/static", ServeDir::new(&state.static_dir))
+        .fallback(routes::not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            routes::render_error_pages,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(SetResponseHeaderLayer::overriding(SERVED_BY, served_by))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(move |request: &Request<_>| {
+                    tracing::info_span!(
+                        "request",
+                        replica = %replica,
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                    )
+                })
+                .on_request(())
+                .on_response(|response: &Response<_>, latency: Duration, _: &Span| {
+                    tracing::info!(
+                        status = response.status().as_u16(),
+                        latency_ms = format_args!("{:.2}", latency.as_secs_f64() * 1000.0),
+                        "served"
+                    );
+                })
+                .on_failure(()),
+        )
+        .with_state(state)
+}
+
+/// Serves the application on `listener` until `shutdown` completes, then stops accepting
+/// and finishes the requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,103 @@
+//! The `elastic-cart` binary: reads the configuration, connects the session store, serves
+//! and shuts down gracefully on SIGTERM or SIGINT.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use elastic_cart::config::Config;
+use elastic_cart::session_store::{RedisSettings, SessionBackend};
+use elastic_cart::{AppState, serve};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing_subscriber::EnvFilter;
+
+/// Longest a shutdown waits for requests in flight before the process exits anyway.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        // Colours only for a person at a terminal, not in container logs.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            eprintln!("elastic-cart: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), String> {
+    let replica_id = config.replica_id();
+    let sessions = match &config.redis_url {
+        Some(url) => {
+            let settings = RedisSettings {
+                url: url.clone(),
+                pool_size: config.redis_pool_size.get(),
+                command_timeout: config.redis_command_timeout(),
+            };
+            SessionBackend::redis(&settings, config.session_ttl())
+                .map_err(|err| format!("REDIS_URL is not usable: {err}"))?
+        }
+        None => {
+            tracing::warn!(
+                "REDIS_URL is not set: sessions live in this process's memory, \
+                 so run only one replica"
+            );
+            SessionBackend::memory(config.session_ttl())
+        }
+    };
+    let listener = TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|err| format!("LISTEN_ADDR {} cannot be bound: {err}", config.listen_addr))?;
+    tracing::info!(
+        replica = %replica_id,
+        addr = %config.listen_addr,
+        store = if config.redis_url.is_some() { "redis" } else { "memory" },
+        "listening"
+    );
+
+    let state = AppState {
+        replica_id: replica_id.into(),
+        sessions: sessions.clone(),
+        cookie_secure: config.session_cookie_secure,
+        static_dir: config.static_dir.clone(),
+    };
+    let (stopping_tx, mut stopping_rx) = watch::channel(false);
+    let server = serve(listener, state, async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing requests in flight");
+        let _ = stopping_tx.send(true);
+    });
+    let drain_limit = async move {
+        let _ = stopping_rx.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(DRAIN_LIMIT).await;
+    };
+    tokio::select! {
+        result = server => result.map_err(|err| format!("server failed: {err}"))?,
+        () = drain_limit => tracing::warn!("requests still in flight after {DRAIN_LIMIT:?}; exiting"),
+    }
+    sessions.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM (docker stop, orchestrators) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler cannot fail on Unix");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate.recv() => {}
+    }
+}
