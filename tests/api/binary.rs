@@ -1,0 +1,137 @@
+//! The real `elastic-cart` binary: its configuration errors, its contract when started
+//! with the environment a fleet gives it, and its graceful shutdown.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{BinaryApp, RedisServer, visitor};
+
+fn run_with(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_elastic-cart"))
+        .env_clear()
+        .envs(env.iter().copied())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running the binary")
+}
+
+/// `--help` documents every environment variable.
+#[test]
+fn help_lists_every_variable() {
+    let output = run_with(&[], &["--help"]);
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for variable in [
+        "LISTEN_ADDR",
+        "REDIS_URL",
+        "REPLICA_ID",
+        "SESSION_TTL_SECS",
+        "SESSION_COOKIE_SECURE",
+        "REDIS_POOL_SIZE",
+        "REDIS_COMMAND_TIMEOUT_MS",
+        "STATIC_DIR",
+    ] {
+        assert!(
+            help.contains(&format!("env: {variable}")),
+            "{variable} missing:\n{help}"
+        );
+    }
+}
+
+/// An invalid setting stops the process at start with a message naming the variable.
+#[test]
+fn invalid_config_exits_naming_the_variable() {
+    for (variable, value) in [
+        ("SESSION_TTL_SECS", "soon"),
+        ("SESSION_TTL_SECS", "0"),
+        ("REDIS_URL", "http://cache:6379"),
+        ("REPLICA_ID", "two words"),
+        ("LISTEN_ADDR", "everywhere"),
+        ("SESSION_COOKIE_SECURE", "maybe"),
+        ("REDIS_POOL_SIZE", "0"),
+        ("REDIS_COMMAND_TIMEOUT_MS", "-5"),
+    ] {
+        let output = run_with(&[(variable, value)], &[]);
+        assert!(!output.status.success(), "{variable}={value} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(variable), "{variable}={value}: {stderr}");
+    }
+}
+
+/// A listen address that cannot be bound is reported with the variable's name.
+#[test]
+fn an_unbindable_listen_addr_is_reported() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = run_with(&[("LISTEN_ADDR", &addr)], &[]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("LISTEN_ADDR"));
+}
+
+/// Started with LISTEN_ADDR, REDIS_URL and REPLICA_ID, the binary serves the contract.
+#[tokio::test]
+async fn the_binary_serves_the_contract_from_its_environment() {
+    let redis = RedisServer::start().await;
+    let app = BinaryApp::start(&[("REDIS_URL", &redis.url()), ("REPLICA_ID", "bin-1")]).await;
+    let shopper = visitor();
+    let response = shopper
+        .post(app.url("/api/cart/items"))
+        .json(&json!({"product_id": "cold-brew-jar", "quantity": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-served-by"], "bin-1");
+    let cart: serde_json::Value = shopper
+        .get(app.url("/api/cart"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cart["total_cents"], 4500);
+    assert_eq!(
+        shopper
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        shopper
+            .get(app.url("/static/style.css"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}
+
+/// SIGTERM and SIGINT stop the binary cleanly and promptly (exit status 0).
+#[tokio::test]
+async fn sigterm_and_sigint_stop_the_binary_gracefully() {
+    for signal in ["TERM", "INT"] {
+        let mut app = BinaryApp::start(&[("REPLICA_ID", "bin-stop")]).await;
+        let started = Instant::now();
+        app.signal(signal);
+        let status = loop {
+            if let Some(status) = app.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "SIG{signal} did not stop it"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(status.success(), "SIG{signal}: {status}");
+    }
+}

@@ -1,0 +1,266 @@
+//! The JSON API contract, served by two replicas that share one Redis.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{RedisServer, TestApp, visitor};
+
+async fn json(response: reqwest::Response) -> Value {
+    response.json().await.expect("a JSON body")
+}
+
+/// `GET /api/products` lists the catalog with exactly the contract's fields.
+#[tokio::test]
+async fn products_list_the_catalog_with_integer_prices() {
+    let app = TestApp::in_memory("solo").await;
+    let body = json(
+        visitor()
+            .get(app.url("/api/products"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let products = body.as_array().unwrap();
+    assert!((8..=12).contains(&products.len()));
+    for product in products {
+        let mut keys: Vec<_> = product.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        assert_eq!(keys, ["description", "id", "name", "price_cents"]);
+        assert!(product["price_cents"].is_u64());
+    }
+}
+
+/// A cart changed through one replica is read and changed through the other: the only
+/// state is the session in Redis.
+#[tokio::test]
+async fn a_cart_changed_on_one_replica_is_read_on_the_other() {
+    let redis = RedisServer::start().await;
+    let a = TestApp::with_redis(&redis.url(), "replica-a").await;
+    let b = TestApp::with_redis(&redis.url(), "replica-b").await;
+    let shopper = visitor();
+
+    let added = shopper
+        .post(a.url("/api/cart/items"))
+        .json(&json!({"product_id": "ceramic-mug", "quantity": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), StatusCode::OK);
+    assert_eq!(added.headers()["x-served-by"], "replica-a");
+
+    let cart = json(shopper.get(b.url("/api/cart")).send().await.unwrap()).await;
+    assert_eq!(
+        cart,
+        json!({
+            "items": [{"product_id": "ceramic-mug", "name": "Ceramic mug", "quantity": 2,
+                       "unit_price_cents": 1400, "line_total_cents": 2800}],
+            "item_count": 2, "total_cents": 2800, "served_by": "replica-b"
+        })
+    );
+
+    shopper
+        .post(b.url("/api/cart/items"))
+        .json(&json!({"product_id": "digital-scale", "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    let set = shopper
+        .put(a.url("/api/cart/items/ceramic-mug"))
+        .json(&json!({"quantity": 5}))
+        .send()
+        .await
+        .unwrap();
+    let cart = json(set).await;
+    assert_eq!(cart["item_count"], 6);
+    assert_eq!(cart["total_cents"], 5 * 1400 + 3999);
+
+    let removed = json(
+        shopper
+            .delete(b.url("/api/cart/items/ceramic-mug"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(removed["items"].as_array().unwrap().len(), 1);
+    assert_eq!(removed["items"][0]["product_id"], "digital-scale");
+
+    let zeroed = json(
+        shopper
+            .put(a.url("/api/cart/items/digital-scale"))
+            .json(&json!({"quantity": 0}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(zeroed["item_count"], 0);
+
+    shopper
+        .post(a.url("/api/cart/items"))
+        .json(&json!({"product_id": "tea-sampler", "quantity": 3}))
+        .send()
+        .await
+        .unwrap();
+    let cleared = json(shopper.delete(b.url("/api/cart")).send().await.unwrap()).await;
+    assert_eq!(cleared["items"], json!([]));
+    let cart = json(shopper.get(a.url("/api/cart")).send().await.unwrap()).await;
+    assert_eq!(cart["total_cents"], 0);
+}
+
+/// Every response names the replica that produced it, errors and static files included.
+#[tokio::test]
+async fn every_response_carries_x_served_by() {
+    let app = TestApp::in_memory("replica-x").await;
+    let client = visitor();
+    for path in [
+        "/",
+        "/cart",
+        "/api/cart",
+        "/api/products",
+        "/healthz",
+        "/readyz",
+        "/static/style.css",
+        "/no-such-page",
+        "/api/no-such-thing",
+    ] {
+        let response = client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.headers()["x-served-by"], "replica-x", "{path}");
+    }
+}
+
+/// Each kind of bad input gets its status and a JSON error, and leaves the stored cart
+/// exactly as it was.
+#[tokio::test]
+async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::with_redis(&redis.url(), "replica-a").await;
+    let shopper = visitor();
+    shopper
+        .post(app.url("/api/cart/items"))
+        .json(&json!({"product_id": "ceramic-mug", "quantity": 98}))
+        .send()
+        .await
+        .unwrap();
+    let before = json(shopper.get(app.url("/api/cart")).send().await.unwrap()).await;
+
+    let items = app.url("/api/cart/items");
+    let big = format!(
+        r#"{{"product_id":"ceramic-mug","quantity":1,"pad":"{}"}}"#,
+        "x".repeat(17 * 1024)
+    );
+    let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str)> = vec![
+        (
+            shopper
+                .post(&items)
+                .json(&json!({"product_id": "unicorn", "quantity": 1})),
+            StatusCode::NOT_FOUND,
+            "unknown_product",
+        ),
+        (
+            shopper
+                .put(app.url("/api/cart/items/unicorn"))
+                .json(&json!({"quantity": 1})),
+            StatusCode::NOT_FOUND,
+            "unknown_product",
+        ),
+        (
+            shopper.delete(app.url("/api/cart/items/unicorn")),
+            StatusCode::NOT_FOUND,
+            "unknown_product",
+        ),
+        (
+            shopper
+                .post(&items)
+                .json(&json!({"product_id": "ceramic-mug", "quantity": 0})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            shopper
+                .post(&items)
+                .json(&json!({"product_id": "ceramic-mug", "quantity": 100})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            shopper
+                .post(&items)
+                .json(&json!({"product_id": "ceramic-mug", "quantity": -1})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            shopper
+                .post(&items)
+                .json(&json!({"product_id": "ceramic-mug", "quantity": "two"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            shopper
+                .post(&items)
+                .json(&json!({"product_id": "ceramic-mug", "quantity": 1.5})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            shopper.post(&items).json(&json!({"quantity": 1})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            shopper
+                .put(app.url("/api/cart/items/ceramic-mug"))
+                .json(&json!({"quantity": 100})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            shopper
+                .post(&items)
+                .json(&json!({"product_id": "ceramic-mug", "quantity": 2})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "line_full",
+        ),
+        (
+            shopper
+                .post(&items)
+                .header("content-type", "application/json")
+                .body(r#"{"product_id": "ceramic-mug", "quantity": "#),
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+        ),
+        (
+            shopper
+                .post(&items)
+                .body(r#"{"product_id":"ceramic-mug","quantity":1}"#),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            shopper
+                .post(&items)
+                .header("content-type", "application/json")
+                .body(big),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            shopper.patch(app.url("/api/cart")),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status, "expected {code}");
+        let body = json(response).await;
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().len() > 5);
+    }
+
+    let after = json(shopper.get(app.url("/api/cart")).send().await.unwrap()).await;
+    assert_eq!(after, before);
+}

@@ -1,0 +1,10 @@
+//! Integration tests: real redis-server processes on loopback, replicas in process and the
+//! real binary. One test binary, one module per concern.
+
+mod binary;
+mod cart_api;
+mod helpers;
+mod pages;
+mod redis_failure;
+mod sessions;
+mod tls;

@@ -1,0 +1,156 @@
+//! A dead or paused Redis: requests fail fast with 503 and Retry-After, the process stays
+//! up, and it recovers by itself when Redis returns.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{COMMAND_TIMEOUT, RedisServer, TestApp, eventually, free_port, visitor};
+
+/// How long a failing request may take: the command timeout plus scheduling slack.
+const FAILURE_BOUND: Duration = Duration::from_millis(COMMAND_TIMEOUT.as_millis() as u64 + 1500);
+
+async fn add(shopper: &reqwest::Client, app: &TestApp, product: &str) -> reqwest::Response {
+    shopper
+        .post(app.url("/api/cart/items"))
+        .json(&json!({"product_id": product, "quantity": 1}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Asserts that `request` answers 503 with Retry-After, within the bound, as JSON for the
+/// API and as a page for browser routes.
+async fn assert_bounded_503(request: reqwest::RequestBuilder, html: bool) {
+    let started = Instant::now();
+    let response = request.send().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(took < FAILURE_BOUND, "took {took:?}");
+    assert_eq!(response.headers()["retry-after"], "1");
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = response.text().await.unwrap();
+    if html {
+        assert!(content_type.starts_with("text/html"), "{content_type}");
+        assert!(body.contains("503"), "{body}");
+    } else {
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"]["code"], "store_unavailable");
+    }
+}
+
+/// Redis killed: reads, writes, pages and /readyz answer 503 promptly while /healthz stays
+/// 200; a restarted Redis is used again without restarting the replica.
+#[tokio::test]
+async fn a_stopped_redis_gives_a_bounded_503_then_recovers() {
+    let mut redis = RedisServer::start().await;
+    let app = TestApp::with_redis(&redis.url(), "replica-a").await;
+    let shopper = visitor();
+    assert_eq!(
+        add(&shopper, &app, "ceramic-mug").await.status(),
+        StatusCode::OK
+    );
+
+    redis.stop();
+    assert_bounded_503(shopper.get(app.url("/api/cart")), false).await;
+    assert_bounded_503(
+        shopper
+            .post(app.url("/api/cart/items"))
+            .json(&json!({"product_id": "ceramic-mug", "quantity": 1})),
+        false,
+    )
+    .await;
+    assert_bounded_503(shopper.get(app.url("/cart")), true).await;
+    assert_bounded_503(shopper.get(app.url("/readyz")), false).await;
+    let health = shopper.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+
+    redis.restart().await;
+    let readyz = app.url("/readyz");
+    eventually("/readyz to recover", async || {
+        let response = shopper.get(&readyz).send().await.unwrap();
+        response.status() == StatusCode::OK
+    })
+    .await;
+    // The restarted Redis kept nothing (no persistence here): the cart starts afresh.
+    assert_eq!(
+        add(&shopper, &app, "tea-sampler").await.status(),
+        StatusCode::OK
+    );
+}
+
+/// Redis paused with SIGSTOP: requests get 503 within the command timeout instead of
+/// hanging; after SIGCONT the same cart is served again.
+#[tokio::test]
+async fn a_paused_redis_gives_a_bounded_503_then_recovers() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::with_redis(&redis.url(), "replica-a").await;
+    let shopper = visitor();
+    assert_eq!(
+        add(&shopper, &app, "ceramic-mug").await.status(),
+        StatusCode::OK
+    );
+
+    redis.pause();
+    assert_bounded_503(shopper.get(app.url("/api/cart")), false).await;
+    assert_bounded_503(
+        shopper
+            .post(app.url("/api/cart/items"))
+            .json(&json!({"product_id": "ceramic-mug", "quantity": 1})),
+        false,
+    )
+    .await;
+    assert_bounded_503(shopper.get(app.url("/")), true).await;
+    redis.resume();
+
+    let cart_url = app.url("/api/cart");
+    eventually("the cart to be served again", async || {
+        let response = shopper.get(&cart_url).send().await.unwrap();
+        response.status() == StatusCode::OK
+    })
+    .await;
+    let cart: Value = shopper
+        .get(&cart_url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cart["items"][0]["product_id"], "ceramic-mug");
+    assert_eq!(cart["item_count"], 1, "the refused add changed nothing");
+}
+
+/// A replica started while Redis is down runs, says 503 on /readyz, and connects once
+/// Redis comes up.
+#[tokio::test]
+async fn a_replica_started_before_redis_connects_when_it_comes() {
+    let port = free_port();
+    let app = TestApp::with_redis(&format!("redis://127.0.0.1:{port}"), "early").await;
+    let client = visitor();
+    assert_eq!(
+        client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_bounded_503(client.get(app.url("/readyz")), false).await;
+
+    let _redis = RedisServer::start_with(port, Vec::new()).await;
+    let readyz = app.url("/readyz");
+    eventually("/readyz to turn 200", async || {
+        client.get(&readyz).send().await.unwrap().status() == StatusCode::OK
+    })
+    .await;
+    assert_eq!(
+        add(&client, &app, "ceramic-mug").await.status(),
+        StatusCode::OK
+    );
+}

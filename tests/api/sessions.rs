@@ -1,0 +1,295 @@
+//! What the session layer stores in Redis, when, and how it copes with bad cookies and
+//! bad records.
+
+use std::time::Duration;
+
+use elastic_cart::session_store::SessionBackend;
+use fred::prelude::{ClientLike, Expiration, KeysInterface, Pool, ServerInterface};
+use fred::types::CustomCommand;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use tower_sessions::SessionStore;
+use tower_sessions::session::{Id, Record};
+
+use crate::helpers::{RedisServer, TestApp, bare_client, session_cookie, visitor};
+
+/// Calls per command name since the last `CONFIG RESETSTAT`, from `INFO commandstats`.
+async fn command_calls(client: &Pool) -> std::collections::HashMap<String, u64> {
+    let info: String = client
+        .custom(
+            CustomCommand::new_static("INFO", None, false),
+            vec!["commandstats"],
+        )
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats.split(',').next()?.strip_prefix("calls=")?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
+async fn reset_stats(client: &Pool) {
+    let _: String = client
+        .custom(
+            CustomCommand::new_static("CONFIG", None, false),
+            vec!["RESETSTAT"],
+        )
+        .await
+        .unwrap();
+}
+
+async fn add_mug(shopper: &reqwest::Client, app: &TestApp) -> String {
+    let response = shopper
+        .post(app.url("/api/cart/items"))
+        .json(&json!({"product_id": "ceramic-mug", "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    session_cookie(&response).expect("a session cookie")
+}
+
+/// Browsing without a cookie writes nothing to Redis and sets no cookie; the first cart
+/// change creates the session, with an HttpOnly, SameSite=Lax cookie.
+#[tokio::test]
+async fn anonymous_browsing_writes_nothing_and_the_first_change_creates_a_session() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::with_redis(&redis.url(), "replica-a").await;
+    let client = redis.client().await;
+    let shopper = visitor();
+
+    for path in [
+        "/",
+        "/cart",
+        "/api/cart",
+        "/api/products",
+        "/checkout/complete",
+    ] {
+        let response = shopper.get(app.url(path)).send().await.unwrap();
+        assert!(response.status().is_success() || response.status().is_redirection());
+        assert!(session_cookie(&response).is_none(), "{path} set a cookie");
+    }
+    // Clearing an empty cart is no reason to create a session either.
+    shopper.delete(app.url("/api/cart")).send().await.unwrap();
+    assert_eq!(client.dbsize::<u64>().await.unwrap(), 0);
+
+    let response = shopper
+        .post(app.url("/api/cart/items"))
+        .json(&json!({"product_id": "ceramic-mug", "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Lax"), "{cookie}");
+    assert!(!cookie.contains("Secure"), "{cookie}");
+    assert_eq!(client.dbsize::<u64>().await.unwrap(), 1);
+}
+
+/// The Redis key of a session expires after the configured inactivity TTL.
+#[tokio::test]
+async fn the_session_key_ttl_follows_the_configured_ttl() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::with_redis_ttl(&redis.url(), "replica-a", Duration::from_secs(600)).await;
+    let id = add_mug(&visitor(), &app).await;
+    let ttl: i64 = redis.client().await.ttl(&id).await.unwrap();
+    assert!((590..=600).contains(&ttl), "ttl {ttl}");
+}
+
+/// A read costs one GET and writes nothing while more than half the TTL remains; a read
+/// past half the TTL moves the expiry back to the full TTL, once.
+#[tokio::test]
+async fn reads_refresh_the_expiry_only_past_half_the_ttl() {
+    let redis = RedisServer::start().await;
+    let ttl = Duration::from_secs(600);
+    let app = TestApp::with_redis_ttl(&redis.url(), "replica-a", ttl).await;
+    let client = redis.client().await;
+    let shopper = visitor();
+    let id = add_mug(&shopper, &app).await;
+
+    reset_stats(&client).await;
+    for _ in 0..5 {
+        shopper.get(app.url("/api/cart")).send().await.unwrap();
+    }
+    let calls = command_calls(&client).await;
+    assert_eq!(calls.get("get"), Some(&5), "{calls:?}");
+    for write in ["set", "eval", "evalsha", "expire", "pexpire", "pexpireat"] {
+        assert_eq!(calls.get(write), None, "a read issued {write}: {calls:?}");
+    }
+
+    // Age the session: 200 s left of 600.
+    let stored: Vec<u8> = client.get(&id).await.unwrap();
+    let mut record: Record = rmp_serde::from_slice(&stored).unwrap();
+    record.expiry_date = OffsetDateTime::now_utc() + Duration::from_secs(200);
+    let aged = rmp_serde::to_vec(&record).unwrap();
+    let _: () = client
+        .set(&id, aged.as_slice(), Some(Expiration::EX(200)), None, false)
+        .await
+        .unwrap();
+
+    reset_stats(&client).await;
+    let cart: Value = shopper
+        .get(app.url("/api/cart"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cart["item_count"], 1);
+    let refreshed: i64 = client.ttl(&id).await.unwrap();
+    assert!(refreshed > 590, "ttl after refresh {refreshed}");
+    shopper.get(app.url("/api/cart")).send().await.unwrap();
+    let calls = command_calls(&client).await;
+    assert_eq!(calls.get("eval"), Some(&1), "{calls:?}");
+    assert_eq!(
+        calls.get("get"),
+        Some(&3),
+        "two reads, one compare in the script: {calls:?}"
+    );
+}
+
+/// Garbage and unknown session cookies are treated as no session: 200 with an empty cart,
+/// and the bad cookie is cleared.
+#[tokio::test]
+async fn garbage_cookies_get_a_fresh_cart() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::with_redis(&redis.url(), "replica-a").await;
+    let unknown_id = Id::default().to_string();
+    for cookie in [
+        "%%%not-base64%%%".to_owned(),
+        "x".repeat(4000),
+        "".to_owned(),
+        unknown_id,
+    ] {
+        for path in ["/api/cart", "/cart", "/"] {
+            let response = bare_client()
+                .get(app.url(path))
+                .header("cookie", format!("cart_session={cookie}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::OK,
+                "{path} with {cookie:.20}"
+            );
+        }
+        let response = bare_client()
+            .post(app.url("/api/cart/items"))
+            .header("cookie", format!("cart_session={cookie}"))
+            .json(&json!({"product_id": "tea-sampler", "quantity": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["item_count"], 1, "a change starts a fresh cart");
+    }
+}
+
+/// A record that does not decode (old format, corruption) is a fresh cart and a log line,
+/// not a 500; the next change replaces it.
+#[tokio::test]
+async fn an_undecodable_record_gives_a_fresh_cart() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::with_redis(&redis.url(), "replica-a").await;
+    let shopper = visitor();
+    let id = add_mug(&shopper, &app).await;
+    let client = redis.client().await;
+    let _: () = client
+        .set(&id, "{\"old\": \"json format\"}", None, None, false)
+        .await
+        .unwrap();
+
+    let cart = shopper.get(app.url("/api/cart")).send().await.unwrap();
+    assert_eq!(cart.status(), StatusCode::OK);
+    assert_eq!(cart.json::<Value>().await.unwrap()["item_count"], 0);
+    assert_eq!(
+        shopper.get(app.url("/cart")).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    add_mug(&shopper, &app).await;
+    let cart: Value = shopper
+        .get(app.url("/api/cart"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cart["item_count"], 1);
+}
+
+/// A cart value in a format this version does not know reads as an empty cart.
+#[tokio::test]
+async fn a_cart_in_an_unknown_format_reads_as_empty() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::with_redis(&redis.url(), "replica-a").await;
+    let shopper = visitor();
+    let id = add_mug(&shopper, &app).await;
+    let client = redis.client().await;
+    let stored: Vec<u8> = client.get(&id).await.unwrap();
+    let mut record: Record = rmp_serde::from_slice(&stored).unwrap();
+    record
+        .data
+        .insert("cart".into(), json!({"items": "from another version"}));
+    let rewritten = rmp_serde::to_vec(&record).unwrap();
+    let _: () = client
+        .set(
+            &id,
+            rewritten.as_slice(),
+            Some(Expiration::EX(600)),
+            None,
+            false,
+        )
+        .await
+        .unwrap();
+
+    let cart = shopper.get(app.url("/api/cart")).send().await.unwrap();
+    assert_eq!(cart.status(), StatusCode::OK);
+    assert_eq!(cart.json::<Value>().await.unwrap()["item_count"], 0);
+}
+
+/// Saving a session whose key expired or was deleted after it was loaded writes it again
+/// instead of failing or dropping the change.
+#[tokio::test]
+async fn saving_a_record_that_vanished_writes_it_again() {
+    let redis = RedisServer::start().await;
+    let settings = elastic_cart::session_store::RedisSettings {
+        url: redis.url(),
+        pool_size: 1,
+        command_timeout: Duration::from_secs(1),
+    };
+    let store = SessionBackend::redis(&settings, Duration::from_secs(600)).unwrap();
+    let client = redis.client().await;
+    crate::helpers::eventually("the store to connect", async || store.ping().await.is_ok()).await;
+
+    let mut record = Record {
+        id: Id::default(),
+        data: [("cart".to_owned(), json!({"lines": []}))].into(),
+        expiry_date: OffsetDateTime::now_utc(),
+    };
+    store.create(&mut record).await.unwrap();
+    let _: () = client.del(record.id.to_string()).await.unwrap();
+
+    record
+        .data
+        .insert("note".into(), json!("changed after the key vanished"));
+    store.save(&record).await.unwrap();
+    let loaded = store
+        .load(&record.id)
+        .await
+        .unwrap()
+        .expect("written again");
+    assert_eq!(loaded.data, record.data);
+    let ttl: i64 = client.ttl(record.id.to_string()).await.unwrap();
+    assert!(ttl > 590, "ttl {ttl}");
+}
