@@ -14,6 +14,9 @@ use clap::Parser;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "elastic-cart", version, about)]
 pub struct Config {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address and port to listen on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:3000")]
     pub listen_addr: SocketAddr,
@@ -46,13 +49,31 @@ pub struct Config {
     #[arg(long, env = "STATIC_DIR", default_value = "static")]
     pub static_dir: std::path::PathBuf,
 
+    /// Milliseconds between SIGTERM and closing the listener, during which responses say
+    /// `Connection: close` and /readyz says 503, so a balancer moves away without errors.
+    #[arg(long, env = "SHUTDOWN_DRAIN_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(0..=8_000))]
+    pub shutdown_drain_ms: u64,
+
     /// Milliseconds a Redis command may take before the request fails with 503.
     #[arg(long, env = "REDIS_COMMAND_TIMEOUT_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub redis_command_timeout_ms: u64,
 }
 
+/// What to do instead of serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Exit 0 if the replica at LISTEN_ADDR answers /healthz (for container health checks).
+    Healthcheck,
+}
+
 impl Config {
+    /// How long a stopping replica keeps answering (with `Connection: close`).
+    pub fn shutdown_drain(&self) -> Duration {
+        Duration::from_millis(self.shutdown_drain_ms)
+    }
+
     /// How long a session lives without being read or changed.
     pub fn session_ttl(&self) -> Duration {
         Duration::from_secs(self.session_ttl_secs)

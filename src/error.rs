@@ -42,6 +42,9 @@ pub enum Error {
     /// The session store did not answer in time; the cause is logged, not shown.
     #[error("the session store is unavailable; please retry shortly")]
     StoreUnavailable(String),
+    /// This replica is shutting down (only `/readyz` says so).
+    #[error("this replica is shutting down")]
+    Draining,
     /// A fault of ours; the cause is logged, not shown.
     #[error("internal error")]
     Internal(String),
@@ -56,7 +59,7 @@ impl Error {
             Self::Malformed(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::StoreUnavailable(_) | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -74,6 +77,7 @@ impl Error {
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::StoreUnavailable(_) => "store_unavailable",
+            Self::Draining => "draining",
             Self::Internal(_) => "internal",
         }
     }

@@ -10,6 +10,7 @@
 //! - [`session_store`]: where sessions live (Redis or memory), with bounded waits.
 //! - [`routes`]: browser pages, the JSON API, health checks.
 //! - [`error`]: the one error type and its responses.
+//! - [`shutdown`]: draining before a replica leaves the balancer.
 //!
 //! [`app`] builds the router without any I/O so tests drive exactly what `main` serves;
 //! [`serve`] runs it until a shutdown signal.
@@ -22,6 +23,7 @@ pub mod extract;
 pub mod routes;
 pub mod session;
 pub mod session_store;
+pub mod shutdown;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -41,6 +43,7 @@ use tower_sessions::cookie::SameSite;
 use tracing::Span;
 
 use crate::session_store::SessionBackend;
+use crate::shutdown::Drain;
 
 /// Largest request body accepted; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -60,6 +63,8 @@ pub struct AppState {
     pub cookie_secure: bool,
     /// Directory of the files served under `/static`.
     pub static_dir: PathBuf,
+    /// Set when the replica is stopping, so it can leave the balancer without errors.
+    pub drain: Drain,
 }
 
 /// Builds the whole application. Does no I/O, so tests can build it freely.
@@ -86,6 +91,10 @@ pub fn app(state: AppState) -> Router {
             routes::render_error_pages,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            state.drain.clone(),
+            shutdown::close_connections_while_draining,
+        ))
         .layer(SetResponseHeaderLayer::overriding(SERVED_BY, served_by))
         .layer(
             TraceLayer::new_for_http()

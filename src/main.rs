@@ -5,19 +5,23 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use elastic_cart::config::Config;
+use elastic_cart::config::{Command, Config};
 use elastic_cart::session_store::{RedisSettings, SessionBackend};
+use elastic_cart::shutdown::Drain;
 use elastic_cart::{AppState, serve};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
-/// Longest a shutdown waits for requests in flight before the process exits anyway.
-const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+/// Longest a shutdown takes, drain period included, before the process exits anyway.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
+    if let Some(Command::Healthcheck) = config.command {
+        return healthcheck(&config).await;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -66,29 +70,49 @@ async fn run(config: Config) -> Result<(), String> {
         "listening"
     );
 
+    let drain = Drain::default();
     let state = AppState {
         replica_id: replica_id.into(),
         sessions: sessions.clone(),
         cookie_secure: config.session_cookie_secure,
         static_dir: config.static_dir.clone(),
+        drain: drain.clone(),
     };
-    let (stopping_tx, mut stopping_rx) = watch::channel(false);
+    let drain_period = config.shutdown_drain();
+    let (signalled_tx, mut signalled_rx) = watch::channel(false);
     let server = serve(listener, state, async move {
         shutdown_signal().await;
-        tracing::info!("shutting down: finishing requests in flight");
-        let _ = stopping_tx.send(true);
+        let _ = signalled_tx.send(true);
+        tracing::info!(?drain_period, "draining: answering with Connection: close");
+        drain.start();
+        tokio::time::sleep(drain_period).await;
+        tracing::info!("closing the listener; finishing requests in flight");
     });
-    let drain_limit = async move {
-        let _ = stopping_rx.wait_for(|stopping| *stopping).await;
-        tokio::time::sleep(DRAIN_LIMIT).await;
+    let shutdown_limit = async move {
+        let _ = signalled_rx.wait_for(|signalled| *signalled).await;
+        tokio::time::sleep(SHUTDOWN_LIMIT).await;
     };
     tokio::select! {
         result = server => result.map_err(|err| format!("server failed: {err}"))?,
-        () = drain_limit => tracing::warn!("requests still in flight after {DRAIN_LIMIT:?}; exiting"),
+        () = shutdown_limit => tracing::warn!("requests still in flight after {SHUTDOWN_LIMIT:?}; exiting"),
     }
     sessions.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `elastic-cart healthcheck`: asks the local replica for /healthz.
+async fn healthcheck(config: &Config) -> ExitCode {
+    let mut addr = config.listen_addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    if elastic_cart::routes::health::probe(addr).await {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("elastic-cart: no healthy replica answers at {addr}");
+        ExitCode::FAILURE
+    }
 }
 
 /// Completes on SIGTERM (docker stop, orchestrators) or SIGINT (Ctrl-C).

@@ -202,6 +202,7 @@ impl TestApp {
             sessions,
             cookie_secure: false,
             static_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("static"),
+            drain: Default::default(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(serve(listener, state, async move {

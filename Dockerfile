@@ -1,0 +1,30 @@
+# elastic-cart image: build with cargo, run as a non-root user on a slim Debian.
+# Base images are build arguments so machines without a registry can use local ones.
+ARG RUST_IMAGE=rust:1-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
+
+FROM ${RUST_IMAGE} AS build
+WORKDIR /src
+# Dependencies first: this layer is rebuilt only when Cargo.toml or Cargo.lock change.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && cargo build --release --locked \
+    && rm -rf src
+COPY src src
+COPY templates templates
+# Make cargo see the real sources as newer than the placeholder build.
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked
+
+FROM ${RUNTIME_IMAGE}
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin app
+WORKDIR /app
+COPY --from=build /src/target/release/elastic-cart /usr/local/bin/elastic-cart
+COPY static static
+USER app
+ENV LISTEN_ADDR=0.0.0.0:3000 STATIC_DIR=/app/static
+EXPOSE 3000
+HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 \
+    CMD ["elastic-cart", "healthcheck"]
+ENTRYPOINT ["elastic-cart"]
