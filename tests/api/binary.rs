@@ -135,3 +135,35 @@ async fn sigterm_and_sigint_stop_the_binary_gracefully() {
         assert!(status.success(), "SIG{signal}: {status}");
     }
 }
+
+/// After SIGTERM the binary drains: it keeps answering, with `Connection: close`, and
+/// `/readyz` says 503 so balancers move away; then it exits.
+#[tokio::test]
+async fn a_stopping_binary_drains_before_closing() {
+    let mut app =
+        BinaryApp::start(&[("REPLICA_ID", "bin-drain"), ("SHUTDOWN_DRAIN_MS", "1500")]).await;
+    let client = crate::helpers::bare_client();
+    let before = client.get(app.url("/healthz")).send().await.unwrap();
+    assert!(before.headers().get("connection").is_none());
+
+    app.signal("TERM");
+    let readyz = app.url("/readyz");
+    crate::helpers::eventually("/readyz to report draining", async || {
+        let response = client.get(&readyz).send().await.unwrap();
+        response.status() == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    let during = client.get(app.url("/api/cart")).send().await.unwrap();
+    assert_eq!(during.status(), StatusCode::OK);
+    assert_eq!(during.headers()["connection"], "close");
+
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = app.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success());
+}

@@ -266,7 +266,11 @@ pub struct BinaryApp {
 
 impl BinaryApp {
     pub async fn start(env: &[(&str, &str)]) -> Self {
-        let port = free_port();
+        Self::start_on(free_port(), env).await
+    }
+
+    /// Starts the binary listening on `port` of 127.0.0.1.
+    pub async fn start_on(port: u16, env: &[(&str, &str)]) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_elastic-cart"))
             .env_clear()

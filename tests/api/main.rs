@@ -3,6 +3,7 @@
 
 mod binary;
 mod cart_api;
+mod fleet;
 mod helpers;
 mod pages;
 mod redis_failure;

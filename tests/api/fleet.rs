@@ -1,0 +1,329 @@
+//! The fleet on loopback, without Docker: a real redis-server, three replicas of the real
+//! binary and a real nginx running the shipped nginx.conf. Only what cannot work outside
+//! Docker is rewritten: the upstream `server app:3000 resolve` line becomes one line per
+//! replica (same parameters, minus `resolve`), the Docker DNS `resolver` goes, and nginx
+//! listens on a free loopback port. Every balancer setting under test is the shipped one.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+use crate::helpers::{BinaryApp, RedisServer, eventually, free_port, require_binary, visitor};
+
+const REPLICAS: usize = 3;
+
+/// The shipped nginx.conf with the Docker-only lines rewritten for loopback.
+pub fn loopback_nginx_conf(shipped: &str, listen_port: u16, replica_ports: &[u16]) -> String {
+    let mut out = String::new();
+    let mut rewrote_server = false;
+    for line in shipped.lines() {
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        if trimmed.starts_with("resolver ") {
+            out.push_str(&format!("{indent}# (resolver: Docker DNS only)\n"));
+        } else if trimmed.starts_with("server app:3000") {
+            let params: Vec<&str> = trimmed
+                .trim_end_matches(';')
+                .split_whitespace()
+                .skip(2)
+                .filter(|param| *param != "resolve")
+                .collect();
+            for port in replica_ports {
+                out.push_str(&format!(
+                    "{indent}server 127.0.0.1:{port} {};\n",
+                    params.join(" ")
+                ));
+            }
+            rewrote_server = true;
+        } else if trimmed == "listen 8080;" {
+            out.push_str(&format!("{indent}listen 127.0.0.1:{listen_port};\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert!(rewrote_server, "nginx.conf has no `server app:3000` line");
+    out
+}
+
+/// nginx running the (rewritten) shipped configuration; stopped on drop.
+struct Nginx {
+    port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+    access_log: std::path::PathBuf,
+}
+
+impl Nginx {
+    async fn start(replica_ports: &[u16]) -> Self {
+        let binary = require_binary("nginx", "nginx");
+        let dir = tempfile::tempdir().unwrap();
+        let shipped =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("nginx.conf"))
+                .unwrap();
+        let port = free_port();
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(&conf, loopback_nginx_conf(&shipped, port, replica_ports)).unwrap();
+        let access_log = dir.path().join("access.log");
+        let child = Command::new(binary)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf)
+            .args(["-e", "stderr", "-g"])
+            .arg(format!(
+                "daemon off; pid {};",
+                dir.path().join("nginx.pid").display()
+            ))
+            .stdout(std::fs::File::create(&access_log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting nginx");
+        let nginx = Self {
+            port,
+            child,
+            _dir: dir,
+            access_log,
+        };
+        let client = visitor();
+        let url = nginx.url("/healthz");
+        eventually(
+            "nginx to proxy /healthz",
+            async || matches!(client.get(&url).send().await, Ok(r) if r.status() == StatusCode::OK),
+        )
+        .await;
+        nginx
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Counts of a load run.
+#[derive(Debug, Default)]
+struct Tally {
+    ok: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Visitors that keep reading (and optionally adding to) their carts through nginx until
+/// stopped. Each has its own session and its own product.
+struct Load {
+    running: Arc<AtomicBool>,
+    reads: Arc<Tally>,
+    writes: Arc<Tally>,
+    tasks: Vec<JoinHandle<(reqwest::Client, &'static str, u64)>>,
+}
+
+impl Load {
+    async fn start(nginx: &Nginx, visitors: usize, write: bool) -> Self {
+        let running = Arc::new(AtomicBool::new(true));
+        let reads = Arc::new(Tally::default());
+        let writes = Arc::new(Tally::default());
+        let products = elastic_cart::catalog::products();
+        let mut tasks = Vec::new();
+        for n in 0..visitors {
+            let product = products[n % products.len()].id;
+            let client = visitor();
+            let seeded = client
+                .post(nginx.url("/api/cart/items"))
+                .json(&json!({"product_id": product, "quantity": 1}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(seeded.status(), StatusCode::OK);
+            let (running, reads, writes) = (running.clone(), reads.clone(), writes.clone());
+            let cart_url = nginx.url("/api/cart");
+            let items_url = nginx.url("/api/cart/items");
+            tasks.push(tokio::spawn(async move {
+                let mut added = 1;
+                let mut round = 0u64;
+                while running.load(Ordering::Relaxed) {
+                    round += 1;
+                    // A steady pace rather than a flood: the point is continuity, and
+                    // rotating products keeps every line under its 99-unit limit.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    if write && round.is_multiple_of(3) {
+                        let target = products[(round / 3) as usize % products.len()].id;
+                        let response = client
+                            .post(&items_url)
+                            .json(&json!({"product_id": target, "quantity": 1}))
+                            .send()
+                            .await;
+                        match response {
+                            Ok(r) if r.status() == StatusCode::OK => {
+                                added += 1;
+                                writes.ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            _ => {
+                                writes.failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    } else {
+                        let response = client.get(&cart_url).send().await;
+                        let good = match response {
+                            Ok(r) if r.status() == StatusCode::OK => {
+                                let cart: Value = r.json().await.unwrap_or_default();
+                                cart["items"][0]["product_id"] == product
+                            }
+                            _ => false,
+                        };
+                        let tally = if good { &reads.ok } else { &reads.failed };
+                        tally.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                (client, product, added)
+            }));
+        }
+        Self {
+            running,
+            reads,
+            writes,
+            tasks,
+        }
+    }
+
+    /// Stops the visitors and checks that every cart holds exactly what was added.
+    async fn stop(self, nginx: &Nginx) -> (u64, u64, u64, u64) {
+        self.running.store(false, Ordering::Relaxed);
+        for task in self.tasks {
+            let (client, product, added) = task.await.unwrap();
+            let cart: Value = client
+                .get(nginx.url("/api/cart"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(cart["items"][0]["product_id"], product);
+            assert_eq!(cart["item_count"], added, "a cart lost or gained items");
+        }
+        (
+            self.reads.ok.load(Ordering::Relaxed),
+            self.reads.failed.load(Ordering::Relaxed),
+            self.writes.ok.load(Ordering::Relaxed),
+            self.writes.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+fn replica_env(redis_url: &str, id: &str) -> Vec<(String, String)> {
+    vec![
+        ("REDIS_URL".into(), redis_url.into()),
+        ("REPLICA_ID".into(), id.into()),
+        ("SHUTDOWN_DRAIN_MS".into(), "2000".into()),
+    ]
+}
+
+async fn start_replica(port: u16, env: &[(String, String)]) -> BinaryApp {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    BinaryApp::start_on(port, &env).await
+}
+
+/// Round robin without stickiness, a SIGKILLed replica, a draining replica under reads and
+/// writes, and a restarted replica, all through the shipped nginx.conf.
+#[tokio::test]
+async fn the_fleet_survives_killed_and_stopped_replicas() {
+    let redis = RedisServer::start().await;
+    let ports: Vec<u16> = (0..REPLICAS).map(|_| free_port()).collect();
+    let envs: Vec<_> = (0..REPLICAS)
+        .map(|i| replica_env(&redis.url(), &format!("replica-{i}")))
+        .collect();
+    let mut replicas = Vec::new();
+    for (port, env) in ports.iter().zip(&envs) {
+        replicas.push(Some(start_replica(*port, env).await));
+    }
+    let nginx = Nginx::start(&ports).await;
+
+    // 1. One session's reads are spread over every replica, about a third each.
+    let shopper = visitor();
+    shopper
+        .post(nginx.url("/api/cart/items"))
+        .json(&json!({"product_id": "ceramic-mug", "quantity": 2}))
+        .send()
+        .await
+        .unwrap();
+    let mut served_by: HashMap<String, u32> = HashMap::new();
+    for _ in 0..60 {
+        let response = shopper.get(nginx.url("/api/cart")).send().await.unwrap();
+        let replica = response.headers()["x-served-by"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let cart: Value = response.json().await.unwrap();
+        assert_eq!(cart["item_count"], 2);
+        assert_eq!(cart["served_by"], replica.as_str());
+        *served_by.entry(replica).or_default() += 1;
+    }
+    assert_eq!(served_by.len(), REPLICAS, "{served_by:?}");
+    assert!(
+        served_by.values().all(|n| (10..=30).contains(n)),
+        "{served_by:?}"
+    );
+    let log = std::fs::read_to_string(&nginx.access_log).unwrap();
+    assert!(log.contains("served_by=replica-0") && log.contains("upstream=127.0.0.1:"));
+
+    // 2. SIGKILL one replica under continuous reads: no read fails.
+    let load = Load::start(&nginx, 6, false).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    replicas[0].as_ref().unwrap().signal("KILL");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (reads, failed_reads, _, _) = load.stop(&nginx).await;
+    assert!(reads > 100, "only {reads} reads");
+    assert_eq!(
+        failed_reads, 0,
+        "{failed_reads} of {reads} reads failed after SIGKILL"
+    );
+    replicas[0] = None;
+
+    // 3. SIGTERM another under reads and writes: it drains, nothing fails, nothing is lost.
+    let load = Load::start(&nginx, 6, true).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut stopping = replicas[1].take().unwrap();
+    stopping.signal("TERM");
+    let started = Instant::now();
+    while stopping.child.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the replica did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (reads, failed_reads, writes, failed_writes) = load.stop(&nginx).await;
+    assert!(writes > 30, "only {writes} writes");
+    assert_eq!(
+        failed_reads, 0,
+        "{failed_reads} of {reads} reads failed during drain"
+    );
+    assert_eq!(
+        failed_writes, 0,
+        "{failed_writes} of {writes} writes failed during drain"
+    );
+
+    // 4. The killed replica, restarted, takes traffic again within a few seconds.
+    replicas[0] = Some(start_replica(ports[0], &envs[0]).await);
+    let started = Instant::now();
+    eventually("the restarted replica to take traffic", async || {
+        let response = shopper.get(nginx.url("/api/cart")).send().await.unwrap();
+        response.headers()["x-served-by"] == "replica-0"
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
