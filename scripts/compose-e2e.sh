@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# End-to-end test of the elastic-cart fleet as docker-compose.yml runs it: Redis, three app
+# replicas and nginx round robin. It kills, stops, restarts and scales replicas under load
+# and checks, through nginx, that no request fails and no cart is lost
+# (scripts/fleet_scenario.py has the scenario and prints what each step proves).
+#
+#   scripts/compose-e2e.sh            # as root; exit 0 only if every check passed
+#
+# What it does:
+#   1. makes `docker compose` (v2) work, from Debian unstable's package if needed;
+#   2. picks the images: the official ones where a registry is reachable (the app image is
+#      then built by compose from the Dockerfile), else local stand-ins built from Debian
+#      packages (scripts/lib/standin-images.sh; cached, so only the first run pays);
+#   3. starts the stack on a project of its own, waits for the shop, runs the scenario;
+#   4. always takes the stack down again, volumes included (a trap), also on failure or ^C.
+#
+# Safe to rerun: it first removes whatever an interrupted earlier run left of its project.
+#
+# Environment:
+#   SHOP_PORT               host port of nginx (default 8080)
+#   COMPOSE_PROJECT_NAME    default elastic-cart-e2e
+#   ELASTIC_CART_IMAGES     auto | standin | official (see scripts/lib/standin-images.sh)
+#   KEEP_STACK=1            leave the stack running at the end (for poking at it); the next
+#                           run still starts from scratch
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=scripts/lib/standin-images.sh
+source "$SCRIPT_DIR/lib/standin-images.sh"
+
+export SHOP_PORT="${SHOP_PORT:-8080}"
+export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-elastic-cart-e2e}"
+started_at=$SECONDS
+
+# Takes the whole project down: containers, network and the Redis volume. On failure it
+# first shows the end of the logs, which is what one needs to see why.
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    if [[ $status -ne 0 ]] && docker compose version >/dev/null 2>&1; then
+        log "failed (exit $status); last log lines of the stack:"
+        compose logs --no-color --tail 30 2>&1 | sed 's/^/    /' >&2 || true
+    fi
+    if [[ ${KEEP_STACK:-0} == 1 ]]; then
+        log "KEEP_STACK=1: leaving project $COMPOSE_PROJECT_NAME running"
+    elif docker compose version >/dev/null 2>&1; then
+        log "docker compose down -v"
+        compose down -v --remove-orphans --timeout 15 >/dev/null 2>&1 || true
+    fi
+    log "total time: $((SECONDS - started_at)) s"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+[[ $(id -u) -eq 0 ]] || die "run as root (it may install packages and uses docker)"
+command -v docker >/dev/null || die "docker is not installed"
+docker info >/dev/null 2>&1 || die "the docker daemon does not answer"
+command -v python3 >/dev/null || die "python3 is needed for the scenario"
+command -v curl >/dev/null || die "curl is needed"
+
+# 1. Compose v2.
+ensure_compose_v2
+
+# 2. Images.
+prepare_images
+log "images: mode=$IMAGES_MODE app=${APP_IMAGE:-<built from Dockerfile>}" \
+    "redis=${REDIS_IMAGE:-$OFFICIAL_REDIS_IMAGE} nginx=${NGINX_IMAGE:-$OFFICIAL_NGINX_IMAGE}"
+
+# 3. A fresh stack: nothing left over from an interrupted run (old containers, old carts).
+log "removing leftovers of project $COMPOSE_PROJECT_NAME"
+compose down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || true
+if curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$SHOP_PORT/" 2>/dev/null; then
+    die "something else already answers on port $SHOP_PORT (set SHOP_PORT)"
+fi
+
+log "docker compose up -d ${COMPOSE_UP_ARGS[*]} --wait (3 replicas)"
+compose_up --wait --wait-timeout 120 >/dev/null 2>&1 || {
+    compose ps -a >&2 || true
+    die "the stack did not become healthy"
+}
+wait_for_shop 60 || die "nginx does not answer on http://127.0.0.1:$SHOP_PORT"
+log "stack up after $((SECONDS - started_at)) s"
+
+# 4. The scenario. Its exit status is ours (the EXIT trap takes the stack down).
+python3 "$SCRIPT_DIR/fleet_scenario.py" \
+    --base-url "http://127.0.0.1:$SHOP_PORT" \
+    --project "$COMPOSE_PROJECT_NAME" \
+    --repo-root "$REPO_ROOT" \
+    --compose-up-args="${COMPOSE_UP_ARGS[*]}"
