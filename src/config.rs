@@ -49,6 +49,12 @@ pub struct Config {
     #[arg(long, env = "STATIC_DIR", default_value = "static")]
     pub static_dir: std::path::PathBuf,
 
+    /// Milliseconds a cart change may keep retrying against simultaneous changes of the same
+    /// session (other tabs, double clicks) before it answers 503.
+    #[arg(long, env = "SESSION_CHANGE_WAIT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub session_change_wait_ms: u64,
+
     /// Milliseconds between SIGTERM and closing the listener, during which responses say
     /// `Connection: close` and /readyz says 503, so a balancer moves away without errors.
     #[arg(long, env = "SHUTDOWN_DRAIN_MS", default_value_t = 2000,

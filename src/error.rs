@@ -42,6 +42,12 @@ pub enum Error {
     /// The session store did not answer in time; the cause is logged, not shown.
     #[error("the session store is unavailable; please retry shortly")]
     StoreUnavailable(String),
+    /// A change lost the race for its session for longer than the configured wait.
+    #[error("too many simultaneous changes of this cart; please retry shortly")]
+    SessionBusy,
+    /// A change arrived for a session that a checkout has just closed.
+    #[error("this cart was just checked out; reload the page and try again")]
+    CheckedOut,
     /// This replica is shutting down (only `/readyz` says so).
     #[error("this replica is shutting down")]
     Draining,
@@ -59,7 +65,10 @@ impl Error {
             Self::Malformed(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::StoreUnavailable(_) | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Self::StoreUnavailable(_) | Self::SessionBusy | Self::Draining => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::CheckedOut => StatusCode::CONFLICT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -78,6 +87,8 @@ impl Error {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::StoreUnavailable(_) => "store_unavailable",
             Self::Draining => "draining",
+            Self::SessionBusy => "session_busy",
+            Self::CheckedOut => "checked_out",
             Self::Internal(_) => "internal",
         }
     }
@@ -146,7 +157,7 @@ impl IntoResponse for Error {
             message: self.to_string(),
         };
         let mut response = (self.status(), Json(ErrorEnvelope { error: &report })).into_response();
-        if matches!(self, Self::StoreUnavailable(_)) {
+        if matches!(self, Self::StoreUnavailable(_) | Self::SessionBusy) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));

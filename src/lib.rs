@@ -8,6 +8,7 @@
 //! - [`cart`]: the cart rules as plain functions.
 //! - [`session`]: the typed session (`CartSession`) over `tower_sessions::Session`.
 //! - [`session_store`]: where sessions live (Redis or memory), with bounded waits.
+//! - [`session_update`]: cart changes that stay correct when they overlap across replicas.
 //! - [`routes`]: browser pages, the JSON API, health checks.
 //! - [`error`]: the one error type and its responses.
 //! - [`shutdown`]: draining before a replica leaves the balancer.
@@ -23,6 +24,7 @@ pub mod extract;
 pub mod routes;
 pub mod session;
 pub mod session_store;
+pub mod session_update;
 pub mod shutdown;
 
 use std::future::Future;
@@ -65,6 +67,27 @@ pub struct AppState {
     pub static_dir: PathBuf,
     /// Set when the replica is stopping, so it can leave the balancer without errors.
     pub drain: Drain,
+    /// How changes of existing sessions are made.
+    pub changes: ChangePolicy,
+}
+
+/// How changes of an existing session are made.
+#[derive(Debug, Clone, Copy)]
+pub struct ChangePolicy {
+    /// Longest a change keeps retrying against competing changes before it answers 503.
+    pub max_wait: Duration,
+    /// `true` in production. `false` makes changes plain tower-sessions read-modify-writes,
+    /// which lose updates when they overlap; it exists so tests can show that loss.
+    pub serialised: bool,
+}
+
+impl Default for ChangePolicy {
+    fn default() -> Self {
+        Self {
+            max_wait: Duration::from_secs(5),
+            serialised: true,
+        }
+    }
 }
 
 /// Builds the whole application. Does no I/O, so tests can build it freely.

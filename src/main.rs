@@ -8,7 +8,7 @@ use clap::Parser;
 use elastic_cart::config::{Command, Config};
 use elastic_cart::session_store::{RedisSettings, SessionBackend};
 use elastic_cart::shutdown::Drain;
-use elastic_cart::{AppState, serve};
+use elastic_cart::{AppState, ChangePolicy, serve};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
@@ -77,6 +77,10 @@ async fn run(config: Config) -> Result<(), String> {
         cookie_secure: config.session_cookie_secure,
         static_dir: config.static_dir.clone(),
         drain: drain.clone(),
+        changes: ChangePolicy {
+            max_wait: Duration::from_millis(config.session_change_wait_ms),
+            serialised: true,
+        },
     };
     let drain_period = config.shutdown_drain();
     let (signalled_tx, mut signalled_rx) = watch::channel(false);

@@ -3,17 +3,28 @@
 //! Handlers never touch session keys directly; they ask a [`CartSession`] for the cart, a
 //! change to it, or a checkout. Reading is lazy: a visitor without a session cookie costs
 //! no store access at all, and a session is created only when the cart first changes.
+//!
+//! Changes of an existing session go through `session_update` (compare-and-set), so
+//! overlapping changes on different replicas all count; only the first change of a new
+//! session, which nobody else can know yet, is left to tower-sessions' save.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
 use crate::cart::Cart;
 use crate::error::{Error, Result};
+use crate::session_store::{Data, SessionBackend};
+use crate::session_update::{self, Outcome};
+use crate::{AppState, ChangePolicy};
 
 const CART_KEY: &str = "cart";
 const LAST_ORDER_KEY: &str = "last_order";
+/// Marks a session whose cart has been checked out, until its key is deleted: a change
+/// that races with the checkout must not land in it.
+const CHECKED_OUT_KEY: &str = "checked_out";
 
 /// A line of a placed order, priced when the order was placed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,16 +43,24 @@ pub struct Order {
 }
 
 /// The visitor's session, seen as a cart.
-pub struct CartSession(Session);
+pub struct CartSession {
+    session: Session,
+    store: SessionBackend,
+    changes: ChangePolicy,
+}
 
-impl<S: Send + Sync> FromRequestParts<S> for CartSession {
+impl FromRequestParts<AppState> for CartSession {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
-        Session::from_request_parts(parts, state)
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let session = Session::from_request_parts(parts, state)
             .await
-            .map(Self)
-            .map_err(|(_, message)| Error::Internal(message.to_owned()))
+            .map_err(|(_, message)| Error::Internal(message.to_owned()))?;
+        Ok(Self {
+            session,
+            store: state.sessions.clone(),
+            changes: state.changes,
+        })
     }
 }
 
@@ -51,41 +70,67 @@ impl CartSession {
         self.get_or_default(CART_KEY).await
     }
 
-    /// Applies a change to the cart. The session is written (by the session layer, after
-    /// the handler) only if the cart really changed.
-    pub async fn change_cart(&self, change: impl FnOnce(&mut Cart) -> Result<()>) -> Result<Cart> {
+    /// Applies a change to the cart and returns the new cart. `change` may run more than
+    /// once (on fresher carts) when other changes of the session compete; its error is
+    /// returned and nothing is written.
+    pub async fn change_cart(&self, change: impl Fn(&mut Cart) -> Result<()>) -> Result<Cart> {
+        if let (Some(id), true) = (self.session.id(), self.changes.serialised) {
+            let outcome = session_update::update(&self.store, &id, self.changes.max_wait, |data| {
+                if data.contains_key(CHECKED_OUT_KEY) {
+                    return Err(Error::CheckedOut);
+                }
+                let mut cart: Cart = value_or_default(data, CART_KEY);
+                change(&mut cart)?;
+                put_cart(data, &cart)?;
+                Ok(cart)
+            })
+            .await?;
+            if let Outcome::Applied(cart) = outcome {
+                return Ok(cart);
+            }
+            // The session expired or was deleted: start a new one below.
+        }
+        // No session yet (nobody else can know its id), or serialisation switched off:
+        // change the tower-sessions record, which its layer saves after the handler.
         let mut cart = self.cart().await?;
         let before = cart.clone();
         change(&mut cart)?;
         if cart != before {
-            self.store_cart(&cart).await?;
+            if cart.is_empty() {
+                self.session.remove_value(CART_KEY).await?;
+            } else {
+                self.session.insert(CART_KEY, &cart).await?;
+            }
         }
         Ok(cart)
     }
 
-    /// Places the order: empties the cart, gives the session a new id (the old one is
-    /// deleted) and keeps the order for the confirmation page. `None` if the cart is empty.
+    /// Places the order: takes the cart (atomically with respect to other changes), then
+    /// moves the visitor to a new session id (the old key is deleted) that keeps only the
+    /// order, for the confirmation page. `None` if there is nothing to check out.
     pub async fn checkout(&self) -> Result<Option<Order>> {
-        let priced = self.cart().await?.priced();
-        if priced.lines.is_empty() {
+        let Some(id) = self.session.id() else {
             return Ok(None);
-        }
-        let order = Order {
-            lines: priced
-                .lines
-                .iter()
-                .map(|line| OrderLine {
-                    name: line.product.name.to_owned(),
-                    quantity: line.quantity,
-                    line_total_cents: line.line_total_cents,
-                })
-                .collect(),
-            item_count: priced.item_count,
-            total_cents: priced.total_cents,
         };
-        self.0.cycle_id().await?;
-        self.0.remove_value(CART_KEY).await?;
-        self.0.insert(LAST_ORDER_KEY, &order).await?;
+        let outcome = session_update::update(&self.store, &id, self.changes.max_wait, |data| {
+            if data.contains_key(CHECKED_OUT_KEY) {
+                return Ok(None);
+            }
+            let cart: Cart = value_or_default(data, CART_KEY);
+            let order = order_of(&cart);
+            if order.is_some() {
+                data.remove(CART_KEY);
+                data.insert(CHECKED_OUT_KEY.to_owned(), true.into());
+            }
+            Ok(order)
+        })
+        .await?;
+        let Outcome::Applied(Some(order)) = outcome else {
+            return Ok(None);
+        };
+        self.session.cycle_id().await?;
+        self.session.clear().await;
+        self.session.insert(LAST_ORDER_KEY, &order).await?;
         Ok(Some(order))
     }
 
@@ -94,20 +139,8 @@ impl CartSession {
         self.get_or_default(LAST_ORDER_KEY).await
     }
 
-    async fn store_cart(&self, cart: &Cart) -> Result<()> {
-        if cart.is_empty() {
-            self.0.remove_value(CART_KEY).await?;
-        } else {
-            self.0.insert(CART_KEY, cart).await?;
-        }
-        Ok(())
-    }
-
-    async fn get_or_default<T: serde::de::DeserializeOwned + Default>(
-        &self,
-        key: &str,
-    ) -> Result<T> {
-        match self.0.get::<T>(key).await {
+    async fn get_or_default<T: DeserializeOwned + Default>(&self, key: &str) -> Result<T> {
+        match self.session.get::<T>(key).await {
             Ok(value) => Ok(value.unwrap_or_default()),
             Err(tower_sessions::session::Error::SerdeJson(err)) => {
                 tracing::warn!(%err, key, "session value in an unknown format; starting afresh");
@@ -116,4 +149,46 @@ impl CartSession {
             Err(err) => Err(err.into()),
         }
     }
+}
+
+/// The value under `key`, or the default if it is missing or in an unknown format.
+fn value_or_default<T: DeserializeOwned + Default>(data: &Data, key: &str) -> T {
+    let Some(value) = data.get(key) else {
+        return T::default();
+    };
+    serde_json::from_value(value.clone()).unwrap_or_else(|err| {
+        tracing::warn!(%err, key, "session value in an unknown format; starting afresh");
+        T::default()
+    })
+}
+
+fn put_cart(data: &mut Data, cart: &Cart) -> Result<()> {
+    if cart.is_empty() {
+        data.remove(CART_KEY);
+    } else {
+        let value = serde_json::to_value(cart).map_err(|err| Error::Internal(err.to_string()))?;
+        data.insert(CART_KEY.to_owned(), value);
+    }
+    Ok(())
+}
+
+/// The order for a cart, priced now; `None` for an empty cart.
+fn order_of(cart: &Cart) -> Option<Order> {
+    let priced = cart.priced();
+    if priced.lines.is_empty() {
+        return None;
+    }
+    Some(Order {
+        lines: priced
+            .lines
+            .iter()
+            .map(|line| OrderLine {
+                name: line.product.name.to_owned(),
+                quantity: line.quantity,
+                line_total_cents: line.line_total_cents,
+            })
+            .collect(),
+        item_count: priced.item_count,
+        total_cents: priced.total_cents,
+    })
 }

@@ -5,10 +5,14 @@
 //! record format it keeps, and which it uses to create and delete records) it adds what
 //! an elastic fleet needs:
 //!
+//! - **Compare-and-set.** [`SessionBackend::snapshot`] reads a record with the exact bytes
+//!   it came from, and [`SessionBackend::replace_if_unchanged`] writes new data only if
+//!   the stored bytes are still those (one `EVALSHA` of a small script). Cart changes build
+//!   on it (see `session_update`), and so does the expiry refresh.
 //! - **Expiry on inactivity that counts reads, without a write per read.** The record
 //!   carries its expiry date. A load whose record has less than half its TTL left moves
-//!   the expiry with a compare-and-set script (only if the record is still the one just
-//!   read, so a refresh never overwrites a concurrent change). Most reads stay one `GET`.
+//!   the expiry with a compare-and-set (so a refresh never overwrites a concurrent
+//!   change). Most reads stay one `GET`.
 //! - **Undecodable records are a fresh session, not a 500.** Old formats or corruption
 //!   are logged and treated as absent.
 //! - **A record that vanished between load and save is written again.** The stock store
@@ -20,7 +24,7 @@
 //! The memory backend keeps the same rules for a single replica without Redis.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,18 +33,36 @@ use fred::prelude::{
     ReconnectPolicy, SetOptions,
 };
 use fred::types::Value;
+use serde_json::Value as Json;
 use time::OffsetDateTime;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 use tower_sessions_redis_store::RedisStore;
 
 /// Replaces a record's value and expiry only if it is still byte for byte the one read.
-const REFRESH_IF_UNCHANGED: &str = r"
+/// Returns 1 if it replaced, 0 if the record had changed or vanished.
+const REPLACE_IF_UNCHANGED: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
+  redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
+  return 1
 end
-return false
+return 0
 ";
+
+/// The SHA-1 of [`REPLACE_IF_UNCHANGED`], for `EVALSHA`.
+static REPLACE_IF_UNCHANGED_SHA: LazyLock<String> =
+    LazyLock::new(|| fred::util::sha1_hash(REPLACE_IF_UNCHANGED));
+
+/// The values a session holds, by key.
+pub type Data = HashMap<String, Json>;
+
+/// A session record as read, with what a compare-and-set needs to detect a change since.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub record: Record,
+    /// The stored bytes (Redis); empty for the memory store, which compares records.
+    stored: Vec<u8>,
+}
 
 /// Settings for connecting to Redis.
 #[derive(Debug, Clone)]
@@ -87,6 +109,28 @@ impl SessionBackend {
                 .await
                 .map_err(|err| session_store::Error::Backend(err.to_string())),
             Self::Memory(_) => Ok(()),
+        }
+    }
+
+    /// Reads a session record for a later [`Self::replace_if_unchanged`]. `None` if there
+    /// is no such session (or it no longer decodes).
+    pub async fn snapshot(&self, id: &Id) -> session_store::Result<Option<Snapshot>> {
+        match self {
+            Self::Redis(redis) => redis.snapshot(id).await,
+            Self::Memory(memory) => Ok(memory.snapshot(id)),
+        }
+    }
+
+    /// Stores `data` in the snapshot's session, with a fresh expiry, if the session is
+    /// still exactly as the snapshot saw it. `false` if it changed or vanished meanwhile.
+    pub async fn replace_if_unchanged(
+        &self,
+        snapshot: &Snapshot,
+        data: Data,
+    ) -> session_store::Result<bool> {
+        match self {
+            Self::Redis(redis) => redis.replace_if_unchanged(snapshot, data).await,
+            Self::Memory(memory) => Ok(memory.replace_if_unchanged(snapshot, data)),
         }
     }
 
@@ -161,32 +205,56 @@ impl RedisSessions {
         }
     }
 
-    /// Moves the record's expiry if it is still unchanged; a failure only costs the
-    /// refresh, the read itself succeeded.
-    async fn refresh(&self, key: String, stored: Vec<u8>, record: &Record) {
-        let refreshed = self.with_new_expiry(record);
-        let result = match encode(&refreshed) {
-            Ok(bytes) => {
-                let expire_at_ms = refreshed.expiry_date.unix_timestamp_nanos() / 1_000_000;
-                self.pool
-                    .eval::<Value, _, _, _>(
-                        REFRESH_IF_UNCHANGED,
-                        vec![key],
-                        vec![
-                            Value::from(stored.as_slice()),
-                            Value::from(bytes.as_slice()),
-                            Value::from(expire_at_ms as i64),
-                        ],
-                    )
-                    .await
-                    .map(drop)
-                    .map_err(backend_error)
-            }
-            Err(err) => Err(err),
+    async fn snapshot(&self, id: &Id) -> session_store::Result<Option<Snapshot>> {
+        let Some(stored) = self
+            .pool
+            .get::<Option<Vec<u8>>, _>(id.to_string())
+            .await
+            .map_err(backend_error)?
+        else {
+            return Ok(None);
         };
-        if let Err(err) = result {
-            tracing::warn!(%err, "could not refresh a session's expiry");
+        match rmp_serde::from_slice(&stored) {
+            Ok(record) => Ok(Some(Snapshot { record, stored })),
+            Err(err) => {
+                tracing::warn!(%err, "undecodable session record; starting a fresh session");
+                Ok(None)
+            }
         }
+    }
+
+    async fn replace_if_unchanged(
+        &self,
+        snapshot: &Snapshot,
+        data: Data,
+    ) -> session_store::Result<bool> {
+        let record = Record {
+            data,
+            ..self.with_new_expiry(&snapshot.record)
+        };
+        let bytes = encode(&record)?;
+        let expire_at_ms = record.expiry_date.unix_timestamp_nanos() / 1_000_000;
+        let keys = vec![record.id.to_string()];
+        let args = vec![
+            Value::from(snapshot.stored.as_slice()),
+            Value::from(bytes.as_slice()),
+            Value::from(expire_at_ms as i64),
+        ];
+        let sha = REPLACE_IF_UNCHANGED_SHA.as_str();
+        let replaced: i64 = match self.pool.evalsha(sha, keys.clone(), args.clone()).await {
+            // The server does not know the script yet (first use, or Redis restarted).
+            Err(err) if err.details().starts_with("NOSCRIPT") => {
+                let _: String = self
+                    .pool
+                    .script_load(REPLACE_IF_UNCHANGED)
+                    .await
+                    .map_err(backend_error)?;
+                self.pool.evalsha(sha, keys, args).await
+            }
+            result => result,
+        }
+        .map_err(backend_error)?;
+        Ok(replaced == 1)
     }
 }
 
@@ -227,26 +295,22 @@ impl SessionStore for RedisSessions {
     }
 
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
-        let key = session_id.to_string();
-        let Some(stored) = self
-            .pool
-            .get::<Option<Vec<u8>>, _>(&key)
-            .await
-            .map_err(backend_error)?
-        else {
+        let Some(snapshot) = self.snapshot(session_id).await? else {
             return Ok(None);
         };
-        let record: Record = match rmp_serde::from_slice(&stored) {
-            Ok(record) => record,
-            Err(err) => {
-                tracing::warn!(%err, "undecodable session record; starting a fresh session");
-                return Ok(None);
+        if needs_refresh(
+            snapshot.record.expiry_date,
+            OffsetDateTime::now_utc(),
+            self.ttl,
+        ) {
+            // Same data, new expiry; if the record changed meanwhile, the change that did it
+            // moved the expiry already. A failure costs only the refresh, not the read.
+            let data = snapshot.record.data.clone();
+            if let Err(err) = self.replace_if_unchanged(&snapshot, data).await {
+                tracing::warn!(%err, "could not refresh a session's expiry");
             }
-        };
-        if needs_refresh(record.expiry_date, OffsetDateTime::now_utc(), self.ttl) {
-            self.refresh(key, stored, &record).await;
         }
-        Ok(Some(record))
+        Ok(Some(snapshot.record))
     }
 
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
@@ -262,6 +326,28 @@ pub struct MemorySessions {
 }
 
 impl MemorySessions {
+    fn snapshot(&self, id: &Id) -> Option<Snapshot> {
+        let now = OffsetDateTime::now_utc();
+        let records = self.records();
+        let record = records.get(id).filter(|record| record.expiry_date > now)?;
+        Some(Snapshot {
+            record: record.clone(),
+            stored: Vec::new(),
+        })
+    }
+
+    fn replace_if_unchanged(&self, snapshot: &Snapshot, data: Data) -> bool {
+        let mut records = self.records();
+        match records.get_mut(&snapshot.record.id) {
+            Some(current) if *current == snapshot.record => {
+                current.data = data;
+                current.expiry_date = OffsetDateTime::now_utc() + self.ttl;
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn records(&self) -> std::sync::MutexGuard<'_, HashMap<Id, Record>> {
         // A panic while holding the lock cannot leave a map half-written; keep serving.
         self.records

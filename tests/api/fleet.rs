@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -83,7 +83,7 @@ impl Nginx {
                 dir.path().join("nginx.pid").display()
             ))
             .stdout(std::fs::File::create(&access_log).unwrap())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("error.log")).unwrap())
             .spawn()
             .expect("starting nginx");
         let nginx = Self {
@@ -104,6 +104,16 @@ impl Nginx {
 
     fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// nginx's complaints about upstreams, other than refused connections (which it
+    /// retries on the next replica), for failure messages.
+    fn upstream_errors(&self) -> String {
+        let log = std::fs::read_to_string(self._dir.path().join("error.log")).unwrap_or_default();
+        log.lines()
+            .filter(|line| !line.contains("connect() failed (111"))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -236,20 +246,87 @@ async fn start_replica(port: u16, env: &[(String, String)]) -> BinaryApp {
     BinaryApp::start_on(port, &env).await
 }
 
+/// redis-server, `REPLICAS` replicas of the binary and nginx in front of them.
+struct Fleet {
+    redis: RedisServer,
+    ports: Vec<u16>,
+    envs: Vec<Vec<(String, String)>>,
+    replicas: Vec<Option<BinaryApp>>,
+    nginx: Nginx,
+}
+
+impl Fleet {
+    async fn start() -> Self {
+        let redis = RedisServer::start().await;
+        let ports: Vec<u16> = (0..REPLICAS).map(|_| free_port()).collect();
+        let envs: Vec<_> = (0..REPLICAS)
+            .map(|i| replica_env(&redis.url(), &format!("replica-{i}")))
+            .collect();
+        let mut replicas = Vec::new();
+        for (port, env) in ports.iter().zip(&envs) {
+            replicas.push(Some(start_replica(*port, env).await));
+        }
+        let nginx = Nginx::start(&ports).await;
+        Self {
+            redis,
+            ports,
+            envs,
+            replicas,
+            nginx,
+        }
+    }
+}
+
+/// 100 simultaneous adds with one session cookie, through nginx over three replicas: every
+/// one succeeds and every one counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_adds_through_the_fleet_all_count() {
+    let fleet = Fleet::start().await;
+    let shopper = visitor();
+    let items = fleet.nginx.url("/api/cart/items");
+    let first = shopper
+        .post(&items)
+        .json(&json!({"product_id": "paper-filters", "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+
+    let statuses = crate::concurrency::simultaneous_adds(&shopper, &[items]).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    let cart: Value = shopper
+        .get(fleet.nginx.url("/api/cart"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cart["item_count"], 101);
+    let log = std::fs::read_to_string(&fleet.nginx.access_log).unwrap();
+    assert!(log.contains("\"POST /api/cart/items HTTP/1.1\" 200"));
+    for i in 0..REPLICAS {
+        assert!(
+            log.contains(&format!("served_by=replica-{i}")),
+            "replica-{i} took no part"
+        );
+    }
+}
+
 /// Round robin without stickiness, a SIGKILLed replica, a draining replica under reads and
 /// writes, and a restarted replica, all through the shipped nginx.conf.
 #[tokio::test]
 async fn the_fleet_survives_killed_and_stopped_replicas() {
-    let redis = RedisServer::start().await;
-    let ports: Vec<u16> = (0..REPLICAS).map(|_| free_port()).collect();
-    let envs: Vec<_> = (0..REPLICAS)
-        .map(|i| replica_env(&redis.url(), &format!("replica-{i}")))
-        .collect();
-    let mut replicas = Vec::new();
-    for (port, env) in ports.iter().zip(&envs) {
-        replicas.push(Some(start_replica(*port, env).await));
-    }
-    let nginx = Nginx::start(&ports).await;
+    let Fleet {
+        redis: _redis,
+        ports,
+        envs,
+        mut replicas,
+        nginx,
+    } = Fleet::start().await;
 
     // 1. One session's reads are spread over every replica, about a third each.
     let shopper = visitor();
@@ -313,8 +390,10 @@ async fn the_fleet_survives_killed_and_stopped_replicas() {
         "{failed_reads} of {reads} reads failed during drain"
     );
     assert_eq!(
-        failed_writes, 0,
-        "{failed_writes} of {writes} writes failed during drain"
+        failed_writes,
+        0,
+        "{failed_writes} of {writes} writes failed during drain; nginx said:\n{}",
+        nginx.upstream_errors()
     );
 
     // 4. The killed replica, restarted, takes traffic again within a few seconds.

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use elastic_cart::session_store::{RedisSettings, SessionBackend};
-use elastic_cart::{AppState, serve};
+use elastic_cart::{AppState, ChangePolicy, serve};
 use fred::prelude::{ClientLike, Config as RedisConfig, Pool};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -176,25 +176,31 @@ impl TestApp {
     }
 
     pub async fn with_redis_ttl(redis_url: &str, replica_id: &str, ttl: Duration) -> Self {
+        Self::with_redis_options(redis_url, replica_id, ttl, ChangePolicy::default()).await
+    }
+
+    pub async fn with_redis_options(
+        redis_url: &str,
+        replica_id: &str,
+        ttl: Duration,
+        changes: ChangePolicy,
+    ) -> Self {
         let settings = RedisSettings {
             url: redis_url.to_owned(),
             pool_size: 2,
             command_timeout: COMMAND_TIMEOUT,
         };
         let sessions = SessionBackend::redis(&settings, ttl).expect("a valid redis url");
-        Self::spawn(sessions, replica_id).await
+        Self::spawn(sessions, replica_id, changes).await
     }
 
     /// A replica with sessions in its own memory.
     pub async fn in_memory(replica_id: &str) -> Self {
-        Self::spawn(
-            SessionBackend::memory(Duration::from_secs(1800)),
-            replica_id,
-        )
-        .await
+        let sessions = SessionBackend::memory(Duration::from_secs(1800));
+        Self::spawn(sessions, replica_id, ChangePolicy::default()).await
     }
 
-    async fn spawn(sessions: SessionBackend, replica_id: &str) -> Self {
+    async fn spawn(sessions: SessionBackend, replica_id: &str, changes: ChangePolicy) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = AppState {
@@ -203,6 +209,7 @@ impl TestApp {
             cookie_secure: false,
             static_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("static"),
             drain: Default::default(),
+            changes,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(serve(listener, state, async move {

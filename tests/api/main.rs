@@ -3,6 +3,7 @@
 
 mod binary;
 mod cart_api;
+mod concurrency;
 mod fleet;
 mod helpers;
 mod pages;

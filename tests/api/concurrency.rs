@@ -1,0 +1,227 @@
+//! Overlapping changes of one session on different replicas all count (issue: lost
+//! updates). The scenario: 100 simultaneous adds with one session cookie, spread over
+//! three replicas sharing one Redis.
+
+use std::time::{Duration, Instant};
+
+use elastic_cart::ChangePolicy;
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{BinaryApp, RedisServer, TestApp, visitor};
+
+const ADDS: usize = 100;
+/// Two products, so no line reaches its 99-unit limit.
+const PRODUCTS: [&str; 2] = ["ceramic-mug", "tea-sampler"];
+
+/// Sends `ADDS` simultaneous adds of one unit, round robin over `urls`, with the visitor's
+/// session; returns the statuses.
+pub async fn simultaneous_adds(shopper: &reqwest::Client, urls: &[String]) -> Vec<StatusCode> {
+    let requests = (0..ADDS).map(|i| {
+        shopper
+            .post(&urls[i % urls.len()])
+            .json(&json!({"product_id": PRODUCTS[i % 2], "quantity": 1}))
+            .send()
+    });
+    join_all(requests)
+        .await
+        .into_iter()
+        .map(|response| {
+            response
+                .map(|r| r.status())
+                .unwrap_or(StatusCode::BAD_GATEWAY)
+        })
+        .collect()
+}
+
+/// Starts a session (the first add, which creates it) and returns its item count.
+async fn start_session(shopper: &reqwest::Client, url: &str) {
+    let response = shopper
+        .post(url)
+        .json(&json!({"product_id": "paper-filters", "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+async fn item_count(shopper: &reqwest::Client, url: &str) -> u64 {
+    let cart: Value = shopper.get(url).send().await.unwrap().json().await.unwrap();
+    cart["item_count"].as_u64().unwrap()
+}
+
+async fn three_replicas(redis: &RedisServer, serialised: bool) -> Vec<TestApp> {
+    let mut apps = Vec::new();
+    for i in 0..3 {
+        let changes = ChangePolicy {
+            serialised,
+            ..ChangePolicy::default()
+        };
+        let id = format!("replica-{i}");
+        let ttl = Duration::from_secs(600);
+        apps.push(TestApp::with_redis_options(&redis.url(), &id, ttl, changes).await);
+    }
+    apps
+}
+
+/// With serialised changes, 100 simultaneous adds over three replicas all succeed and the
+/// cart ends with exactly 100 more units.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_adds_over_three_replicas_all_count() {
+    let redis = RedisServer::start().await;
+    let apps = three_replicas(&redis, true).await;
+    let shopper = visitor();
+    start_session(&shopper, &apps[0].url("/api/cart/items")).await;
+
+    let urls: Vec<String> = apps.iter().map(|app| app.url("/api/cart/items")).collect();
+    let statuses = simultaneous_adds(&shopper, &urls).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        item_count(&shopper, &apps[1].url("/api/cart")).await,
+        1 + ADDS as u64
+    );
+}
+
+/// The same scenario with serialisation switched off loses updates: tower-sessions'
+/// load-then-save alone is not enough, so the test above can catch the loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_serialisation_simultaneous_adds_are_lost() {
+    let redis = RedisServer::start().await;
+    let apps = three_replicas(&redis, false).await;
+    let shopper = visitor();
+    start_session(&shopper, &apps[0].url("/api/cart/items")).await;
+
+    let urls: Vec<String> = apps.iter().map(|app| app.url("/api/cart/items")).collect();
+    let statuses = simultaneous_adds(&shopper, &urls).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    let count = item_count(&shopper, &apps[1].url("/api/cart")).await;
+    assert!(
+        count < 1 + ADDS as u64,
+        "no update was lost ({count}); the race did not happen"
+    );
+}
+
+/// A replica killed in the middle of a burst of changes blocks nobody: the other replica
+/// changes the session at once, and every acknowledged change is in the cart, none twice.
+#[tokio::test]
+async fn a_replica_killed_mid_change_leaves_the_session_usable() {
+    let redis = RedisServer::start().await;
+    let doomed = BinaryApp::start(&[("REDIS_URL", &redis.url()), ("REPLICA_ID", "doomed")]).await;
+    let survivor =
+        BinaryApp::start(&[("REDIS_URL", &redis.url()), ("REPLICA_ID", "survivor")]).await;
+    let shopper = visitor();
+    start_session(&shopper, &doomed.url("/api/cart/items")).await;
+
+    let burst = {
+        let shopper = shopper.clone();
+        let url = doomed.url("/api/cart/items");
+        tokio::spawn(async move { simultaneous_adds(&shopper, &[url]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    doomed.signal("KILL");
+    let statuses = burst.await.unwrap();
+    let acknowledged = statuses.iter().filter(|s| **s == StatusCode::OK).count() as u64;
+
+    let started = Instant::now();
+    start_session(&shopper, &survivor.url("/api/cart/items")).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let count = item_count(&shopper, &survivor.url("/api/cart")).await;
+    // The first add, the acknowledged adds, perhaps some whose answer was lost with the
+    // replica, and the survivor's add.
+    assert!(
+        count > 1 + acknowledged,
+        "{count} < {acknowledged} acknowledged + 2"
+    );
+    assert!(
+        count <= 1 + ADDS as u64 + 1,
+        "{count}: a change counted twice"
+    );
+}
+
+/// A change that reaches a session in the instant a checkout has taken its cart (marked,
+/// not yet deleted) is refused with 409, so it neither lands in the closed session nor is
+/// reported as done.
+#[tokio::test]
+async fn a_change_racing_a_checkout_is_refused() {
+    use fred::prelude::{Expiration, KeysInterface};
+    use tower_sessions::session::Record;
+
+    let redis = RedisServer::start().await;
+    let app = TestApp::with_redis(&redis.url(), "replica-a").await;
+    let shopper = visitor();
+    let first = shopper
+        .post(app.url("/api/cart/items"))
+        .json(&json!({"product_id": "paper-filters", "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    let id = crate::helpers::session_cookie(&first).unwrap();
+
+    // What the checkout's compare-and-set leaves for a moment: no cart, a checked-out mark.
+    let client = redis.client().await;
+    let stored: Vec<u8> = client.get(&id).await.unwrap();
+    let mut record: Record = rmp_serde::from_slice(&stored).unwrap();
+    record.data.remove("cart");
+    record.data.insert("checked_out".into(), true.into());
+    let closed = rmp_serde::to_vec(&record).unwrap();
+    let _: () = client
+        .set(
+            &id,
+            closed.as_slice(),
+            Some(Expiration::EX(600)),
+            None,
+            false,
+        )
+        .await
+        .unwrap();
+
+    let late = shopper
+        .post(app.url("/api/cart/items"))
+        .json(&json!({"product_id": "ceramic-mug", "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.status(), StatusCode::CONFLICT);
+    let body: Value = late.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "checked_out");
+    let after: Vec<u8> = client.get(&id).await.unwrap();
+    assert_eq!(after, closed, "the closed session was written");
+}
+
+/// Without competition a change of an existing session costs two round trips, as a plain
+/// save would: a `GET`, and one `EVALSHA` whose script compares and sets.
+#[tokio::test]
+async fn an_uncontended_change_costs_a_get_and_one_evalsha() {
+    use crate::sessions::{command_calls, reset_stats};
+
+    let redis = RedisServer::start().await;
+    let app = TestApp::with_redis(&redis.url(), "replica-a").await;
+    let shopper = visitor();
+    let items = app.url("/api/cart/items");
+    start_session(&shopper, &items).await;
+    start_session(&shopper, &items).await; // loads the script into Redis
+    let client = redis.client().await;
+
+    reset_stats(&client).await;
+    for _ in 0..10 {
+        start_session(&shopper, &items).await;
+    }
+    let mut calls = command_calls(&client).await;
+    calls.remove("config|resetstat");
+    // Round trips: 10 GETs and 10 EVALSHAs. The script's own GET and SET run inside Redis
+    // but show in its statistics too.
+    let expected = [("evalsha", 10), ("get", 20), ("set", 10)];
+    assert_eq!(calls, expected.map(|(k, v)| (k.to_owned(), v)).into());
+}
