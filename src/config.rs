@@ -41,6 +41,12 @@ pub struct Config {
           action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub session_cookie_secure: bool,
 
+    /// Show a "crash this replica" button on every page, which makes the replica exit
+    /// abruptly after answering. For demos of elasticity only.
+    #[arg(long, env = "DEMO_CHAOS", default_value_t = false,
+          action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub demo_chaos: bool,
+
     /// Number of Redis connections of this replica.
     #[arg(long, env = "REDIS_POOL_SIZE", default_value = "4")]
     pub redis_pool_size: NonZeroUsize,

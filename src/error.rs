@@ -7,7 +7,7 @@
 //! shown only as an opaque message.
 
 use axum::Json;
-use axum::extract::rejection::{FormRejection, JsonRejection, PathRejection};
+use axum::extract::rejection::{FormRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -48,6 +48,9 @@ pub enum Error {
     /// A change arrived for a session that a checkout has just closed.
     #[error("this cart was just checked out; reload the page and try again")]
     CheckedOut,
+    /// An unsafe request that a browser sent from another site.
+    #[error("cross-origin request refused")]
+    CrossOrigin,
     /// This replica is shutting down (only `/readyz` says so).
     #[error("this replica is shutting down")]
     Draining,
@@ -69,6 +72,7 @@ impl Error {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::CheckedOut => StatusCode::CONFLICT,
+            Self::CrossOrigin => StatusCode::FORBIDDEN,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -89,6 +93,7 @@ impl Error {
             Self::Draining => "draining",
             Self::SessionBusy => "session_busy",
             Self::CheckedOut => "checked_out",
+            Self::CrossOrigin => "cross_origin",
             Self::Internal(_) => "internal",
         }
     }
@@ -113,6 +118,12 @@ impl From<JsonRejection> for Error {
 
 impl From<FormRejection> for Error {
     fn from(rejection: FormRejection) -> Self {
+        Self::from_rejection(rejection.status(), rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for Error {
+    fn from(rejection: QueryRejection) -> Self {
         Self::from_rejection(rejection.status(), rejection.body_text())
     }
 }

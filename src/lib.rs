@@ -11,6 +11,7 @@
 //! - [`session_update`]: cart changes that stay correct when they overlap across replicas.
 //! - [`routes`]: browser pages, the JSON API, health checks.
 //! - [`error`]: the one error type and its responses.
+//! - [`security`]: cross-origin request checks and security headers.
 //! - [`shutdown`]: draining before a replica leaves the balancer.
 //!
 //! [`app`] builds the router without any I/O so tests drive exactly what `main` serves;
@@ -22,6 +23,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod routes;
+pub mod security;
 pub mod session;
 pub mod session_store;
 pub mod session_update;
@@ -34,9 +36,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Request, Response};
+use axum::http::{HeaderName, HeaderValue, Request, Response, header};
 use axum::middleware;
 use tokio::net::TcpListener;
+use tower::ServiceBuilder;
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
@@ -69,6 +72,8 @@ pub struct AppState {
     pub drain: Drain,
     /// How changes of existing sessions are made.
     pub changes: ChangePolicy,
+    /// Whether pages offer the "crash this replica" button (demos only).
+    pub chaos: bool,
 }
 
 /// How changes of an existing session are made.
@@ -103,12 +108,23 @@ pub fn app(state: AppState) -> Router {
     let replica = state.replica_id.clone();
 
     Router::new()
-        .merge(routes::pages::router())
+        .merge(routes::pages::router(state.chaos))
         .nest("/api", routes::api::router())
         .layer(sessions)
         .merge(routes::health::router())
-        .nest_service("/static", ServeDir::new(&state.static_dir))
+        .nest_service(
+            "/static",
+            // Cached for a few minutes: a page view is then one request, so round robin
+            // moves on with every reload instead of being absorbed by stylesheet fetches.
+            ServiceBuilder::new()
+                .layer(SetResponseHeaderLayer::overriding(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("public, max-age=300"),
+                ))
+                .service(ServeDir::new(&state.static_dir)),
+        )
         .fallback(routes::not_found)
+        .layer(middleware::from_fn(security::reject_cross_origin))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             routes::render_error_pages,
@@ -119,6 +135,7 @@ pub fn app(state: AppState) -> Router {
             shutdown::close_connections_while_draining,
         ))
         .layer(SetResponseHeaderLayer::overriding(SERVED_BY, served_by))
+        .layer(middleware::map_response(security::add_security_headers))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(move |request: &Request<_>| {

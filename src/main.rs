@@ -19,6 +19,9 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
+    // Name the TLS crypto provider (for rediss://) rather than rely on rustls guessing,
+    // which fails when more than one provider is compiled in.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     if let Some(Command::Healthcheck) = config.command {
         return healthcheck(&config).await;
     }
@@ -81,6 +84,7 @@ async fn run(config: Config) -> Result<(), String> {
             max_wait: Duration::from_millis(config.session_change_wait_ms),
             serialised: true,
         },
+        chaos: config.demo_chaos,
     };
     let drain_period = config.shutdown_drain();
     let (signalled_tx, mut signalled_rx) = watch::channel(false);

@@ -1,7 +1,9 @@
 //! Browser pages: catalog, cart, checkout confirmation and error pages.
 //!
-//! Forms work without JavaScript: every change is a POST answered by a 303 to a GET page.
-//! Every page shows the replica that served it, so a person sees there is no stickiness.
+//! Forms work without JavaScript: every change is a POST answered by a 303 to a GET page,
+//! whose query string names a one-time notice ("Added ..."), so notices cost no store
+//! write. Every page shows the replica that served it, so a person sees there is no
+//! stickiness; `static/app.js` adds the replicas that served the tab before.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -13,14 +15,14 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::cart::{AddQuantity, LineQuantity, PricedCart};
+use crate::cart::{AddQuantity, LineQuantity, MAX_LINE_QUANTITY, PricedCart};
 use crate::catalog::{self, Product, format_price};
 use crate::error::{Error, ErrorReport, Result};
-use crate::extract::{Form, Path};
+use crate::extract::{Form, Path, Query};
 use crate::session::{CartSession, Order};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router(chaos: bool) -> Router<AppState> {
+    let router = Router::new()
         .route("/", get(catalog_page))
         .route("/cart", get(cart_page))
         .route("/cart/items", post(add_item))
@@ -28,7 +30,12 @@ pub fn router() -> Router<AppState> {
         .route("/cart/items/{product_id}/remove", post(remove_item))
         .route("/cart/clear", post(clear_cart))
         .route("/checkout", post(checkout))
-        .route("/checkout/complete", get(confirmation_page))
+        .route("/checkout/complete", get(confirmation_page));
+    if chaos {
+        router.route("/chaos/crash", post(crash))
+    } else {
+        router
+    }
 }
 
 /// What the header of every page shows.
@@ -36,6 +43,10 @@ struct Layout {
     served_by: String,
     /// Units in the cart; `None` where it is unknown (error pages).
     cart_count: Option<u32>,
+    /// A one-time message about the last action.
+    notice: Option<String>,
+    /// Whether to offer the "crash this replica" button.
+    chaos: bool,
 }
 
 impl Layout {
@@ -43,8 +54,56 @@ impl Layout {
         Self {
             served_by: state.replica_id.to_string(),
             cart_count,
+            notice: None,
+            chaos: state.chaos,
         }
     }
+
+    fn with_notice(mut self, notice: &NoticeQuery) -> Self {
+        self.notice = notice.text();
+        self
+    }
+}
+
+/// The notice named in a page's query string, as the redirect after an action left it.
+#[derive(Debug, Default, Deserialize)]
+struct NoticeQuery {
+    notice: Option<String>,
+    product: Option<String>,
+    replica: Option<String>,
+}
+
+impl NoticeQuery {
+    /// The message to show; unknown notices and products show nothing.
+    fn text(&self) -> Option<String> {
+        let product = || {
+            self.product
+                .as_deref()
+                .and_then(catalog::find)
+                .map(|p| p.name)
+        };
+        Some(match self.notice.as_deref()? {
+            "added" => format!("Added {} to your cart.", product()?),
+            "updated" => format!("Updated the quantity of {}.", product()?),
+            "removed" => format!("Removed {} from your cart.", product()?),
+            "cleared" => "Your cart is empty now.".to_owned(),
+            "empty" => "Your cart is empty: add something before checking out.".to_owned(),
+            "crashed" => format!(
+                "Replica {} answered the crash button and crashed on purpose. This page \
+                 came from another replica, and your cart is intact.",
+                self.replica.as_deref().filter(|r| r.len() <= 64)?
+            ),
+            _ => return None,
+        })
+    }
+}
+
+/// Where to go after an action, with its notice.
+fn after(path: &str, notice: &str, product: Option<&Product>) -> Redirect {
+    let product = product
+        .map(|p| format!("&product={}", p.id))
+        .unwrap_or_default();
+    Redirect::to(&format!("{path}?notice={notice}{product}"))
 }
 
 struct ProductCard {
@@ -71,6 +130,9 @@ struct CartRow {
     product: ProductCard,
     quantity: u32,
     line_total: String,
+    /// The quantities the steppers set (the maximum has no "+").
+    fewer: u32,
+    more: Option<u32>,
 }
 
 #[derive(Template, WebTemplate)]
@@ -100,6 +162,8 @@ impl CartPage {
                     product: line.product.into(),
                     quantity: line.quantity,
                     line_total: format_price(line.line_total_cents),
+                    fewer: line.quantity.saturating_sub(1),
+                    more: (line.quantity < MAX_LINE_QUANTITY).then_some(line.quantity + 1),
                 })
                 .collect(),
         }
@@ -178,20 +242,26 @@ fn known_product(id: &str) -> Result<&'static Product> {
     catalog::find(id).ok_or_else(|| Error::UnknownProduct(id.to_owned()))
 }
 
-fn to_cart() -> Redirect {
-    Redirect::to("/cart")
-}
-
-async fn catalog_page(State(state): State<AppState>, session: CartSession) -> Result<CatalogPage> {
+async fn catalog_page(
+    State(state): State<AppState>,
+    session: CartSession,
+    Query(notice): Query<NoticeQuery>,
+) -> Result<CatalogPage> {
     let cart = session.cart().await?.priced();
     Ok(CatalogPage {
-        layout: Layout::new(&state, Some(cart.item_count)),
+        layout: Layout::new(&state, Some(cart.item_count)).with_notice(&notice),
         products: catalog::products().iter().map(ProductCard::from).collect(),
     })
 }
 
-async fn cart_page(State(state): State<AppState>, session: CartSession) -> Result<CartPage> {
-    Ok(CartPage::new(&state, session.cart().await?.priced()))
+async fn cart_page(
+    State(state): State<AppState>,
+    session: CartSession,
+    Query(notice): Query<NoticeQuery>,
+) -> Result<CartPage> {
+    let mut page = CartPage::new(&state, session.cart().await?.priced());
+    page.layout = page.layout.with_notice(&notice);
+    Ok(page)
 }
 
 async fn add_item(session: CartSession, Form(form): Form<AddForm>) -> Result<Redirect> {
@@ -199,7 +269,7 @@ async fn add_item(session: CartSession, Form(form): Form<AddForm>) -> Result<Red
     session
         .change_cart(|cart| Ok(cart.add(product.id, form.quantity)?))
         .await?;
-    Ok(to_cart())
+    Ok(after("/", "added", Some(product)))
 }
 
 async fn set_item(
@@ -211,7 +281,12 @@ async fn set_item(
     session
         .change_cart(|cart| Ok(cart.set(product.id, form.quantity)?))
         .await?;
-    Ok(to_cart())
+    let notice = if form.quantity.get() == 0 {
+        "removed"
+    } else {
+        "updated"
+    };
+    Ok(after("/cart", notice, Some(product)))
 }
 
 async fn remove_item(session: CartSession, Path(product_id): Path<String>) -> Result<Redirect> {
@@ -222,7 +297,7 @@ async fn remove_item(session: CartSession, Path(product_id): Path<String>) -> Re
             Ok(())
         })
         .await?;
-    Ok(to_cart())
+    Ok(after("/cart", "removed", Some(product)))
 }
 
 async fn clear_cart(session: CartSession) -> Result<Redirect> {
@@ -232,13 +307,13 @@ async fn clear_cart(session: CartSession) -> Result<Redirect> {
             Ok(())
         })
         .await?;
-    Ok(to_cart())
+    Ok(after("/cart", "cleared", None))
 }
 
 async fn checkout(session: CartSession) -> Result<Redirect> {
     Ok(match session.checkout().await? {
         Some(_) => Redirect::to("/checkout/complete"),
-        None => to_cart(),
+        None => after("/cart", "empty", None),
     })
 }
 
@@ -251,4 +326,19 @@ async fn confirmation_page(
         Some(order) => ConfirmationPage::new(&state, order).into_response(),
         None => Redirect::to("/").into_response(),
     })
+}
+
+/// Answers, then exits abruptly, the way a crashing replica would: no drain, no goodbye.
+/// Only routed with `DEMO_CHAOS=1`.
+async fn crash(State(state): State<AppState>) -> Redirect {
+    tracing::warn!("crashing on request (DEMO_CHAOS)");
+    tokio::spawn(async {
+        // Long enough for this answer to leave; then gone, like a crash.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        std::process::exit(70);
+    });
+    Redirect::to(&format!(
+        "/cart?notice=crashed&replica={}",
+        state.replica_id
+    ))
 }

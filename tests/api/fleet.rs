@@ -54,7 +54,7 @@ pub fn loopback_nginx_conf(shipped: &str, listen_port: u16, replica_ports: &[u16
 }
 
 /// nginx running the (rewritten) shipped configuration; stopped on drop.
-struct Nginx {
+pub struct Nginx {
     port: u16,
     child: Child,
     _dir: tempfile::TempDir,
@@ -102,7 +102,7 @@ impl Nginx {
         nginx
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
@@ -247,20 +247,33 @@ async fn start_replica(port: u16, env: &[(String, String)]) -> BinaryApp {
 }
 
 /// redis-server, `REPLICAS` replicas of the binary and nginx in front of them.
-struct Fleet {
-    redis: RedisServer,
-    ports: Vec<u16>,
-    envs: Vec<Vec<(String, String)>>,
-    replicas: Vec<Option<BinaryApp>>,
-    nginx: Nginx,
+pub struct Fleet {
+    pub redis: RedisServer,
+    pub ports: Vec<u16>,
+    pub envs: Vec<Vec<(String, String)>>,
+    pub replicas: Vec<Option<BinaryApp>>,
+    pub nginx: Nginx,
 }
 
 impl Fleet {
-    async fn start() -> Self {
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// A fleet whose replicas also get `extra_env`.
+    pub async fn start_with(extra_env: &[(&str, &str)]) -> Self {
         let redis = RedisServer::start().await;
         let ports: Vec<u16> = (0..REPLICAS).map(|_| free_port()).collect();
         let envs: Vec<_> = (0..REPLICAS)
-            .map(|i| replica_env(&redis.url(), &format!("replica-{i}")))
+            .map(|i| {
+                let mut env = replica_env(&redis.url(), &format!("replica-{i}"));
+                env.extend(
+                    extra_env
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string())),
+                );
+                env
+            })
             .collect();
         let mut replicas = Vec::new();
         for (port, env) in ports.iter().zip(&envs) {

@@ -210,6 +210,7 @@ impl TestApp {
             static_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("static"),
             drain: Default::default(),
             changes,
+            chaos: false,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(serve(listener, state, async move {

@@ -2,6 +2,7 @@
 //! real binary. One test binary, one module per concern.
 
 mod binary;
+mod browser;
 mod cart_api;
 mod concurrency;
 mod fleet;

@@ -18,7 +18,11 @@ async fn the_catalog_page_lists_products_and_the_replica() {
             .starts_with("text/html")
     );
     let html = page.text().await.unwrap();
-    assert!(html.contains(r#"<strong id="served-by">replica-page</strong>"#));
+    assert!(html.contains(r#"id="served-by" class="chip current">replica-page</strong>"#));
+    assert!(
+        !html.contains("crash-replica"),
+        "the crash button is for demos only"
+    );
     for product in elastic_cart::catalog::products() {
         assert!(html.contains(&format!(r#"data-product-id="{}""#, product.id)));
     }
@@ -41,7 +45,18 @@ async fn cart_forms_redirect_and_the_cart_page_shows_totals() {
         .await
         .unwrap();
     assert_eq!(added.status(), StatusCode::SEE_OTHER);
-    assert_eq!(added.headers()["location"], "/cart");
+    let location = added.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(location, "/?notice=added&product=hand-grinder");
+    let catalog = shopper
+        .get(b.url(&location))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(catalog.contains(r#"role="status">Added Hand grinder to your cart.</p>"#));
+    assert!(catalog.contains(r#"id="cart-count" aria-label="2 items in your cart">2</span>"#));
 
     let cart = shopper
         .get(b.url("/cart"))
@@ -145,7 +160,158 @@ async fn checkout_confirms_the_order_and_cycles_the_session_id() {
     let cart: serde_json::Value = cart.json().await.unwrap();
     assert_eq!(cart["item_count"], 0);
 
-    // A checkout of an empty cart just goes back to the cart.
+    // A checkout of an empty cart just goes back to the cart, saying why.
     let again = shopper.post(a.url("/checkout")).send().await.unwrap();
-    assert_eq!(again.headers()["location"], "/cart");
+    assert_eq!(again.headers()["location"], "/cart?notice=empty");
+}
+
+/// Cart lines have quantity steppers (plain forms), and the notices in redirects show
+/// only for known actions and products.
+#[tokio::test]
+async fn steppers_change_quantities_and_notices_show_only_known_actions() {
+    let app = TestApp::in_memory("replica-a").await;
+    let shopper = visitor();
+    shopper
+        .post(app.url("/cart/items"))
+        .form(&[("product_id", "ceramic-mug"), ("quantity", "98")])
+        .send()
+        .await
+        .unwrap();
+    let cart = shopper
+        .get(app.url("/cart"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        cart.contains(r#"name="quantity" value="97""#),
+        "a − stepper"
+    );
+    assert!(
+        cart.contains(r#"name="quantity" value="99""#),
+        "a + stepper"
+    );
+
+    let more = shopper
+        .post(app.url("/cart/items/ceramic-mug"))
+        .form(&[("quantity", "99")])
+        .send()
+        .await
+        .unwrap();
+    let location = more.headers()["location"].to_str().unwrap().to_owned();
+    let cart = shopper
+        .get(app.url(&location))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(cart.contains("Updated the quantity of Ceramic mug."));
+    assert!(cart.contains(r#"<span data-role="quantity""#));
+    assert!(
+        !cart.contains(r#"value="100""#),
+        "no + stepper at the maximum"
+    );
+
+    for query in [
+        "?notice=added&product=unicorn",
+        "?notice=unknown",
+        "?notice=crashed&replica=<script>",
+    ] {
+        let page = shopper
+            .get(app.url(&format!("/cart{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        let html = page.text().await.unwrap();
+        assert!(!html.contains("<script>"), "{query}");
+        if !query.contains("crashed") {
+            assert!(!html.contains(r#"role="status""#), "{query}");
+        }
+    }
+}
+
+/// Every response carries the security headers, and the policy allows no inline script.
+#[tokio::test]
+async fn responses_carry_security_headers() {
+    let app = TestApp::in_memory("replica-a").await;
+    for path in ["/", "/api/cart", "/no-such-page", "/static/app.js"] {
+        let response = visitor().get(app.url(path)).send().await.unwrap();
+        let headers = response.headers();
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"));
+        assert!(csp.contains("frame-ancestors 'none'"));
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["referrer-policy"], "same-origin");
+    }
+}
+
+/// Unsafe requests that a browser marks as cross-site, or whose Origin is another host,
+/// are refused with 403 and change nothing; same-origin ones and clients that send
+/// neither header (curl, scripts) pass.
+#[tokio::test]
+async fn cross_origin_changes_are_refused() {
+    let app = TestApp::in_memory("replica-a").await;
+    let shopper = visitor();
+    let host = app.addr.to_string();
+    let add = |headers: &[(&str, String)]| {
+        let mut request = shopper
+            .post(app.url("/api/cart/items"))
+            .json(&serde_json::json!({"product_id": "ceramic-mug", "quantity": 1}));
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        request.send()
+    };
+
+    let refused = [
+        vec![("sec-fetch-site", "cross-site".to_owned())],
+        vec![("sec-fetch-site", "same-site".to_owned())],
+        vec![("origin", "https://evil.example".to_owned())],
+    ];
+    for headers in &refused {
+        let response = add(headers).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{headers:?}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "cross_origin");
+    }
+    let form = shopper
+        .post(app.url("/cart/clear"))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), StatusCode::FORBIDDEN);
+    assert!(
+        form.text()
+            .await
+            .unwrap()
+            .contains("cross-origin request refused")
+    );
+
+    let allowed = [
+        vec![("sec-fetch-site", "same-origin".to_owned())],
+        vec![("origin", format!("http://{host}"))],
+        vec![],
+    ];
+    for headers in &allowed {
+        assert_eq!(
+            add(headers).await.unwrap().status(),
+            StatusCode::OK,
+            "{headers:?}"
+        );
+    }
+    let cart: serde_json::Value = shopper
+        .get(app.url("/api/cart"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cart["item_count"], 3, "only the allowed adds counted");
 }

@@ -1,0 +1,218 @@
+//! The shop in a real browser: headless Chromium, driven over WebDriver (chromedriver),
+//! against the fleet (nginx, three replicas, Redis). It saves screenshots under
+//! `target/e2e/` for people to look at.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::fleet::Fleet;
+use crate::helpers::{bare_client, eventually, free_port, require_binary};
+
+/// chromedriver on a free loopback port; stopped on drop.
+struct ChromeDriver {
+    port: u16,
+    child: Child,
+}
+
+impl ChromeDriver {
+    async fn start() -> Self {
+        let binary = require_binary("chromedriver", "chromium-driver");
+        let port = free_port();
+        let child = Command::new(binary)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting chromedriver");
+        let status = format!("http://127.0.0.1:{port}/status");
+        let client = bare_client();
+        eventually("chromedriver to answer", async || {
+            client.get(&status).send().await.is_ok()
+        })
+        .await;
+        Self { port, child }
+    }
+
+    async fn browser(&self) -> Client {
+        let chromium = require_binary("chromium", "chromium");
+        let capabilities = json!({
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                         "--disable-gpu", "--window-size=1280,1000", "--lang=en-US"]
+            }
+        });
+        // fantoccini's client is built with rustls, which needs a process-wide crypto
+        // provider when more than one is compiled in.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        ClientBuilder::rustls()
+            .expect("a TLS-capable WebDriver client")
+            .capabilities(capabilities.as_object().unwrap().clone())
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("a Chromium session")
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn screenshot_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn save_screenshot(browser: &Client, name: &str) {
+    let png = browser.screenshot().await.unwrap();
+    std::fs::write(screenshot_dir().join(format!("{name}.png")), png).unwrap();
+}
+
+async fn text(browser: &Client, css: &str) -> String {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The cart as the page shows it: (product id, quantity) per line.
+async fn cart_lines(browser: &Client) -> Vec<(String, String)> {
+    let mut lines = Vec::new();
+    for row in browser
+        .find_all(Locator::Css("tr[data-product-id]"))
+        .await
+        .unwrap()
+    {
+        let id = row.attr("data-product-id").await.unwrap().unwrap();
+        let quantity = row
+            .find(Locator::Css("[data-role=quantity]"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        lines.push((id, quantity));
+    }
+    lines
+}
+
+/// Waits until the element at `css` exists and its text contains `needle` (the page
+/// that a click leads to has loaded).
+async fn wait_for_text(browser: &Client, css: &str, needle: &str) {
+    eventually(&format!("{css} to say {needle:?}"), async || match browser
+        .find(Locator::Css(css))
+        .await
+    {
+        Ok(element) => element.text().await.is_ok_and(|text| text.contains(needle)),
+        Err(_) => false,
+    })
+    .await;
+}
+
+async fn add_to_cart(browser: &Client, product: &str, name: &str) {
+    let button = format!(r#"form[data-action="add-to-cart"][data-product-id="{product}"] button"#);
+    browser
+        .find(Locator::Css(&button))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(browser, ".notice", &format!("Added {name}")).await;
+}
+
+/// Add two products, reload the cart six times (at least two replicas, same cart each
+/// time), crash the replica that served the page (the next page comes from another, with
+/// the cart intact), and check out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shopper_in_chromium_sees_round_robin_and_survives_a_crash() {
+    let fleet = Fleet::start_with(&[("DEMO_CHAOS", "1")]).await;
+    let driver = ChromeDriver::start().await;
+    let browser = driver.browser().await;
+
+    browser.goto(&fleet.nginx.url("/")).await.unwrap();
+    assert_eq!(
+        browser
+            .find_all(Locator::Css("[data-action=add-to-cart]"))
+            .await
+            .unwrap()
+            .len(),
+        10
+    );
+    add_to_cart(&browser, "espresso-beans", "Espresso beans").await;
+    add_to_cart(&browser, "ceramic-mug", "Ceramic mug").await;
+    assert_eq!(text(&browser, "#cart-count").await, "2");
+    save_screenshot(&browser, "catalog").await;
+
+    let mut replicas = HashSet::new();
+    let mut expected = None;
+    for _ in 0..6 {
+        browser.goto(&fleet.nginx.url("/cart")).await.unwrap();
+        replicas.insert(text(&browser, "#served-by").await);
+        let lines = cart_lines(&browser).await;
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(expected.get_or_insert_with(|| lines.clone()), &lines);
+    }
+    assert!(
+        replicas.len() >= 2,
+        "one replica served every page: {replicas:?}"
+    );
+    let chips = browser
+        .find_all(Locator::Css("#replica-history li"))
+        .await
+        .unwrap();
+    assert!(
+        chips.len() >= 6,
+        "the tab's replica history shows {} chips",
+        chips.len()
+    );
+    save_screenshot(&browser, "cart").await;
+
+    browser
+        .find(Locator::Css("#crash-replica"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&browser, ".notice", "crashed on purpose").await;
+    // The balancer chose which replica answered the button; the notice names it.
+    let notice = text(&browser, ".notice").await;
+    let crashed = (0..3)
+        .map(|i| format!("replica-{i}"))
+        .find(|id| notice.contains(&format!("Replica {id} ")))
+        .unwrap_or_else(|| panic!("no replica named in {notice:?}"));
+    let survivor = text(&browser, "#served-by").await;
+    assert_ne!(
+        survivor, crashed,
+        "the page after the crash came from the crashed replica"
+    );
+    assert_eq!(
+        &cart_lines(&browser).await,
+        expected.as_ref().unwrap(),
+        "the cart changed"
+    );
+    save_screenshot(&browser, "after-crash").await;
+
+    browser
+        .find(Locator::Css("#checkout"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&browser, "h1", "order is placed").await;
+    save_screenshot(&browser, "confirmation").await;
+    browser.close().await.unwrap();
+}
