@@ -17,41 +17,11 @@ use tokio::task::JoinHandle;
 
 use crate::helpers::{BinaryApp, RedisServer, eventually, free_port, require_binary, visitor};
 
-const REPLICAS: usize = 3;
+#[path = "../support/nginx_conf.rs"]
+mod nginx_conf;
+use nginx_conf::loopback_nginx_conf;
 
-/// The shipped nginx.conf with the Docker-only lines rewritten for loopback.
-pub fn loopback_nginx_conf(shipped: &str, listen_port: u16, replica_ports: &[u16]) -> String {
-    let mut out = String::new();
-    let mut rewrote_server = false;
-    for line in shipped.lines() {
-        let trimmed = line.trim_start();
-        let indent = &line[..line.len() - trimmed.len()];
-        if trimmed.starts_with("resolver ") {
-            out.push_str(&format!("{indent}# (resolver: Docker DNS only)\n"));
-        } else if trimmed.starts_with("server app:3000") {
-            let params: Vec<&str> = trimmed
-                .trim_end_matches(';')
-                .split_whitespace()
-                .skip(2)
-                .filter(|param| *param != "resolve")
-                .collect();
-            for port in replica_ports {
-                out.push_str(&format!(
-                    "{indent}server 127.0.0.1:{port} {};\n",
-                    params.join(" ")
-                ));
-            }
-            rewrote_server = true;
-        } else if trimmed == "listen 8080;" {
-            out.push_str(&format!("{indent}listen 127.0.0.1:{listen_port};\n"));
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    assert!(rewrote_server, "nginx.conf has no `server app:3000` line");
-    out
-}
+const REPLICAS: usize = 3;
 
 /// nginx running the (rewritten) shipped configuration; stopped on drop.
 pub struct Nginx {

@@ -1,0 +1,237 @@
+//! The load generator: N virtual users, each with its own session cookie, on a lean hyper
+//! client in one thread (so it takes one core at most and its own cost can be reported).
+//!
+//! The mix: 80% `GET /cart` (the HTML page), 15% `POST /api/cart/items`, 5% `GET /api/cart`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+const PRODUCTS: [&str; 10] = [
+    "espresso-beans",
+    "pour-over-kettle",
+    "ceramic-mug",
+    "hand-grinder",
+    "paper-filters",
+    "milk-frother",
+    "travel-tumbler",
+    "digital-scale",
+    "cold-brew-jar",
+    "tea-sampler",
+];
+/// Units a user adds before starting a new session, so no cart line reaches its limit.
+const UNITS_PER_SESSION: u32 = 500;
+
+/// What one load run measured (after warm-up).
+#[derive(Debug, Default)]
+pub struct Measured {
+    pub requests: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub latency_us: Option<Histogram<u64>>,
+    /// Responses per `X-Served-By` value.
+    pub served_by: BTreeMap<String, u64>,
+    /// CPU time this process used per measured request, in microseconds.
+    pub loadgen_cpu_us_per_req: f64,
+}
+
+/// Runs `users` virtual users against `base` (e.g. `http://127.0.0.1:8080`) for
+/// `warmup`, then measures for `duration`; `at_measure_start` runs when measuring starts.
+pub fn run(
+    base: &str,
+    users: usize,
+    warmup: Duration,
+    duration: Duration,
+    at_measure_start: impl FnOnce() + Send + 'static,
+) -> Measured {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run_async(
+        base.to_owned(),
+        users,
+        warmup,
+        duration,
+        at_measure_start,
+    ))
+}
+
+async fn run_async(
+    base: String,
+    users: usize,
+    warmup: Duration,
+    duration: Duration,
+    at_measure_start: impl FnOnce() + Send + 'static,
+) -> Measured {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(users)
+        .build(connector);
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + duration;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for user in 0..users {
+        let client = client.clone();
+        let base = base.clone();
+        tasks.spawn(virtual_user(client, base, user, measure_from, end));
+    }
+    // CPU is read when measuring starts and ends, so warm-up is not counted.
+    tokio::time::sleep_until(measure_from.into()).await;
+    let cpu_start = process_cpu();
+    tokio::task::spawn_blocking(at_measure_start);
+    let mut total = Measured {
+        latency_us: Some(Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()),
+        ..Measured::default()
+    };
+    while let Some(result) = tasks.join_next().await {
+        let user = result.unwrap();
+        total.requests += user.requests;
+        total.errors += user.errors;
+        total
+            .latency_us
+            .as_mut()
+            .unwrap()
+            .add(&user.latency_us)
+            .unwrap();
+        for (replica, n) in user.served_by {
+            *total.served_by.entry(replica).or_default() += n;
+        }
+    }
+    total.elapsed = duration;
+    total.loadgen_cpu_us_per_req =
+        (process_cpu() - cpu_start).as_secs_f64() * 1e6 / total.requests.max(1) as f64;
+    total
+}
+
+struct UserTally {
+    requests: u64,
+    errors: u64,
+    latency_us: Histogram<u64>,
+    served_by: BTreeMap<String, u64>,
+}
+
+async fn virtual_user(
+    client: Client<HttpConnector, Full<Bytes>>,
+    base: String,
+    user: usize,
+    measure_from: Instant,
+    end: Instant,
+) -> UserTally {
+    let mut tally = UserTally {
+        requests: 0,
+        errors: 0,
+        latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),
+        served_by: BTreeMap::new(),
+    };
+    let mut cookie: Option<String> = None;
+    let mut units = 0;
+    // A small xorshift per user: reproducible mixes without a shared generator.
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ (user as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut round = 0usize;
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        let roll = next() % 100;
+        let request = if roll < 80 {
+            get(&base, "/cart", &cookie)
+        } else if roll < 95 {
+            if units >= UNITS_PER_SESSION {
+                cookie = None;
+                units = 0;
+            }
+            units += 1;
+            round += 1;
+            let product = PRODUCTS[(user + round) % PRODUCTS.len()];
+            add(&base, product, &cookie)
+        } else {
+            get(&base, "/api/cart", &cookie)
+        };
+        let sent = Instant::now();
+        let outcome = client.request(request).await;
+        let ok = match outcome {
+            Ok(response) => {
+                let status = response.status();
+                if let Some(set) = response.headers().get(hyper::header::SET_COOKIE) {
+                    let value = set.to_str().unwrap_or_default();
+                    cookie = value.split(';').next().map(str::to_owned);
+                }
+                let replica = response
+                    .headers()
+                    .get("x-served-by")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("?")
+                    .to_owned();
+                let body = response.into_body().collect().await;
+                if sent >= measure_from {
+                    *tally.served_by.entry(replica).or_default() += 1;
+                }
+                body.is_ok() && (status.is_success() || status.is_redirection())
+            }
+            Err(_) => false,
+        };
+        if sent >= measure_from && Instant::now() <= end {
+            tally.requests += 1;
+            tally.errors += u64::from(!ok);
+            let micros = sent.elapsed().as_micros() as u64;
+            tally.latency_us.record(micros.max(1)).unwrap();
+        }
+    }
+    tally
+}
+
+fn get(base: &str, path: &str, cookie: &Option<String>) -> Request<Full<Bytes>> {
+    let mut builder = Request::builder()
+        .method(Method::GET)
+        .uri(format!("{base}{path}"));
+    if let Some(cookie) = cookie {
+        builder = builder.header(hyper::header::COOKIE, cookie);
+    }
+    builder.body(Full::new(Bytes::new())).unwrap()
+}
+
+fn add(base: &str, product: &str, cookie: &Option<String>) -> Request<Full<Bytes>> {
+    let body = format!(r#"{{"product_id":"{product}","quantity":1}}"#);
+    let mut builder = Request::builder()
+        .method(Method::POST)
+        .uri(format!("{base}/api/cart/items"))
+        .header(hyper::header::CONTENT_TYPE, "application/json");
+    if let Some(cookie) = cookie {
+        builder = builder.header(hyper::header::COOKIE, cookie);
+    }
+    builder.body(Full::new(Bytes::from(body))).unwrap()
+}
+
+/// CPU time (user + system) of this process so far, from /proc.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after ") ".
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
+        .unwrap_or(0);
+    // The kernel's USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}

@@ -1,0 +1,173 @@
+//! What sharing sessions costs, measured side by side in one run (`scripts/bench.sh`, or
+//! `cargo bench --bench fleet -- [--users N] [--warmup S] [--duration S] [--repeats N]
+//! [--worker-threads N] [--redis-pool-size N] [--log FILTER] [--only a,b]`).
+//!
+//! Four configurations, with real servers on loopback, each run `--repeats` times in
+//! alternating order (medians are reported):
+//! 1. `memory-1`: one replica, in-memory sessions, no nginx;
+//! 2. `redis-1`: one replica, Redis sessions, no nginx;
+//! 3. `sticky-1`: nginx and one replica with in-memory sessions (what sticky sessions cost
+//!    per server);
+//! 4. `fleet-3`: nginx and three replicas with Redis sessions (the product).
+//!
+//! Writes `target/bench/report.md`, `target/bench/report.json` and `target/bench/chart.png`.
+
+mod load;
+mod report;
+mod servers;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use report::{Sample, Settings};
+use servers::ReplicaSettings;
+
+/// One configuration of the comparison.
+struct Setup {
+    name: &'static str,
+    replicas: usize,
+    redis: bool,
+    nginx: bool,
+}
+
+const SETUPS: [Setup; 4] = [
+    Setup {
+        name: "memory-1",
+        replicas: 1,
+        redis: false,
+        nginx: false,
+    },
+    Setup {
+        name: "redis-1",
+        replicas: 1,
+        redis: true,
+        nginx: false,
+    },
+    Setup {
+        name: "sticky-1",
+        replicas: 1,
+        redis: false,
+        nginx: true,
+    },
+    Setup {
+        name: "fleet-3",
+        replicas: 3,
+        redis: true,
+        nginx: true,
+    },
+];
+
+fn main() {
+    let settings = parse_args();
+    let replica = ReplicaSettings {
+        worker_threads: settings.worker_threads,
+        redis_pool_size: settings.redis_pool_size,
+        log: settings.log.clone(),
+    };
+    let mut samples: BTreeMap<&str, Vec<Sample>> = BTreeMap::new();
+    for round in 0..settings.repeats {
+        let chosen = SETUPS
+            .iter()
+            .filter(|setup| settings.only.is_empty() || settings.only.contains(&setup.name));
+        let order: Vec<&Setup> = if round % 2 == 0 {
+            chosen.collect()
+        } else {
+            chosen.rev().collect()
+        };
+        for setup in order {
+            let sample = measure(setup, &settings, &replica);
+            eprintln!(
+                "round {}/{} {:<9} {:>8.0} req/s  p99 {:>6.2} ms  errors {}",
+                round + 1,
+                settings.repeats,
+                setup.name,
+                sample.rps,
+                sample.p99_ms,
+                sample.errors
+            );
+            samples.entry(setup.name).or_default().push(sample);
+        }
+    }
+    let ordered: Vec<(&str, Vec<Sample>)> = SETUPS
+        .iter()
+        .filter_map(|setup| Some((setup.name, samples.remove(setup.name)?)))
+        .collect();
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&out).unwrap();
+    let table = report::write(&out, &settings, &ordered);
+    println!("{table}");
+    println!(
+        "wrote {}/report.md, report.json and chart.png",
+        out.display()
+    );
+}
+
+fn measure(setup: &Setup, settings: &Settings, replica: &ReplicaSettings) -> Sample {
+    let running = servers::start(setup.replicas, setup.redis, setup.nginx, replica);
+    // Redis statistics cover the measured part only: taken when warm-up ends and after.
+    let (before_tx, before_rx) = std::sync::mpsc::channel();
+    let redis_port = running.redis_port;
+    let measured = load::run(
+        &running.target,
+        settings.users,
+        Duration::from_secs(settings.warmup_secs),
+        Duration::from_secs(settings.duration_secs),
+        move || {
+            let _ = before_tx.send(redis_port.map(servers::redis_command_calls));
+        },
+    );
+    let before = before_rx.recv().ok().flatten();
+    let after = running.redis_port.map(servers::redis_command_calls);
+    let commands = before.zip(after).map(|(before, after)| {
+        after
+            .into_iter()
+            .filter(|(name, _)| !matches!(name.as_str(), "info" | "ping"))
+            .map(|(name, calls)| {
+                let delta = calls - before.get(&name).copied().unwrap_or(0);
+                (name, delta)
+            })
+            .filter(|(_, delta)| *delta > 0)
+            .collect::<BTreeMap<_, _>>()
+    });
+    Sample::new(&measured, commands)
+}
+
+fn parse_args() -> Settings {
+    let mut settings = Settings::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| -> u64 {
+            args.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} needs a number"))
+        };
+        match arg.as_str() {
+            "--users" => settings.users = value("--users") as usize,
+            "--warmup" => settings.warmup_secs = value("--warmup"),
+            "--duration" => settings.duration_secs = value("--duration"),
+            "--repeats" => settings.repeats = value("--repeats") as usize,
+            "--worker-threads" => settings.worker_threads = value("--worker-threads") as usize,
+            "--redis-pool-size" => settings.redis_pool_size = value("--redis-pool-size") as usize,
+            "--only" => {
+                let names = args
+                    .next()
+                    .expect("--only needs names, e.g. sticky-1,fleet-3");
+                settings.only = names
+                    .split(',')
+                    .map(|name| {
+                        SETUPS
+                            .iter()
+                            .find(|setup| setup.name == name)
+                            .unwrap_or_else(|| panic!("no configuration {name}"))
+                            .name
+                    })
+                    .collect();
+            }
+            "--log" => settings.log = args.next().expect("--log needs a filter, e.g. info"),
+            // cargo bench passes --bench to every bench target.
+            "--bench" => {}
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    settings
+}

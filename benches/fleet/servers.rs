@@ -1,0 +1,174 @@
+//! The servers of one benchmark configuration, on loopback: redis-server, replicas of the
+//! release binary and nginx with the shipped nginx.conf. Stopped when dropped.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[path = "../../tests/support/nginx_conf.rs"]
+mod nginx_conf;
+
+/// Replica settings every configuration shares.
+pub struct ReplicaSettings {
+    pub worker_threads: usize,
+    pub redis_pool_size: usize,
+    pub log: String,
+}
+
+pub struct Running {
+    /// Where the load goes: nginx, or the single replica without it.
+    pub target: String,
+    pub redis_port: Option<u16>,
+    children: Vec<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn binary(name: &str, package: &str) -> PathBuf {
+    ["/usr/bin", "/usr/sbin", "/usr/local/bin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| panic!("`{name}` not found: install the Debian package `{package}`"))
+}
+
+/// Waits until an HTTP GET of `path` on `port` answers 200.
+fn wait_http(port: u16, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
+            let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+            let mut head = [0u8; 12];
+            if stream.write_all(request.as_bytes()).is_ok()
+                && stream.read_exact(&mut head).is_ok()
+                && &head[9..12] == b"200"
+            {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing answered 200 on port {port}{path}");
+}
+
+/// Starts `replicas` replicas (with Redis if `redis`) and nginx in front if `nginx`.
+pub fn start(replicas: usize, redis: bool, nginx: bool, settings: &ReplicaSettings) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let mut children = Vec::new();
+    let redis_port = redis.then(|| {
+        let port = free_port();
+        children.push(
+            Command::new(binary("redis-server", "redis-server"))
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        port
+    });
+
+    let ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
+    for (i, port) in ports.iter().enumerate() {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_elastic-cart"));
+        command
+            .env_clear()
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("REPLICA_ID", format!("replica-{i}"))
+            .env("RUST_LOG", &settings.log)
+            .env("TOKIO_WORKER_THREADS", settings.worker_threads.to_string())
+            .env("REDIS_POOL_SIZE", settings.redis_pool_size.to_string())
+            .env(
+                "STATIC_DIR",
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("static"),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(redis_port) = redis_port {
+            command.env("REDIS_URL", format!("redis://127.0.0.1:{redis_port}"));
+        }
+        children.push(command.spawn().unwrap());
+        wait_http(*port, "/readyz");
+    }
+
+    let target_port = if nginx {
+        let port = free_port();
+        let shipped =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("nginx.conf"))
+                .unwrap();
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(
+            &conf,
+            nginx_conf::loopback_nginx_conf(&shipped, port, &ports),
+        )
+        .unwrap();
+        children.push(
+            Command::new(binary("nginx", "nginx"))
+                .arg("-p")
+                .arg(dir.path())
+                .arg("-c")
+                .arg(&conf)
+                .args(["-e", "stderr", "-g"])
+                .arg(format!(
+                    "daemon off; pid {};",
+                    dir.path().join("nginx.pid").display()
+                ))
+                // The access log would cost the balancer a write per request; the shipped
+                // configuration logs, so the benchmark keeps it, into a file.
+                .stdout(std::fs::File::create(dir.path().join("access.log")).unwrap())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_http(port, "/healthz");
+        port
+    } else {
+        ports[0]
+    };
+    Running {
+        target: format!("http://127.0.0.1:{target_port}"),
+        redis_port,
+        children,
+        _dir: dir,
+    }
+}
+
+/// Calls per command from `INFO commandstats`.
+pub fn redis_command_calls(port: u16) -> HashMap<String, u64> {
+    let output = Command::new(binary("redis-cli", "redis-tools"))
+        .args(["-p", &port.to_string(), "info", "commandstats"])
+        .output()
+        .expect("running redis-cli");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let (name, stats) = line.trim().strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats.split(',').next()?.strip_prefix("calls=")?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .collect()
+}
