@@ -39,7 +39,13 @@ cleanup() {
     trap - EXIT INT TERM
     if [[ $status -ne 0 ]] && docker compose version >/dev/null 2>&1; then
         log "failed (exit $status); last log lines of the stack:"
-        compose logs --no-color --tail 30 2>&1 | sed 's/^/    /' >&2 || true
+        compose logs --no-color --tail 15 2>&1 | sed 's/^/    /' >&2 || true
+        # nginx's errors and non-2xx answers tell why a request failed (which replica, and
+        # whether the connect, the send or the read did).
+        log "nginx errors and failed requests:"
+        compose logs --no-color nginx 2>&1 |
+            grep -E '\[(error|crit|alert|emerg)\]|" [45][0-9][0-9] ' | tail -40 |
+            sed 's/^/    /' >&2 || true
     fi
     if [[ ${KEEP_STACK:-0} == 1 ]]; then
         log "KEEP_STACK=1: leaving project $COMPOSE_PROJECT_NAME running"
@@ -88,4 +94,5 @@ python3 "$SCRIPT_DIR/fleet_scenario.py" \
     --base-url "http://127.0.0.1:$SHOP_PORT" \
     --project "$COMPOSE_PROJECT_NAME" \
     --repo-root "$REPO_ROOT" \
+    --compose-files="${COMPOSE_FILES[*]}" \
     --compose-up-args="${COMPOSE_UP_ARGS[*]}"

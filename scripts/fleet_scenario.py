@@ -65,8 +65,10 @@ class Client:
                 return Response(resp.status, resp.headers.get("X-Served-By"), _json(raw))
         except urllib.error.HTTPError as err:
             raw = err.read()
-            return Response(err.code, err.headers.get("X-Served-By"), _json(raw),
-                            error=raw[:200].decode(errors="replace"))
+            body = _json(raw)
+            code = body.get("error", {}).get("code") if isinstance(body, dict) else None
+            return Response(err.code, err.headers.get("X-Served-By"), body,
+                            error=code or f"{err.code} {err.reason}")
         except Exception as err:  # connection refused/reset, timeout: no HTTP answer
             return Response(None, error=f"{type(err).__name__}: {err}")
 
@@ -85,6 +87,11 @@ def _json(raw: bytes):
         return None
 
 
+def listed(problems) -> str:
+    """Problems as one line for a check's detail ("" when there are none)."""
+    return "; ".join(f"{name}: {what}" for name, what in problems)
+
+
 def cart_lines(body) -> dict:
     """{product_id: quantity} of a /api/cart body."""
     return {item["product_id"]: item["quantity"] for item in body["items"]}
@@ -98,13 +105,23 @@ class Fleet:
 
     def __init__(self, args):
         self.project = args.project
-        self.compose_base = ["docker", "compose", "--project-directory", args.repo_root,
-                             "-f", f"{args.repo_root}/docker-compose.yml"]
+        files = args.compose_files.split() or [f"{args.repo_root}/docker-compose.yml"]
+        self.compose_base = ["docker", "compose", "--project-directory", args.repo_root]
+        for file in files:
+            self.compose_base += ["-f", file]
         self.up_args = shlex.split(args.compose_up_args)
 
     def run(self, *cmd: str) -> None:
-        print(f"      $ {' '.join(cmd)}", flush=True)
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        """Runs a command, showing it (without compose's file options); its output is shown
+        only if it fails."""
+        shown = list(cmd)
+        if shown[:len(self.compose_base)] == self.compose_base:
+            shown = ["docker", "compose"] + shown[len(self.compose_base):]
+        print(f"      $ {' '.join(shown)}", flush=True)
+        done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if done.returncode != 0:
+            print(done.stdout, flush=True)
+            raise RuntimeError(f"{' '.join(shown)} exited {done.returncode}")
 
     def compose(self, *args: str) -> None:
         self.run(*self.compose_base, *args)
@@ -329,7 +346,7 @@ class Scenario:
             reader.add(product, i + 1)
             self.readers.append((reader, {product: i + 1}))
         problems = self.carts_intact(self.readers)
-        self.check(not problems, "4 more clients filled their own carts", str(problems))
+        self.check(not problems, "4 more clients filled their own carts", listed(problems))
         self.writer_carts = []  # (client, expected lines), filled in step 3
 
     def step2_sigkill(self) -> None:
@@ -351,7 +368,7 @@ class Scenario:
         self.check(replicas[victim] not in after and len(after) == 2,
                    "from 3 s after the kill, only the 2 survivors serve")
         problems = self.carts_intact(self.readers + [self.shopper])
-        self.check(not problems, "every cart is unchanged", str(problems))
+        self.check(not problems, "every cart is unchanged", listed(problems))
 
     def step3_sigterm_with_writes(self) -> None:
         self.step(3, "docker stop (SIGTERM) another replica under continuous reads and writes",
@@ -401,7 +418,7 @@ class Scenario:
         self.check(bool(ok), f"{hostname} serves again {waited:.1f} s after docker start "
                              f"(limit 15 s)")
         problems = self.carts_intact(self.readers + [self.shopper] + self.writer_carts)
-        self.check(not problems, "every cart is unchanged", str(problems))
+        self.check(not problems, "every cart is unchanged", listed(problems))
 
     def step5_scale(self) -> None:
         self.step(5, "scale to 5 replicas, then down to 2 under continuous reads",
@@ -435,7 +452,7 @@ class Scenario:
         self.check(len(left) == 2 and set(after) <= left,
                    f"2 replicas left, and only they serve: {sorted(left)}")
         problems = self.carts_intact(self.readers + [self.shopper] + self.writer_carts)
-        self.check(not problems, "no cart lost: every client's cart is unchanged", str(problems))
+        self.check(not problems, "no cart lost: every client's cart is unchanged", listed(problems))
 
     def step6_redis_restart(self) -> None:
         self.step(6, "docker compose restart redis",
@@ -450,7 +467,7 @@ class Scenario:
         problems = self.carts_intact(self.readers + [self.shopper] + self.writer_carts)
         self.check(not problems,
                    f"all {len(self.readers) + 1 + len(self.writer_carts)} carts survived the "
-                   f"Redis restart", str(problems))
+                   f"Redis restart", listed(problems))
 
 
 def main() -> int:
@@ -459,6 +476,8 @@ def main() -> int:
     parser.add_argument("--base-url", default="http://127.0.0.1:8080")
     parser.add_argument("--project", required=True, help="the compose project name")
     parser.add_argument("--repo-root", required=True)
+    parser.add_argument("--compose-files", default="",
+                        help="the compose files, separated by spaces (default: the repo's)")
     parser.add_argument("--compose-up-args", default="",
                         help="extra arguments of `docker compose up`, e.g. '--pull never'")
     return Scenario(parser.parse_args()).run()

@@ -25,7 +25,7 @@
 #                         auto: the official images if they are present locally or can be
 #                         pulled, else stand-ins. `standin` never contacts a registry.
 #   STANDIN_DIR           cache of the debootstrapped trees (default: target/standin)
-#   DEBIAN_MIRROR         default http://deb.debian.org/debian
+#   DEBIAN_MIRROR         default: the first Debian archive URI of this machine's apt sources
 #   ELASTIC_CART_BIN      the binary to put in the app stand-in (default: build it with
 #                         `cargo build --release --locked` and use target/release/elastic-cart)
 #   SKIP_CARGO_BUILD=1    use the existing target/release/elastic-cart without building
@@ -33,7 +33,12 @@
 # Repository root, whichever script sourced us.
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 STANDIN_DIR="${STANDIN_DIR:-$REPO_ROOT/target/standin}"
-DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+# The mirror this machine's apt already uses for the main archive (not -security).
+debian_mirror_from_apt() {
+    grep -hE '^(URIs:|deb )' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
+        grep -oE 'https?://[^ ]+' | grep -v -- '-security' | head -n 1
+}
+DEBIAN_MIRROR="${DEBIAN_MIRROR:-$(debian_mirror_from_apt)}"
 ELASTIC_CART_IMAGES="${ELASTIC_CART_IMAGES:-auto}"
 
 # The suite the stand-ins come from: the first with nginx >= 1.27.3.
@@ -62,10 +67,17 @@ UNSTABLE_SOURCE=/etc/apt/sources.list.d/elastic-cart-unstable.sources
 UNSTABLE_PIN=/etc/apt/preferences.d/elastic-cart-unstable
 
 # Filled by prepare_images: the mode used and the extra arguments of `compose up`.
+# shellcheck disable=SC2034 # read by the scripts that source this file
 IMAGES_MODE=""
 COMPOSE_UP_ARGS=()
 
-log() { printf '\033[1m[%s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+log() {
+    if [[ -t 2 ]]; then
+        printf '\033[1m[%s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*" >&2
+    else
+        printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2
+    fi
+}
 die() { log "ERROR: $*"; exit 1; }
 
 # --- Compose v2 ---------------------------------------------------------------------------
@@ -209,7 +221,7 @@ ensure_service_rootfs() {
     # host's apt is set up to accept that too); debootstrap itself does not check it.
     in_chroot "$dir.tmp" sh -ec "apt-get update -qq -o Acquire::Check-Valid-Until=false \\
             -o Acquire::Check-Date=false
-        apt-get install -y -qq --no-install-recommends $packages >/dev/null
+        apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends $packages >/dev/null
         $setup
         apt-get clean
         rm -rf /var/lib/apt/lists/*" ||
@@ -251,6 +263,7 @@ ensure_base_image() {
 # own arguments, so those still win.
 ensure_redis_image() {
     image_exists "$STANDIN_REDIS_IMAGE" && return 0
+    # shellcheck disable=SC2016 # the snippet runs in the chroot: no expansion here.
     ensure_service_rootfs redis "redis-server redis-tools" '
         mkdir -p /data
         cat >/usr/local/bin/docker-entrypoint.sh <<"EOF"
@@ -317,6 +330,7 @@ EXPOSE 3000
 HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 \\
     CMD ["elastic-cart", "healthcheck"]
 ENTRYPOINT ["elastic-cart"]
+LABEL org.elastic-cart.standin=app
 EOF
     log "docker build $STANDIN_APP_IMAGE (runtime stage with $bin)"
     # The classic builder: this machine's docker CLI may have no buildx.
@@ -325,6 +339,8 @@ EOF
         printf '%s\n' "$output" >&2
         die "docker build of the app stand-in failed"
     }
+    # The previous app stand-in, untagged by this build, is of no more use.
+    docker image prune -f --filter label=org.elastic-cart.standin=app >/dev/null
 }
 
 build_standin_images() {
@@ -358,13 +374,19 @@ prepare_images() {
         ;;
     *) die "ELASTIC_CART_IMAGES must be auto, standin or official, not '$mode'" ;;
     esac
+    # shellcheck disable=SC2034 # read by the scripts that source this file
     IMAGES_MODE=$mode
 }
 
-# docker compose on the repository's compose file. The project name is
+# The compose files (one today; an array so a machine-specific override can be added).
+COMPOSE_FILES=("$REPO_ROOT/docker-compose.yml")
+
+# docker compose on the repository's compose file(s). The project name is
 # $COMPOSE_PROJECT_NAME (each script sets its own).
 compose() {
-    docker compose --project-directory "$REPO_ROOT" -f "$REPO_ROOT/docker-compose.yml" "$@"
+    local file args=()
+    for file in "${COMPOSE_FILES[@]}"; do args+=(-f "$file"); done
+    docker compose --project-directory "$REPO_ROOT" "${args[@]}" "$@"
 }
 
 # `compose up -d` with the image choice's arguments, plus any given here.

@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# A narrated demo of elastic-cart's elasticity, for a person watching a terminal.
+#
+#   scripts/demo.sh                 # as root; about a minute once the images exist
+#
+# It brings up the compose stack (Redis, 3 app replicas, nginx round robin without sticky
+# sessions), fills a cart through nginx with curl, shows which replicas answer, kills one,
+# shows the cart intact and served by the others, scales to 5 and back to 2, and tears
+# everything down. Each step says what it proves.
+#
+# It prepares Compose v2 and the images exactly like scripts/compose-e2e.sh
+# (scripts/lib/standin-images.sh): official images where a registry is reachable, local
+# stand-ins built from Debian packages where not.
+#
+# Environment:
+#   SHOP_PORT            host port of nginx (default 8080)
+#   COMPOSE_PROJECT_NAME default elastic-cart-demo
+#   DEMO_PAUSE           seconds to pause between steps (default 2; 0 for none)
+#   DEMO_STEP=1          wait for Enter between steps instead (when a person drives it)
+#   KEEP_STACK=1         leave the stack running at the end, to shop in a browser
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=scripts/lib/standin-images.sh
+source "$SCRIPT_DIR/lib/standin-images.sh"
+
+export SHOP_PORT="${SHOP_PORT:-8080}"
+export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-elastic-cart-demo}"
+SHOP="http://127.0.0.1:$SHOP_PORT"
+COOKIES="$(mktemp)" # the demo shopper's cookie jar: one browser, one session
+
+if [[ -t 1 ]]; then BOLD=$'\033[1m' DIM=$'\033[2m' RESET=$'\033[0m'; else BOLD="" DIM="" RESET=""; fi
+
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    rm -f "$COOKIES"
+    if [[ ${KEEP_STACK:-0} == 1 ]]; then
+        log "KEEP_STACK=1: the shop stays at $SHOP (take it down with:" \
+            "COMPOSE_PROJECT_NAME=$COMPOSE_PROJECT_NAME docker compose down -v)"
+    elif docker compose version >/dev/null 2>&1; then
+        narrate "Tearing down" "docker compose down -v: containers, network and the Redis volume go."
+        compose down -v --remove-orphans --timeout 15 >/dev/null 2>&1 || true
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+step=0
+# narrate TITLE WHAT-IT-PROVES: a step's heading.
+narrate() {
+    step=$((step + 1))
+    printf '\n%s== %d. %s%s\n' "$BOLD" "$step" "$1" "$RESET"
+    printf '%s   %s%s\n' "$DIM" "$2" "$RESET"
+}
+pause() {
+    if [[ ${DEMO_STEP:-0} == 1 && -t 0 ]]; then
+        read -r -p "   (Enter for the next step) " _
+    else
+        sleep "${DEMO_PAUSE:-2}"
+    fi
+}
+# Shows a command, then runs it quietly (its output only if it fails). A command starting
+# with "docker compose" runs through compose(), on this repository's compose file(s).
+show() {
+    printf '   %s$ %s%s\n' "$BOLD" "$*" "$RESET"
+    local output
+    if [[ $1 == docker && $2 == compose ]]; then
+        output=$(compose "${@:3}" 2>&1 </dev/null) || { printf '%s\n' "$output"; return 1; }
+    else
+        output=$("$@" 2>&1 </dev/null) || { printf '%s\n' "$output"; return 1; }
+    fi
+}
+
+# A JSON cart as one short line: "ceramic-mug x2, tea-sampler x1 (3 items, $46.75)".
+SUMMARIZE_CART_PY=$(
+    cat <<'EOF'
+import json, sys
+cart = json.load(sys.stdin)
+lines = ", ".join(f"{item['product_id']} x{item['quantity']}" for item in cart["items"])
+print(f"{lines or 'empty'} ({cart['item_count']} items, ${cart['total_cents'] / 100:.2f})")
+EOF
+)
+summarize_cart() { python3 -c "$SUMMARIZE_CART_PY"; }
+
+# GET /api/cart N times with the shopper's cookie; prints who served each and the cart.
+read_cart() {
+    local n=$1 i out status served body
+    for ((i = 1; i <= n; i++)); do
+        out=$(curl -s -b "$COOKIES" -c "$COOKIES" -D - "$SHOP/api/cart")
+        status=$(head -1 <<<"$out" | awk '{print $2}')
+        served=$(grep -i '^x-served-by:' <<<"$out" | awk '{print $2}' | tr -d '\r')
+        body=$(sed '1,/^\r$/d' <<<"$out")
+        printf '   GET /api/cart -> %s  served by %-12s  cart: %s\n' "$status" "${served:--}" \
+            "$(summarize_cart <<<"$body" 2>/dev/null || echo "$body")"
+    done
+}
+
+add_item() {
+    local product=$1 quantity=$2
+    printf '   %s$ curl -b cookies -c cookies -H "Content-Type: application/json" -d %s %s/api/cart/items%s\n' \
+        "$BOLD" "'{\"product_id\":\"$product\",\"quantity\":$quantity}'" "$SHOP" "$RESET"
+    curl -s -b "$COOKIES" -c "$COOKIES" -H 'Content-Type: application/json' \
+        -d "{\"product_id\":\"$product\",\"quantity\":$quantity}" "$SHOP/api/cart/items" |
+        { printf '     -> '; summarize_cart; }
+}
+
+replica_names() {
+    local id
+    for id in $(compose ps -q app); do
+        docker inspect -f '{{.Config.Hostname}}' "$id"
+    done | sort | tr '\n' ' '
+}
+
+# Waits (up to $1 s) until every running replica has answered a request through nginx;
+# prints how long that took.
+wait_all_serve() {
+    local limit=$1 start=$SECONDS want seen="" name
+    want=$(replica_names)
+    while ((SECONDS - start < limit)); do
+        name=$(curl -s -o /dev/null -D - "$SHOP/healthz" | grep -i '^x-served-by:' |
+            awk '{print $2}' | tr -d '\r')
+        [[ -n $name && " $seen " != *" $name "* ]] && seen="$seen $name"
+        if [[ $(tr ' ' '\n' <<<"$seen" | sed '/^$/d' | sort | tr '\n' ' ') == "$want" ]]; then
+            printf '   all of them answered through nginx within %d s\n' $((SECONDS - start))
+            return 0
+        fi
+        sleep 0.1
+    done
+    printf '   not all replicas answered within %d s (seen:%s)\n' "$limit" "$seen"
+}
+
+[[ $(id -u) -eq 0 ]] || die "run as root (it may install packages and uses docker)"
+
+narrate "Getting ready" "Compose v2, and the images (official ones, or stand-ins built from Debian packages)."
+ensure_compose_v2
+prepare_images
+compose down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || true
+
+narrate "Starting the fleet" "One Redis, three identical replicas, nginx round robin in front, no stickiness."
+show docker compose up -d "${COMPOSE_UP_ARGS[@]}" --wait ||
+    die "the stack did not start"
+wait_for_shop 60 || die "nginx does not answer at $SHOP"
+printf '   replicas (container hostnames, which they report in X-Served-By): %s\n' "$(replica_names)"
+pause
+
+narrate "Filling a cart through nginx" \
+    "The session cookie is created on the first change; the cart itself lives in Redis."
+add_item ceramic-mug 2
+add_item tea-sampler 1
+pause
+
+narrate "Reading the cart 6 times" \
+    "Round robin sends one session's requests to every replica, and each one shows the same cart."
+read_cart 6
+pause
+
+victim=$(compose ps -q app | head -1)
+victim_name=$(docker inspect -f '{{.Config.Hostname}}' "$victim")
+narrate "Killing replica $victim_name (SIGKILL, no warning)" \
+    "Nothing lived in it: the cart is intact and the other replicas serve it."
+show docker kill "$victim_name"
+read_cart 6
+pause
+
+narrate "Scaling out to 5 replicas" \
+    "New replicas take traffic within seconds: nginx re-resolves 'app' in Docker's DNS, no reload.
+   (compose also starts the killed replica again: it is one of the 5.)"
+show docker compose up -d "${COMPOSE_UP_ARGS[@]}" --scale app=5 --no-recreate
+printf '   replicas now: %s\n' "$(replica_names)"
+wait_all_serve 15
+read_cart 10
+pause
+
+narrate "Scaling back in to 2 replicas" \
+    "Removed replicas drain before they stop, so the shopper notices nothing; the cart stays."
+show docker compose up -d "${COMPOSE_UP_ARGS[@]}" --scale app=2 --no-recreate
+printf '   replicas now: %s\n' "$(replica_names)"
+sleep 3
+read_cart 6
+pause
+
+printf '\n%sThe cart survived a kill, a scale-out and a scale-in: it lives in Redis, not in any replica.%s\n' \
+    "$BOLD" "$RESET"
