@@ -47,8 +47,9 @@ pub struct Config {
           action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub demo_chaos: bool,
 
-    /// Number of Redis connections of this replica.
-    #[arg(long, env = "REDIS_POOL_SIZE", default_value = "4")]
+    /// Number of Redis connections of this replica. One is usually best: fred pipelines
+    /// the commands of all requests over it (measured: more connections, less throughput).
+    #[arg(long, env = "REDIS_POOL_SIZE", default_value = "1")]
     pub redis_pool_size: NonZeroUsize,
 
     /// Directory of the stylesheet and images served under /static.

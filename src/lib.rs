@@ -30,7 +30,7 @@ pub mod session_update;
 pub mod shutdown;
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,7 +67,7 @@ pub struct AppState {
     /// Whether the session cookie is sent over HTTPS only.
     pub cookie_secure: bool,
     /// Directory of the files served under `/static`.
-    pub static_dir: PathBuf,
+    pub static_dir: Arc<Path>,
     /// Set when the replica is stopping, so it can leave the balancer without errors.
     pub drain: Drain,
     /// How changes of existing sessions are made.
@@ -121,7 +121,7 @@ pub fn app(state: AppState) -> Router {
                     header::CACHE_CONTROL,
                     HeaderValue::from_static("public, max-age=300"),
                 ))
-                .service(ServeDir::new(&state.static_dir)),
+                .service(ServeDir::new(&*state.static_dir)),
         )
         .fallback(routes::not_found)
         .layer(middleware::from_fn(security::reject_cross_origin))

@@ -75,7 +75,8 @@ pub struct RedisSettings {
 /// The session store of one replica.
 #[derive(Debug, Clone)]
 pub enum SessionBackend {
-    Redis(RedisSessions),
+    /// In an `Arc`: the state is cloned for every request, the pool's handles need not be.
+    Redis(Arc<RedisSessions>),
     Memory(MemorySessions),
 }
 
@@ -85,11 +86,11 @@ impl SessionBackend {
     pub fn redis(settings: &RedisSettings, ttl: Duration) -> Result<Self, fred::error::Error> {
         let pool = build_pool(settings)?;
         pool.connect();
-        Ok(Self::Redis(RedisSessions {
+        Ok(Self::Redis(Arc::new(RedisSessions {
             store: RedisStore::new(pool.clone()),
             pool,
             ttl,
-        }))
+        })))
     }
 
     /// A store in this process's memory: for a single replica, demos and tests.

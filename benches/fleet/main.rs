@@ -163,7 +163,7 @@ fn parse_args() -> Settings {
                     })
                     .collect();
             }
-            "--log" => settings.log = args.next().expect("--log needs a filter, e.g. info"),
+            "--log" => settings.log = Some(args.next().expect("--log needs a filter, e.g. info")),
             // cargo bench passes --bench to every bench target.
             "--bench" => {}
             other => panic!("unknown argument {other}"),

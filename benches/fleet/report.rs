@@ -18,8 +18,8 @@ pub struct Settings {
     pub repeats: usize,
     pub worker_threads: usize,
     pub redis_pool_size: usize,
-    /// The replicas' `RUST_LOG` (their logs go to /dev/null).
-    pub log: String,
+    /// The replicas' `RUST_LOG`, if not the binary's default (their logs go to /dev/null).
+    pub log: Option<String>,
     /// Configurations to run; empty means all.
     pub only: Vec<&'static str>,
 }
@@ -32,8 +32,8 @@ impl Default for Settings {
             duration_secs: 10,
             repeats: 3,
             worker_threads: 2,
-            redis_pool_size: 4,
-            log: "info".to_owned(),
+            redis_pool_size: 1,
+            log: None,
             only: Vec::new(),
         }
     }
@@ -202,7 +202,7 @@ pub fn write(out: &Path, settings: &Settings, samples: &[(&str, Vec<Sample>)]) -
         "# elastic-cart benchmark\n\n\
          Machine: {machine}. Settings: {} virtual users, {} s warm-up, {} s measured, \
          {} rounds in alternating order (medians shown; errors summed), replicas with \
-         {} tokio worker threads, {} Redis connections and RUST_LOG={} each. Mix: 80% GET /cart, \
+         {} tokio worker threads, {} Redis connections and RUST_LOG {} each. Mix: 80% GET /cart, \
          15% POST /api/cart/items, 5% GET /api/cart.\n\n{table}\n\
          fleet-3 / sticky-1: {:.0}% of the requests/s. redis-1 / memory-1: {:.0}%.\n",
         settings.users,
@@ -211,7 +211,7 @@ pub fn write(out: &Path, settings: &Settings, samples: &[(&str, Vec<Sample>)]) -
         settings.repeats,
         settings.worker_threads,
         settings.redis_pool_size,
-        settings.log,
+        settings.log.as_deref().unwrap_or("unset (the default)"),
         ratio("fleet-3", "sticky-1"),
         ratio("redis-1", "memory-1"),
     );

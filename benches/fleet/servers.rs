@@ -15,7 +15,7 @@ mod nginx_conf;
 pub struct ReplicaSettings {
     pub worker_threads: usize,
     pub redis_pool_size: usize,
-    pub log: String,
+    pub log: Option<String>,
 }
 
 pub struct Running {
@@ -99,7 +99,6 @@ pub fn start(replicas: usize, redis: bool, nginx: bool, settings: &ReplicaSettin
             .env_clear()
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env("REPLICA_ID", format!("replica-{i}"))
-            .env("RUST_LOG", &settings.log)
             .env("TOKIO_WORKER_THREADS", settings.worker_threads.to_string())
             .env("REDIS_POOL_SIZE", settings.redis_pool_size.to_string())
             .env(
@@ -108,6 +107,9 @@ pub fn start(replicas: usize, redis: bool, nginx: bool, settings: &ReplicaSettin
             )
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if let Some(log) = &settings.log {
+            command.env("RUST_LOG", log);
+        }
         if let Some(redis_port) = redis_port {
             command.env("REDIS_URL", format!("redis://127.0.0.1:{redis_port}"));
         }

@@ -207,7 +207,7 @@ impl TestApp {
             replica_id: replica_id.into(),
             sessions,
             cookie_secure: false,
-            static_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("static"),
+            static_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("static").into(),
             drain: Default::default(),
             changes,
             chaos: false,
