@@ -1,7 +1,20 @@
 //! The load generator: N virtual users, each with its own session cookie, on a lean hyper
 //! client in one thread (so it takes one core at most and its own cost can be reported).
 //!
-//! The mix: 80% `GET /cart` (the HTML page), 15% `POST /api/cart/items`, 5% `GET /api/cart`.
+//! The shop mix: 80% `GET /cart` (the HTML page), 15% `POST /api/cart/items`, 5%
+//! `GET /api/cart`. The change mixes send only `PUT /api/cart/items/{id}` (a change that
+//! never hits a limit), each user to its own session or all users to one shared session,
+//! to measure what a change costs without and with contention.
+
+/// What the virtual users do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mix {
+    Shop,
+    /// Only changes, each user in its own session.
+    OwnSessionChanges,
+    /// Only changes, every user in one session (maximum contention).
+    SharedSessionChanges,
+}
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -46,6 +59,7 @@ pub struct Measured {
 /// `warmup`, then measures for `duration`; `at_measure_start` runs when measuring starts.
 pub fn run(
     base: &str,
+    mix: Mix,
     users: usize,
     warmup: Duration,
     duration: Duration,
@@ -57,6 +71,7 @@ pub fn run(
         .unwrap();
     runtime.block_on(run_async(
         base.to_owned(),
+        mix,
         users,
         warmup,
         duration,
@@ -66,6 +81,7 @@ pub fn run(
 
 async fn run_async(
     base: String,
+    mix: Mix,
     users: usize,
     warmup: Duration,
     duration: Duration,
@@ -80,11 +96,24 @@ async fn run_async(
     let measure_from = start + warmup;
     let end = measure_from + duration;
 
+    let shared_cookie = match mix {
+        Mix::SharedSessionChanges => Some(start_session(&client, &base).await),
+        _ => None,
+    };
     let mut tasks = tokio::task::JoinSet::new();
     for user in 0..users {
         let client = client.clone();
         let base = base.clone();
-        tasks.spawn(virtual_user(client, base, user, measure_from, end));
+        let cookie = shared_cookie.clone();
+        tasks.spawn(virtual_user(
+            client,
+            base,
+            mix,
+            cookie,
+            user,
+            measure_from,
+            end,
+        ));
     }
     // CPU is read when measuring starts and ends, so warm-up is not counted.
     tokio::time::sleep_until(measure_from.into()).await;
@@ -124,6 +153,8 @@ struct UserTally {
 async fn virtual_user(
     client: Client<HttpConnector, Full<Bytes>>,
     base: String,
+    mix: Mix,
+    mut cookie: Option<String>,
     user: usize,
     measure_from: Instant,
     end: Instant,
@@ -134,7 +165,6 @@ async fn virtual_user(
         latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),
         served_by: BTreeMap::new(),
     };
-    let mut cookie: Option<String> = None;
     let mut units = 0;
     // A small xorshift per user: reproducible mixes without a shared generator.
     let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ (user as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -151,7 +181,10 @@ async fn virtual_user(
             break;
         }
         let roll = next() % 100;
-        let request = if roll < 80 {
+        let request = if mix != Mix::Shop {
+            let product = PRODUCTS[(next() % PRODUCTS.len() as u64) as usize];
+            set(&base, product, 1 + (next() % 99) as u32, &cookie)
+        } else if roll < 80 {
             get(&base, "/cart", &cookie)
         } else if roll < 95 {
             if units >= UNITS_PER_SESSION {
@@ -170,7 +203,9 @@ async fn virtual_user(
         let ok = match outcome {
             Ok(response) => {
                 let status = response.status();
-                if let Some(set) = response.headers().get(hyper::header::SET_COOKIE) {
+                // The shared session keeps its one cookie, whatever a response sets.
+                let set_cookie = response.headers().get(hyper::header::SET_COOKIE);
+                if let (Some(set), false) = (set_cookie, mix == Mix::SharedSessionChanges) {
                     let value = set.to_str().unwrap_or_default();
                     cookie = value.split(';').next().map(str::to_owned);
                 }
@@ -218,6 +253,33 @@ fn add(base: &str, product: &str, cookie: &Option<String>) -> Request<Full<Bytes
         builder = builder.header(hyper::header::COOKIE, cookie);
     }
     builder.body(Full::new(Bytes::from(body))).unwrap()
+}
+
+fn set(base: &str, product: &str, quantity: u32, cookie: &Option<String>) -> Request<Full<Bytes>> {
+    let mut builder = Request::builder()
+        .method(Method::PUT)
+        .uri(format!("{base}/api/cart/items/{product}"))
+        .header(hyper::header::CONTENT_TYPE, "application/json");
+    if let Some(cookie) = cookie {
+        builder = builder.header(hyper::header::COOKIE, cookie);
+    }
+    let body = format!(r#"{{"quantity":{quantity}}}"#);
+    builder.body(Full::new(Bytes::from(body))).unwrap()
+}
+
+/// Creates a session (its first change) and returns its cookie.
+async fn start_session(client: &Client<HttpConnector, Full<Bytes>>, base: &str) -> String {
+    let response = client
+        .request(add(base, PRODUCTS[0], &None))
+        .await
+        .expect("the first change of the shared session");
+    response
+        .headers()
+        .get(hyper::header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie")
+        .to_owned()
 }
 
 /// CPU time (user + system) of this process so far, from /proc.

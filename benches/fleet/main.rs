@@ -8,7 +8,10 @@
 //! 2. `redis-1`: one replica, Redis sessions, no nginx;
 //! 3. `sticky-1`: nginx and one replica with in-memory sessions (what sticky sessions cost
 //!    per server);
-//! 4. `fleet-3`: nginx and three replicas with Redis sessions (the product).
+//! 4. `fleet-3`: nginx and three replicas with Redis sessions (the product);
+//! 5. `changes-own` and `changes-shared`: the fleet under changes only (`PUT` of a cart
+//!    line), each user in its own session, then all users in one session: the cost of
+//!    serialised changes without and with contention.
 //!
 //! Writes `target/bench/report.md`, `target/bench/report.json` and `target/bench/chart.png`.
 
@@ -19,6 +22,7 @@ mod servers;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use load::Mix;
 use report::{Sample, Settings};
 use servers::ReplicaSettings;
 
@@ -28,32 +32,52 @@ struct Setup {
     replicas: usize,
     redis: bool,
     nginx: bool,
+    mix: Mix,
 }
 
-const SETUPS: [Setup; 4] = [
+const SETUPS: [Setup; 6] = [
     Setup {
         name: "memory-1",
         replicas: 1,
         redis: false,
         nginx: false,
+        mix: Mix::Shop,
     },
     Setup {
         name: "redis-1",
         replicas: 1,
         redis: true,
         nginx: false,
+        mix: Mix::Shop,
     },
     Setup {
         name: "sticky-1",
         replicas: 1,
         redis: false,
         nginx: true,
+        mix: Mix::Shop,
     },
     Setup {
         name: "fleet-3",
         replicas: 3,
         redis: true,
         nginx: true,
+        mix: Mix::Shop,
+    },
+    // What a change costs in the fleet, without and with contention (see session_update).
+    Setup {
+        name: "changes-own",
+        replicas: 3,
+        redis: true,
+        nginx: true,
+        mix: Mix::OwnSessionChanges,
+    },
+    Setup {
+        name: "changes-shared",
+        replicas: 3,
+        redis: true,
+        nginx: true,
+        mix: Mix::SharedSessionChanges,
     },
 ];
 
@@ -109,6 +133,7 @@ fn measure(setup: &Setup, settings: &Settings, replica: &ReplicaSettings) -> Sam
     let redis_port = running.redis_port;
     let measured = load::run(
         &running.target,
+        setup.mix,
         settings.users,
         Duration::from_secs(settings.warmup_secs),
         Duration::from_secs(settings.duration_secs),

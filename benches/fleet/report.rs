@@ -303,7 +303,7 @@ fn bars(
         .margin(15)
         .x_label_area_size(30)
         .y_label_area_size(60)
-        .build_cartesian_2d((0..names.len()).into_segmented(), 0.0..top)
+        .build_cartesian_2d((0..names.len() - 1).into_segmented(), 0.0..top)
         .unwrap();
     chart
         .configure_mesh()
@@ -311,6 +311,13 @@ fn bars(
         .x_label_formatter(&|x| match x {
             SegmentValue::CenterOf(i) => names.get(*i).copied().unwrap_or("").to_owned(),
             _ => String::new(),
+        })
+        .y_label_formatter(&|y| {
+            if top > 100.0 {
+                format!("{y:.0}")
+            } else {
+                format!("{y:.1}")
+            }
         })
         .label_style(("sans-serif", 14))
         .draw()

@@ -22,12 +22,21 @@ pub struct Running {
     /// Where the load goes: nginx, or the single replica without it.
     pub target: String,
     pub redis_port: Option<u16>,
+    nginx: Option<Child>,
     children: Vec<Child>,
     _dir: tempfile::TempDir,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
+        // nginx first, with SIGTERM so its master stops the workers (SIGKILL would leave
+        // them running as orphans); the rest need no goodbye.
+        if let Some(mut nginx) = self.nginx.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &nginx.id().to_string()])
+                .status();
+            let _ = nginx.wait();
+        }
         for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
@@ -117,6 +126,7 @@ pub fn start(replicas: usize, redis: bool, nginx: bool, settings: &ReplicaSettin
         wait_http(*port, "/readyz");
     }
 
+    let mut nginx_child = None;
     let target_port = if nginx {
         let port = free_port();
         let shipped =
@@ -128,7 +138,7 @@ pub fn start(replicas: usize, redis: bool, nginx: bool, settings: &ReplicaSettin
             nginx_conf::loopback_nginx_conf(&shipped, port, &ports),
         )
         .unwrap();
-        children.push(
+        nginx_child = Some(
             Command::new(binary("nginx", "nginx"))
                 .arg("-p")
                 .arg(dir.path())
@@ -154,6 +164,7 @@ pub fn start(replicas: usize, redis: bool, nginx: bool, settings: &ReplicaSettin
     Running {
         target: format!("http://127.0.0.1:{target_port}"),
         redis_port,
+        nginx: nginx_child,
         children,
         _dir: dir,
     }

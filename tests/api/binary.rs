@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{BinaryApp, RedisServer, visitor};
+use crate::helpers::{BinaryApp, RedisServer, get_json, visitor};
 
 fn run_with(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_elastic-cart"))
@@ -86,14 +86,7 @@ async fn the_binary_serves_the_contract_from_its_environment() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["x-served-by"], "bin-1");
-    let cart: serde_json::Value = shopper
-        .get(app.url("/api/cart"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cart: serde_json::Value = get_json(&shopper, &app.url("/api/cart")).await;
     assert_eq!(cart["total_cents"], 4500);
     assert_eq!(
         shopper

@@ -318,3 +318,13 @@ impl Drop for BinaryApp {
         let _ = self.child.wait();
     }
 }
+
+/// GETs `url` and returns its JSON body.
+pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// GETs `url` and returns its body as text.
+pub async fn get_text(client: &reqwest::Client, url: &str) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}

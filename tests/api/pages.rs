@@ -3,7 +3,7 @@
 use fred::prelude::KeysInterface;
 use reqwest::StatusCode;
 
-use crate::helpers::{RedisServer, TestApp, session_cookie, visitor};
+use crate::helpers::{RedisServer, TestApp, get_json, get_text, session_cookie, visitor};
 
 /// The catalog shows every product with an add form and the replica that served it.
 #[tokio::test]
@@ -47,25 +47,11 @@ async fn cart_forms_redirect_and_the_cart_page_shows_totals() {
     assert_eq!(added.status(), StatusCode::SEE_OTHER);
     let location = added.headers()["location"].to_str().unwrap().to_owned();
     assert_eq!(location, "/?notice=added&product=hand-grinder");
-    let catalog = shopper
-        .get(b.url(&location))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let catalog = get_text(&shopper, &b.url(&location)).await;
     assert!(catalog.contains(r#"role="status">Added Hand grinder to your cart.</p>"#));
     assert!(catalog.contains(r#"id="cart-count" aria-label="2 items in your cart">2</span>"#));
 
-    let cart = shopper
-        .get(b.url("/cart"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let cart = get_text(&shopper, &b.url("/cart")).await;
     assert!(cart.contains(r#"<tr data-product-id="hand-grinder">"#));
     assert!(cart.contains(r#"<span data-role="quantity">2</span>"#));
     assert!(cart.contains("$178.00"));
@@ -77,14 +63,7 @@ async fn cart_forms_redirect_and_the_cart_page_shows_totals() {
         .await
         .unwrap();
     assert_eq!(updated.status(), StatusCode::SEE_OTHER);
-    let cart = shopper
-        .get(a.url("/cart"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let cart = get_text(&shopper, &a.url("/cart")).await;
     assert!(cart.contains(r#"<span data-role="quantity">3</span>"#));
 
     let refused = shopper
@@ -108,14 +87,7 @@ async fn cart_forms_redirect_and_the_cart_page_shows_totals() {
         .await
         .unwrap();
     assert_eq!(removed.status(), StatusCode::SEE_OTHER);
-    let cart = shopper
-        .get(b.url("/cart"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let cart = get_text(&shopper, &b.url("/cart")).await;
     assert!(cart.contains("Your cart is empty"));
 }
 
@@ -177,14 +149,7 @@ async fn steppers_change_quantities_and_notices_show_only_known_actions() {
         .send()
         .await
         .unwrap();
-    let cart = shopper
-        .get(app.url("/cart"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let cart = get_text(&shopper, &app.url("/cart")).await;
     assert!(
         cart.contains(r#"name="quantity" value="97""#),
         "a − stepper"
@@ -201,14 +166,7 @@ async fn steppers_change_quantities_and_notices_show_only_known_actions() {
         .await
         .unwrap();
     let location = more.headers()["location"].to_str().unwrap().to_owned();
-    let cart = shopper
-        .get(app.url(&location))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let cart = get_text(&shopper, &app.url(&location)).await;
     assert!(cart.contains("Updated the quantity of Ceramic mug."));
     assert!(cart.contains(r#"<span data-role="quantity""#));
     assert!(
@@ -305,13 +263,6 @@ async fn cross_origin_changes_are_refused() {
             "{headers:?}"
         );
     }
-    let cart: serde_json::Value = shopper
-        .get(app.url("/api/cart"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cart: serde_json::Value = get_json(&shopper, &app.url("/api/cart")).await;
     assert_eq!(cart["item_count"], 3, "only the allowed adds counted");
 }

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{COMMAND_TIMEOUT, RedisServer, TestApp, eventually, free_port, visitor};
+use crate::helpers::{
+    COMMAND_TIMEOUT, RedisServer, TestApp, eventually, free_port, get_json, visitor,
+};
 
 /// How long a failing request may take: the command timeout plus scheduling slack.
 const FAILURE_BOUND: Duration = Duration::from_millis(COMMAND_TIMEOUT.as_millis() as u64 + 1500);
@@ -113,14 +115,7 @@ async fn a_paused_redis_gives_a_bounded_503_then_recovers() {
         response.status() == StatusCode::OK
     })
     .await;
-    let cart: Value = shopper
-        .get(&cart_url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cart: Value = get_json(&shopper, &cart_url).await;
     assert_eq!(cart["items"][0]["product_id"], "ceramic-mug");
     assert_eq!(cart["item_count"], 1, "the refused add changed nothing");
 }

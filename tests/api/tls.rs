@@ -7,7 +7,7 @@ use std::process::Command;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{BinaryApp, RedisServer, free_port, require_binary, visitor};
+use crate::helpers::{BinaryApp, RedisServer, free_port, get_json, require_binary, visitor};
 
 /// Makes a CA and a server certificate for 127.0.0.1 in `dir`.
 fn make_certificates(dir: &Path) {
@@ -118,14 +118,7 @@ async fn rediss_urls_use_tls_and_auth() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let cart: serde_json::Value = shopper
-        .get(app.url("/api/cart"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cart: serde_json::Value = get_json(&shopper, &app.url("/api/cart")).await;
     assert_eq!(cart["item_count"], 3);
 
     // The same server over plaintext: never ready, so the success above was TLS.
