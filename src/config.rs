@@ -116,14 +116,18 @@ fn parse_redis_url(value: &str) -> Result<String, String> {
     }
 }
 
-/// A replica id goes into an HTTP header and onto pages: keep it short and printable.
-fn parse_replica_id(value: &str) -> Result<String, String> {
-    let valid = !value.is_empty()
+/// Whether `value` can be a replica id: it goes into an HTTP header and onto pages, so
+/// 1 to 64 characters among letters, digits, '-', '_' and '.'.
+pub fn is_replica_id(value: &str) -> bool {
+    !value.is_empty()
         && value.len() <= 64
         && value
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if valid {
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn parse_replica_id(value: &str) -> Result<String, String> {
+    if is_replica_id(value) {
         Ok(value.to_owned())
     } else {
         Err("use 1 to 64 characters among letters, digits, '-', '_' and '.'".to_owned())

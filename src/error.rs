@@ -7,7 +7,7 @@
 //! shown only as an opaque message.
 
 use axum::Json;
-use axum::extract::rejection::{FormRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{FormRejection, JsonRejection, PathRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -57,6 +57,9 @@ pub enum Error {
     /// A fault of ours; the cause is logged, not shown.
     #[error("internal error")]
     Internal(String),
+    /// Another status that a layer outside our handlers answered with an empty body.
+    #[error("{}", .0.canonical_reason().unwrap_or("request failed"))]
+    Other(StatusCode),
 }
 
 impl Error {
@@ -74,6 +77,7 @@ impl Error {
             Self::CheckedOut => StatusCode::CONFLICT,
             Self::CrossOrigin => StatusCode::FORBIDDEN,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Other(status) => *status,
         }
     }
 
@@ -95,6 +99,8 @@ impl Error {
             Self::CheckedOut => "checked_out",
             Self::CrossOrigin => "cross_origin",
             Self::Internal(_) => "internal",
+            Self::Other(status) if status.is_server_error() => "server_error",
+            Self::Other(_) => "request_error",
         }
     }
 
@@ -118,12 +124,6 @@ impl From<JsonRejection> for Error {
 
 impl From<FormRejection> for Error {
     fn from(rejection: FormRejection) -> Self {
-        Self::from_rejection(rejection.status(), rejection.body_text())
-    }
-}
-
-impl From<QueryRejection> for Error {
-    fn from(rejection: QueryRejection) -> Self {
         Self::from_rejection(rejection.status(), rejection.body_text())
     }
 }

@@ -17,11 +17,6 @@ pub struct Json<T>(pub T);
 #[from_request(via(axum::Form), rejection(Error))]
 pub struct Form<T>(pub T);
 
-/// `axum::extract::Query` with our error.
-#[derive(Debug, FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(Error))]
-pub struct Query<T>(pub T);
-
 /// `axum::extract::Path` with our error.
 #[derive(Debug, FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(Error))]

@@ -38,7 +38,14 @@ pub async fn render_error_pages(
         && response.status().as_u16() >= 400
         && !response.headers().contains_key(header::CONTENT_TYPE)
     {
-        bare_error(response.status()).into_response()
+        // Keep the original status and headers (405's Allow, say); give it our body.
+        let (mut parts, _) = response.into_parts();
+        let ours = bare_error(parts.status).into_response();
+        let (ours_parts, body) = ours.into_parts();
+        parts.headers.extend(ours_parts.headers);
+        parts.extensions.extend(ours_parts.extensions);
+        parts.status = ours_parts.status;
+        Response::from_parts(parts, body)
     } else {
         response
     };
@@ -57,6 +64,7 @@ pub async fn render_error_pages(
     }
 }
 
+/// Our error for an empty error response made outside our handlers.
 fn bare_error(status: StatusCode) -> Error {
     match status {
         StatusCode::INTERNAL_SERVER_ERROR => {
@@ -65,11 +73,6 @@ fn bare_error(status: StatusCode) -> Error {
         StatusCode::METHOD_NOT_ALLOWED => Error::MethodNotAllowed,
         StatusCode::NOT_FOUND => Error::NotFound("no such resource".to_owned()),
         StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge,
-        other => Error::Malformed(
-            other
-                .canonical_reason()
-                .unwrap_or("request failed")
-                .to_owned(),
-        ),
+        other => Error::Other(other),
     }
 }

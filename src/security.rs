@@ -34,13 +34,29 @@ fn is_cross_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return false;
     };
-    let host = headers.get(header::HOST).map(HeaderValue::as_bytes);
-    let origin_host = origin
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_authority = origin
         .to_str()
         .ok()
         .and_then(|origin| origin.split_once("://"))
-        .map(|(_, host)| host.as_bytes());
-    origin_host.is_none() || origin_host != host
+        .map(|(scheme, authority)| (scheme.to_ascii_lowercase(), authority));
+    match (origin_authority, host) {
+        (Some((scheme, authority)), Some(host)) => {
+            normalise(&scheme, authority) != normalise(&scheme, host)
+        }
+        _ => true,
+    }
+}
+
+/// `host[:port]` in lower case with the scheme's default port left out, so that
+/// `Shop.Example:443` and `shop.example` compare equal under https.
+fn normalise(scheme: &str, authority: &str) -> String {
+    let authority = authority.to_ascii_lowercase();
+    let default_port = if scheme == "https" { ":443" } else { ":80" };
+    authority
+        .strip_suffix(default_port)
+        .map(str::to_owned)
+        .unwrap_or(authority)
 }
 
 /// Headers that keep pages from being framed, sniffed or fed foreign scripts.

@@ -22,9 +22,31 @@ use crate::{AppState, ChangePolicy};
 
 const CART_KEY: &str = "cart";
 const LAST_ORDER_KEY: &str = "last_order";
-/// Marks a session whose cart has been checked out, until its key is deleted: a change
-/// that races with the checkout must not land in it.
+/// Marks a session whose cart has been checked out, until its key is deleted a moment
+/// later: a change that races with the checkout must not land in it. Holds the time of
+/// the checkout (Unix milliseconds) and the order, so that a checkout cut short (the store
+/// failed between taking the cart and moving to a new id) can be finished by a retry.
 const CHECKED_OUT_KEY: &str = "checked_out";
+/// How long a checked-out mark means "a checkout is finishing" (changes get 409); an older
+/// one was left by a checkout cut short, and a change then starts a new session.
+const CHECKOUT_GRACE_MS: i128 = 10_000;
+
+/// What [`CHECKED_OUT_KEY`] holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckedOut {
+    at_ms: i128,
+    order: Order,
+}
+
+fn now_ms() -> i128 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000
+}
+
+/// The checked-out mark of a session's data, if any (an unreadable one counts as stale).
+fn checked_out(data: &Data) -> Option<Option<CheckedOut>> {
+    data.get(CHECKED_OUT_KEY)
+        .map(|value| serde_json::from_value(value.clone()).ok())
+}
 
 /// A line of a placed order, priced when the order was placed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,19 +98,31 @@ impl CartSession {
     pub async fn change_cart(&self, change: impl Fn(&mut Cart) -> Result<()>) -> Result<Cart> {
         if let (Some(id), true) = (self.session.id(), self.changes.serialised) {
             let outcome = session_update::update(&self.store, &id, self.changes.max_wait, |data| {
-                if data.contains_key(CHECKED_OUT_KEY) {
-                    return Err(Error::CheckedOut);
+                match checked_out(data) {
+                    Some(Some(mark)) if now_ms() - mark.at_ms < CHECKOUT_GRACE_MS => {
+                        return Err(Error::CheckedOut);
+                    }
+                    // Left by a checkout cut short: this session is over.
+                    Some(_) => return Ok(None),
+                    None => {}
                 }
                 let mut cart: Cart = value_or_default(data, CART_KEY);
                 change(&mut cart)?;
                 put_cart(data, &cart)?;
-                Ok(cart)
+                Ok(Some(cart))
             })
             .await?;
-            if let Outcome::Applied(cart) = outcome {
-                return Ok(cart);
+            match outcome {
+                Outcome::Applied(Some(cart)) => return Ok(cart),
+                // A session closed by a checkout that did not finish: move to a new id
+                // (deleting the old record) and start the cart afresh below.
+                Outcome::Applied(None) => {
+                    self.session.cycle_id().await?;
+                    self.session.clear().await;
+                }
+                // The session expired or was deleted: a new one starts below.
+                Outcome::NoSession => {}
             }
-            // The session expired or was deleted: start a new one below.
         }
         // No session yet (nobody else can know its id), or serialisation switched off:
         // change the tower-sessions record, which its layer saves after the handler.
@@ -113,14 +147,22 @@ impl CartSession {
             return Ok(None);
         };
         let outcome = session_update::update(&self.store, &id, self.changes.max_wait, |data| {
-            if data.contains_key(CHECKED_OUT_KEY) {
-                return Ok(None);
+            if let Some(mark) = checked_out(data) {
+                // A retry of a checkout that was cut short finishes it (or, if the mark is
+                // unreadable, there is nothing left to check out).
+                return Ok(mark.map(|mark| mark.order));
             }
             let cart: Cart = value_or_default(data, CART_KEY);
             let order = order_of(&cart);
-            if order.is_some() {
+            if let Some(order) = &order {
                 data.remove(CART_KEY);
-                data.insert(CHECKED_OUT_KEY.to_owned(), true.into());
+                let mark = CheckedOut {
+                    at_ms: now_ms(),
+                    order: order.clone(),
+                };
+                let mark =
+                    serde_json::to_value(mark).map_err(|e| Error::Internal(e.to_string()))?;
+                data.insert(CHECKED_OUT_KEY.to_owned(), mark);
             }
             Ok(order)
         })

@@ -135,14 +135,6 @@ impl SessionBackend {
         }
     }
 
-    /// The Redis pool, if sessions live in Redis.
-    pub fn redis_pool(&self) -> Option<&Pool> {
-        match self {
-            Self::Redis(redis) => Some(&redis.pool),
-            Self::Memory(_) => None,
-        }
-    }
-
     /// Closes the Redis connections, if any.
     pub async fn close(&self) {
         if let Self::Redis(redis) = self {

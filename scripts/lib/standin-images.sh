@@ -35,8 +35,13 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 STANDIN_DIR="${STANDIN_DIR:-$REPO_ROOT/target/standin}"
 # The mirror this machine's apt already uses for the main archive (not -security).
 debian_mirror_from_apt() {
-    grep -hE '^(URIs:|deb )' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
-        grep -oE 'https?://[^ ]+' | grep -v -- '-security' | head -n 1
+    local files=() file
+    for file in /etc/apt/sources.list.d/*.sources /etc/apt/sources.list; do
+        [[ -f $file ]] && files+=("$file")
+    done
+    ((${#files[@]})) || return 0
+    grep -hE '^(URIs:|deb )' "${files[@]}" | grep -oE 'https?://[^ ]+' |
+        grep -v -- '-security' | head -n 1 || true
 }
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-$(debian_mirror_from_apt)}"
 ELASTIC_CART_IMAGES="${ELASTIC_CART_IMAGES:-auto}"

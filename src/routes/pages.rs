@@ -8,7 +8,7 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Redirect;
 use axum::routing::{get, post};
@@ -18,7 +18,7 @@ use crate::AppState;
 use crate::cart::{AddQuantity, LineQuantity, MAX_LINE_QUANTITY, PricedCart};
 use crate::catalog::{self, Product, format_price};
 use crate::error::{Error, ErrorReport, Result};
-use crate::extract::{Form, Path, Query};
+use crate::extract::{Form, Path};
 use crate::session::{CartSession, Order};
 
 pub fn router(chaos: bool) -> Router<AppState> {
@@ -66,7 +66,7 @@ impl Layout {
 }
 
 /// The notice named in a page's query string, as the redirect after an action left it.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 struct NoticeQuery {
     notice: Option<String>,
     product: Option<String>,
@@ -74,6 +74,25 @@ struct NoticeQuery {
 }
 
 impl NoticeQuery {
+    /// Reads the query leniently: a notice is a nicety, so a query it cannot use (repeated
+    /// or unknown fields, bad escapes) shows no notice rather than failing the page.
+    fn parse(query: Option<&str>) -> Self {
+        let pairs: Vec<(String, String)> = query
+            .and_then(|query| serde_urlencoded::from_str(query).ok())
+            .unwrap_or_default();
+        let first = |key: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, value)| value.clone())
+        };
+        Self {
+            notice: first("notice"),
+            product: first("product"),
+            replica: first("replica"),
+        }
+    }
+
     /// The message to show; unknown notices and products show nothing.
     fn text(&self) -> Option<String> {
         let product = || {
@@ -91,7 +110,9 @@ impl NoticeQuery {
             "crashed" => format!(
                 "Replica {} answered the crash button and crashed on purpose. This page \
                  came from another replica, and your cart is intact.",
-                self.replica.as_deref().filter(|r| r.len() <= 64)?
+                self.replica
+                    .as_deref()
+                    .filter(|r| crate::config::is_replica_id(r))?
             ),
             _ => return None,
         })
@@ -245,9 +266,10 @@ fn known_product(id: &str) -> Result<&'static Product> {
 async fn catalog_page(
     State(state): State<AppState>,
     session: CartSession,
-    Query(notice): Query<NoticeQuery>,
+    RawQuery(query): RawQuery,
 ) -> Result<CatalogPage> {
     let cart = session.cart().await?.priced();
+    let notice = NoticeQuery::parse(query.as_deref());
     Ok(CatalogPage {
         layout: Layout::new(&state, Some(cart.item_count)).with_notice(&notice),
         products: catalog::products().iter().map(ProductCard::from).collect(),
@@ -257,10 +279,12 @@ async fn catalog_page(
 async fn cart_page(
     State(state): State<AppState>,
     session: CartSession,
-    Query(notice): Query<NoticeQuery>,
+    RawQuery(query): RawQuery,
 ) -> Result<CartPage> {
     let mut page = CartPage::new(&state, session.cart().await?.priced());
-    page.layout = page.layout.with_notice(&notice);
+    page.layout = page
+        .layout
+        .with_notice(&NoticeQuery::parse(query.as_deref()));
     Ok(page)
 }
 
@@ -332,6 +356,9 @@ async fn confirmation_page(
 /// Only routed with `DEMO_CHAOS=1`.
 async fn crash(State(state): State<AppState>) -> Redirect {
     tracing::warn!("crashing on request (DEMO_CHAOS)");
+    // This answer says Connection: close, so the balancer does not keep the connection
+    // for another request that would then fail.
+    state.drain.start();
     tokio::spawn(async {
         // Long enough for this answer to leave; then gone, like a crash.
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

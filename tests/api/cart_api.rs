@@ -263,4 +263,8 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
 
     let after = json(shopper.get(app.url("/api/cart")).send().await.unwrap()).await;
     assert_eq!(after, before);
+
+    // Our error body keeps what the router said: a 405 still lists the allowed methods.
+    let wrong_method = shopper.patch(app.url("/api/cart")).send().await.unwrap();
+    assert_eq!(wrong_method.headers()["allow"], "GET,HEAD,DELETE");
 }

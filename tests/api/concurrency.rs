@@ -35,7 +35,7 @@ pub async fn simultaneous_adds(shopper: &reqwest::Client, urls: &[String]) -> Ve
         .collect()
 }
 
-/// Starts a session (the first add, which creates it) and returns its item count.
+/// Starts a session with its first add (or adds one unit to the visitor's session).
 async fn start_session(shopper: &reqwest::Client, url: &str) {
     let response = shopper
         .post(url)
@@ -115,6 +115,10 @@ async fn a_replica_killed_mid_change_leaves_the_session_usable() {
     doomed.signal("KILL");
     let statuses = burst.await.unwrap();
     let acknowledged = statuses.iter().filter(|s| **s == StatusCode::OK).count() as u64;
+    assert!(
+        acknowledged < ADDS as u64,
+        "the replica died after the burst, not during it"
+    );
 
     let started = Instant::now();
     start_session(&shopper, &survivor.url("/api/cart/items")).await;
@@ -137,54 +141,98 @@ async fn a_replica_killed_mid_change_leaves_the_session_usable() {
     );
 }
 
-/// A change that reaches a session in the instant a checkout has taken its cart (marked,
-/// not yet deleted) is refused with 409, so it neither lands in the closed session nor is
-/// reported as done.
-#[tokio::test]
-async fn a_change_racing_a_checkout_is_refused() {
+/// Writes into the session `id` what a checkout leaves for a moment after taking the cart:
+/// no cart, and a checked-out mark made `age_ms` ago holding the order.
+async fn mark_checked_out(redis: &RedisServer, id: &str, age_ms: i128) -> Vec<u8> {
     use fred::prelude::{Expiration, KeysInterface};
     use tower_sessions::session::Record;
 
-    let redis = RedisServer::start().await;
-    let app = TestApp::with_redis(&redis.url(), "replica-a").await;
-    let shopper = visitor();
-    let first = shopper
-        .post(app.url("/api/cart/items"))
-        .json(&json!({"product_id": "paper-filters", "quantity": 1}))
-        .send()
-        .await
-        .unwrap();
-    let id = crate::helpers::session_cookie(&first).unwrap();
-
-    // What the checkout's compare-and-set leaves for a moment: no cart, a checked-out mark.
     let client = redis.client().await;
-    let stored: Vec<u8> = client.get(&id).await.unwrap();
+    let stored: Vec<u8> = client.get(id).await.unwrap();
     let mut record: Record = rmp_serde::from_slice(&stored).unwrap();
     record.data.remove("cart");
-    record.data.insert("checked_out".into(), true.into());
-    let closed = rmp_serde::to_vec(&record).unwrap();
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    let order = json!({"lines": [{"name": "Paper filters", "quantity": 1, "line_total_cents": 650}],
+                       "item_count": 1, "total_cents": 650});
+    record.data.insert(
+        "checked_out".into(),
+        json!({"at_ms": now_ms - age_ms, "order": order}),
+    );
+    let marked = rmp_serde::to_vec(&record).unwrap();
     let _: () = client
         .set(
-            &id,
-            closed.as_slice(),
+            id,
+            marked.as_slice(),
             Some(Expiration::EX(600)),
             None,
             false,
         )
         .await
         .unwrap();
+    marked
+}
 
-    let late = shopper
-        .post(app.url("/api/cart/items"))
-        .json(&json!({"product_id": "ceramic-mug", "quantity": 1}))
-        .send()
-        .await
-        .unwrap();
+/// A change that reaches a session in the instant a checkout has taken its cart (marked,
+/// not yet deleted) is refused with 409: it neither lands in the closed session nor is
+/// reported as done.
+#[tokio::test]
+async fn a_change_racing_a_checkout_is_refused() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::with_redis(&redis.url(), "replica-a").await;
+    let shopper = visitor();
+    let first = add_one(&shopper, &app.url("/api/cart/items")).await;
+    let id = crate::helpers::session_cookie(&first).unwrap();
+    let marked = mark_checked_out(&redis, &id, 0).await;
+
+    let late = add_one(&shopper, &app.url("/api/cart/items")).await;
     assert_eq!(late.status(), StatusCode::CONFLICT);
     let body: Value = late.json().await.unwrap();
     assert_eq!(body["error"]["code"], "checked_out");
-    let after: Vec<u8> = client.get(&id).await.unwrap();
-    assert_eq!(after, closed, "the closed session was written");
+    let after: Vec<u8> = fred::prelude::KeysInterface::get(&redis.client().await, &id)
+        .await
+        .unwrap();
+    assert_eq!(after, marked, "the closed session was written");
+}
+
+/// A checkout cut short after taking the cart (the store failed before the session moved to
+/// its new id) locks nothing: a retried checkout finishes it and shows the order, and a
+/// change starts a new session once the mark is old.
+#[tokio::test]
+async fn a_checkout_cut_short_is_finished_by_a_retry_or_left_behind() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::with_redis(&redis.url(), "replica-a").await;
+
+    let retrying = visitor();
+    let first = add_one(&retrying, &app.url("/api/cart/items")).await;
+    let id = crate::helpers::session_cookie(&first).unwrap();
+    mark_checked_out(&redis, &id, 0).await;
+    let retry = retrying.post(app.url("/checkout")).send().await.unwrap();
+    assert_eq!(retry.headers()["location"], "/checkout/complete");
+    let page = crate::helpers::get_text(&retrying, &app.url("/checkout/complete")).await;
+    assert!(page.contains("1 × Paper filters"), "{page}");
+
+    let moving_on = visitor();
+    let first = add_one(&moving_on, &app.url("/api/cart/items")).await;
+    let id = crate::helpers::session_cookie(&first).unwrap();
+    mark_checked_out(&redis, &id, 60_000).await;
+    let change = add_one(&moving_on, &app.url("/api/cart/items")).await;
+    assert_eq!(change.status(), StatusCode::OK);
+    let new_id = crate::helpers::session_cookie(&change).expect("a new session");
+    assert_ne!(new_id, id);
+    let body: Value = change.json().await.unwrap();
+    assert_eq!(
+        body["item_count"], 1,
+        "the new session holds just this change"
+    );
+}
+
+async fn add_one(shopper: &reqwest::Client, url: &str) -> reqwest::Response {
+    shopper
+        .post(url)
+        .json(&json!({"product_id": "paper-filters", "quantity": 1}))
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Without competition a change of an existing session costs two round trips, as a plain

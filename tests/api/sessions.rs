@@ -82,7 +82,8 @@ async fn anonymous_browsing_writes_nothing_and_the_first_change_creates_a_sessio
         assert!(session_cookie(&response).is_none(), "{path} set a cookie");
     }
     // Clearing an empty cart is no reason to create a session either.
-    shopper.delete(app.url("/api/cart")).send().await.unwrap();
+    let cleared = shopper.delete(app.url("/api/cart")).send().await.unwrap();
+    assert_eq!(cleared.status(), StatusCode::OK);
     assert_eq!(client.dbsize::<u64>().await.unwrap(), 0);
 
     let response = shopper
