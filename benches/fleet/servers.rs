@@ -129,28 +129,10 @@ pub fn start(replicas: usize, redis: bool, nginx: bool, settings: &ReplicaSettin
     let mut nginx_child = None;
     let target_port = if nginx {
         let port = free_port();
-        let shipped =
-            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("nginx.conf"))
-                .unwrap();
-        let conf = dir.path().join("nginx.conf");
-        std::fs::write(
-            &conf,
-            nginx_conf::loopback_nginx_conf(&shipped, port, &ports),
-        )
-        .unwrap();
         nginx_child = Some(
-            Command::new(binary("nginx", "nginx"))
-                .arg("-p")
-                .arg(dir.path())
-                .arg("-c")
-                .arg(&conf)
-                .args(["-e", "stderr", "-g"])
-                .arg(format!(
-                    "daemon off; pid {};",
-                    dir.path().join("nginx.pid").display()
-                ))
-                // The access log would cost the balancer a write per request; the shipped
-                // configuration logs, so the benchmark keeps it, into a file.
+            nginx_conf::nginx_command(&binary("nginx", "nginx"), dir.path(), port, &ports)
+                // The shipped configuration logs every request (buffered); so does the
+                // benchmark, into a file.
                 .stdout(std::fs::File::create(dir.path().join("access.log")).unwrap())
                 .stderr(Stdio::null())
                 .spawn()

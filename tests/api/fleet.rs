@@ -5,7 +5,6 @@
 //! listens on a free loopback port. Every balancer setting under test is the shipped one.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,7 +20,7 @@ use crate::helpers::{
 
 #[path = "../support/nginx_conf.rs"]
 mod nginx_conf;
-use nginx_conf::loopback_nginx_conf;
+use nginx_conf::nginx_command;
 
 const REPLICAS: usize = 3;
 
@@ -37,23 +36,9 @@ impl Nginx {
     async fn start(replica_ports: &[u16]) -> Self {
         let binary = require_binary("nginx", "nginx");
         let dir = tempfile::tempdir().unwrap();
-        let shipped =
-            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("nginx.conf"))
-                .unwrap();
         let port = free_port();
-        let conf = dir.path().join("nginx.conf");
-        std::fs::write(&conf, loopback_nginx_conf(&shipped, port, replica_ports)).unwrap();
         let access_log = dir.path().join("access.log");
-        let child = Command::new(binary)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf)
-            .args(["-e", "stderr", "-g"])
-            .arg(format!(
-                "daemon off; pid {};",
-                dir.path().join("nginx.pid").display()
-            ))
+        let child = nginx_command(&binary, dir.path(), port, replica_ports)
             .stdout(std::fs::File::create(&access_log).unwrap())
             .stderr(std::fs::File::create(dir.path().join("error.log")).unwrap())
             .spawn()

@@ -45,6 +45,14 @@ async fn assert_bounded_503(request: reqwest::RequestBuilder, html: bool) {
     }
 }
 
+/// A read, a change and a page each answer a bounded 503.
+async fn assert_reads_writes_and_pages_fail_fast(shopper: &reqwest::Client, app: &TestApp) {
+    assert_bounded_503(shopper.get(app.url("/api/cart")), false).await;
+    let add = json!({"product_id": "ceramic-mug", "quantity": 1});
+    assert_bounded_503(shopper.post(app.url("/api/cart/items")).json(&add), false).await;
+    assert_bounded_503(shopper.get(app.url("/cart")), true).await;
+}
+
 /// Redis killed: reads, writes, pages and /readyz answer 503 promptly while /healthz stays
 /// 200; a restarted Redis is used again without restarting the replica.
 #[tokio::test]
@@ -58,15 +66,7 @@ async fn a_stopped_redis_gives_a_bounded_503_then_recovers() {
     );
 
     redis.stop();
-    assert_bounded_503(shopper.get(app.url("/api/cart")), false).await;
-    assert_bounded_503(
-        shopper
-            .post(app.url("/api/cart/items"))
-            .json(&json!({"product_id": "ceramic-mug", "quantity": 1})),
-        false,
-    )
-    .await;
-    assert_bounded_503(shopper.get(app.url("/cart")), true).await;
+    assert_reads_writes_and_pages_fail_fast(&shopper, &app).await;
     assert_bounded_503(shopper.get(app.url("/readyz")), false).await;
     let health = shopper.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
@@ -98,15 +98,7 @@ async fn a_paused_redis_gives_a_bounded_503_then_recovers() {
     );
 
     redis.pause();
-    assert_bounded_503(shopper.get(app.url("/api/cart")), false).await;
-    assert_bounded_503(
-        shopper
-            .post(app.url("/api/cart/items"))
-            .json(&json!({"product_id": "ceramic-mug", "quantity": 1})),
-        false,
-    )
-    .await;
-    assert_bounded_503(shopper.get(app.url("/")), true).await;
+    assert_reads_writes_and_pages_fail_fast(&shopper, &app).await;
     redis.resume();
 
     let cart_url = app.url("/api/cart");

@@ -1,5 +1,40 @@
-//! The shipped nginx.conf, rewritten for a fleet on loopback. Shared by the fleet tests and
-//! the benchmark (each includes this file), so both run the balancer settings users run.
+//! The shipped nginx.conf, rewritten for a fleet on loopback, and the command that runs it.
+//! Shared by the fleet tests and the benchmark (each includes this file), so both run the
+//! balancer settings users run.
+
+use std::path::Path;
+use std::process::Command;
+
+/// Writes the shipped nginx.conf, rewritten for loopback, into `dir` and returns the
+/// command that runs nginx on it in the foreground, with `dir` as its prefix (pid file,
+/// temporary files) and its error log on stderr. The access log goes to stdout.
+pub fn nginx_command(
+    binary: &Path,
+    dir: &Path,
+    listen_port: u16,
+    replica_ports: &[u16],
+) -> Command {
+    let shipped = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("nginx.conf"))
+        .expect("reading the shipped nginx.conf");
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        loopback_nginx_conf(&shipped, listen_port, replica_ports),
+    )
+    .unwrap();
+    let mut command = Command::new(binary);
+    command
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(&conf)
+        .args(["-e", "stderr", "-g"])
+        .arg(format!(
+            "daemon off; pid {};",
+            dir.join("nginx.pid").display()
+        ));
+    command
+}
 
 /// Rewrites only what cannot work outside Docker: the upstream `server app:3000 resolve`
 /// line becomes one line per replica port (same parameters, minus `resolve`), Docker's DNS
