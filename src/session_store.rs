@@ -24,6 +24,7 @@
 //! The memory backend keeps the same rules for a single replica without Redis.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -95,10 +96,7 @@ impl SessionBackend {
 
     /// A store in this process's memory: for a single replica, demos and tests.
     pub fn memory(ttl: Duration) -> Self {
-        Self::Memory(MemorySessions {
-            records: Arc::default(),
-            ttl,
-        })
+        Self::Memory(MemorySessions::new(ttl))
     }
 
     /// Whether the store answers now (used by `/readyz`).
@@ -315,10 +313,24 @@ impl SessionStore for RedisSessions {
 #[derive(Debug, Clone)]
 pub struct MemorySessions {
     records: Arc<Mutex<HashMap<Id, Record>>>,
+    /// When (Unix seconds) abandoned records are next swept out; sweeping on every new
+    /// session would scan the whole map each time.
+    next_sweep: Arc<AtomicI64>,
     ttl: Duration,
 }
 
 impl MemorySessions {
+    /// Seconds between two sweeps of expired records.
+    const SWEEP_EVERY_SECS: i64 = 60;
+
+    fn new(ttl: Duration) -> Self {
+        Self {
+            records: Arc::default(),
+            next_sweep: Arc::default(),
+            ttl,
+        }
+    }
+
     fn snapshot(&self, id: &Id) -> Option<Snapshot> {
         let now = OffsetDateTime::now_utc();
         let records = self.records();
@@ -355,7 +367,12 @@ impl SessionStore for MemorySessions {
         let now = OffsetDateTime::now_utc();
         record.expiry_date = now + self.ttl;
         let mut records = self.records();
-        records.retain(|_, stored| stored.expiry_date > now);
+        let now_secs = now.unix_timestamp();
+        if now_secs >= self.next_sweep.load(Ordering::Relaxed) {
+            records.retain(|_, stored| stored.expiry_date > now);
+            self.next_sweep
+                .store(now_secs + Self::SWEEP_EVERY_SECS, Ordering::Relaxed);
+        }
         while records.contains_key(&record.id) {
             record.id = Id::default();
         }
@@ -457,10 +474,7 @@ mod tests {
 
     #[tokio::test]
     async fn memory_store_moves_the_expiry_of_a_record_read_late() {
-        let store = MemorySessions {
-            records: Arc::default(),
-            ttl: TTL,
-        };
+        let store = MemorySessions::new(TTL);
         let mut record = record_expiring_in(TTL);
         store.create(&mut record).await.unwrap();
         store.records().get_mut(&record.id).unwrap().expiry_date =
@@ -472,10 +486,7 @@ mod tests {
 
     #[tokio::test]
     async fn memory_store_forgets_expired_records() {
-        let store = MemorySessions {
-            records: Arc::default(),
-            ttl: TTL,
-        };
+        let store = MemorySessions::new(TTL);
         let mut record = record_expiring_in(TTL);
         store.create(&mut record).await.unwrap();
         store.records().get_mut(&record.id).unwrap().expiry_date =

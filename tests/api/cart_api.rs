@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{RedisServer, TestApp, visitor};
+use crate::helpers::{RedisServer, TestApp, two_replicas, visitor};
 
 async fn json(response: reqwest::Response) -> Value {
     response.json().await.expect("a JSON body")
@@ -35,9 +35,7 @@ async fn products_list_the_catalog_with_integer_prices() {
 /// state is the session in Redis.
 #[tokio::test]
 async fn a_cart_changed_on_one_replica_is_read_on_the_other() {
-    let redis = RedisServer::start().await;
-    let a = TestApp::with_redis(&redis.url(), "replica-a").await;
-    let b = TestApp::with_redis(&redis.url(), "replica-b").await;
+    let (_redis, a, b) = two_replicas().await;
     let shopper = visitor();
 
     let added = shopper

@@ -235,6 +235,14 @@ impl Drop for TestApp {
     }
 }
 
+/// A redis-server and two replicas sharing it, `replica-a` and `replica-b`.
+pub async fn two_replicas() -> (RedisServer, TestApp, TestApp) {
+    let redis = RedisServer::start().await;
+    let a = TestApp::with_redis(&redis.url(), "replica-a").await;
+    let b = TestApp::with_redis(&redis.url(), "replica-b").await;
+    (redis, a, b)
+}
+
 /// An HTTP client with a cookie jar. Cookies ignore ports, so one client is one visitor
 /// across every replica on 127.0.0.1.
 pub fn visitor() -> reqwest::Client {

@@ -3,7 +3,7 @@
 use fred::prelude::KeysInterface;
 use reqwest::StatusCode;
 
-use crate::helpers::{RedisServer, TestApp, get_json, get_text, session_cookie, visitor};
+use crate::helpers::{TestApp, get_json, get_text, session_cookie, two_replicas, visitor};
 
 /// The catalog shows every product with an add form and the replica that served it.
 #[tokio::test]
@@ -33,9 +33,7 @@ async fn the_catalog_page_lists_products_and_the_replica() {
 /// quantities and totals; a bad form gets an HTML error page, not a change.
 #[tokio::test]
 async fn cart_forms_redirect_and_the_cart_page_shows_totals() {
-    let redis = RedisServer::start().await;
-    let a = TestApp::with_redis(&redis.url(), "replica-a").await;
-    let b = TestApp::with_redis(&redis.url(), "replica-b").await;
+    let (_redis, a, b) = two_replicas().await;
     let shopper = visitor();
 
     let added = shopper
@@ -95,9 +93,7 @@ async fn cart_forms_redirect_and_the_cart_page_shows_totals() {
 /// and shows the order on the confirmation page, on any replica.
 #[tokio::test]
 async fn checkout_confirms_the_order_and_cycles_the_session_id() {
-    let redis = RedisServer::start().await;
-    let a = TestApp::with_redis(&redis.url(), "replica-a").await;
-    let b = TestApp::with_redis(&redis.url(), "replica-b").await;
+    let (redis, a, b) = two_replicas().await;
     let shopper = visitor();
 
     let added = shopper
