@@ -52,6 +52,12 @@ pub struct Config {
     #[arg(long, env = "REDIS_POOL_SIZE", default_value = "1")]
     pub redis_pool_size: NonZeroUsize,
 
+    /// Threads that serve requests; default: the CPUs this process may use (container CPU
+    /// limits included). Replicas sharing a host without CPU limits should split its cores
+    /// between them. 1 runs tokio's single-threaded scheduler (see `main.rs`).
+    #[arg(long, env = "WORKER_THREADS")]
+    pub worker_threads: Option<NonZeroUsize>,
+
     /// Directory of the stylesheet and images served under /static.
     #[arg(long, env = "STATIC_DIR", default_value = "static")]
     pub static_dir: std::path::PathBuf,
@@ -95,6 +101,13 @@ impl Config {
     /// Upper bound of one Redis command, and so of a request's wait on a sick Redis.
     pub fn redis_command_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_command_timeout_ms)
+    }
+
+    /// Threads to serve with: the configured number, else the CPUs this process may use.
+    pub fn worker_threads(&self) -> usize {
+        self.worker_threads
+            .or_else(|| std::thread::available_parallelism().ok())
+            .map_or(1, NonZeroUsize::get)
     }
 
     /// The replica id to use: the configured one, else the hostname.
@@ -152,6 +165,16 @@ mod tests {
     }
 
     #[test]
+    fn worker_threads_default_to_the_available_cpus() {
+        let cpus = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(parse(&[]).unwrap().worker_threads(), cpus);
+        assert_eq!(
+            parse(&["--worker-threads", "3"]).unwrap().worker_threads(),
+            3
+        );
+    }
+
+    #[test]
     fn rejects_a_redis_url_with_another_scheme() {
         let error = parse(&["--redis-url", "http://localhost:6379"]).unwrap_err();
         assert!(error.to_string().contains("redis://"), "{error}");
@@ -165,8 +188,9 @@ mod tests {
     }
 
     #[test]
-    fn rejects_a_zero_pool_and_a_tiny_ttl() {
+    fn rejects_a_zero_pool_zero_workers_and_a_tiny_ttl() {
         assert!(parse(&["--redis-pool-size", "0"]).is_err());
+        assert!(parse(&["--worker-threads", "0"]).is_err());
         assert!(parse(&["--session-ttl-secs", "5"]).is_err());
     }
 }

@@ -1,5 +1,5 @@
-//! The `elastic-cart` binary: reads the configuration, connects the session store, serves
-//! and shuts down gracefully on SIGTERM or SIGINT.
+//! The `elastic-cart` binary: reads the configuration, starts the async runtime, connects
+//! the session store, serves and shuts down gracefully on SIGTERM or SIGINT.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -26,9 +26,36 @@ const DEFAULT_LOG: &str = "info,tower_sessions=warn,tower_sessions_core=warn";
 /// Longest a shutdown takes, drain period included, before the process exits anyway.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let config = Config::parse();
+    match runtime(config.worker_threads()) {
+        Ok(runtime) => runtime.block_on(start(config)),
+        Err(err) => {
+            eprintln!("elastic-cart: cannot start the async runtime: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// With one thread, tokio's single-threaded scheduler rather than a one-worker pool: it
+/// runs woken tasks in the order they were woken, so the Redis client's task runs after
+/// the requests that became ready together and sends their commands in one write. The
+/// multi-threaded scheduler runs a task woken by the running one next (its "LIFO slot"),
+/// so the client ran, and wrote, more often. Measured with 3 replicas on 2 cores (the
+/// benchmark's fleet-3): 5.1 instead of 3.2 commands per Redis read, 6 instead of 8 µs of
+/// Redis CPU per request, 8% more requests/s.
+fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(worker_threads);
+        builder
+    };
+    builder.enable_all().build()
+}
+
+async fn start(config: Config) -> ExitCode {
     // Name the TLS crypto provider (for rediss://) rather than rely on rustls guessing,
     // which fails when more than one provider is compiled in.
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -235,6 +235,9 @@ fn replica_env(redis_url: &str, id: &str) -> Vec<(String, String)> {
         ("REDIS_URL".into(), redis_url.into()),
         ("REPLICA_ID".into(), id.into()),
         ("SHUTDOWN_DRAIN_MS".into(), "2000".into()),
+        // Three replicas on a small host get one thread each (the single-threaded
+        // scheduler), as in the benchmark.
+        ("WORKER_THREADS".into(), "1".into()),
     ]
 }
 
