@@ -282,18 +282,7 @@ async fn start_session(client: &Client<HttpConnector, Full<Bytes>>, base: &str) 
         .to_owned()
 }
 
-/// CPU time (user + system) of this process so far, from /proc.
+/// CPU time (user + system) this process used so far.
 fn process_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may contain spaces) start after ") ".
-    let fields: Vec<&str> = stat
-        .rsplit_once(") ")
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks: u64 = fields
-        .get(11..13)
-        .map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
-        .unwrap_or(0);
-    // The kernel's USER_HZ is 100 on Linux.
-    Duration::from_millis(ticks * 10)
+    crate::servers::process_cpu(std::process::id())
 }

@@ -13,6 +13,10 @@
 //!    line), each user in its own session, then all users in one session: the cost of
 //!    serialised changes without and with contention.
 //!
+//! Replicas get the machine's cores divided among them as worker threads (`WORKER_THREADS`)
+//! unless `--worker-threads` says otherwise. Besides latency and throughput, each run reports
+//! the CPU time per request of the replicas, nginx, Redis and the load generator.
+//!
 //! Writes `target/bench/report.md`, `target/bench/report.json` and `target/bench/chart.png`.
 
 mod load;
@@ -128,9 +132,11 @@ fn main() {
 
 fn measure(setup: &Setup, settings: &Settings, replica: &ReplicaSettings) -> Sample {
     let running = servers::start(setup.replicas, setup.redis, setup.nginx, replica);
-    // Redis statistics cover the measured part only: taken when warm-up ends and after.
+    // Redis statistics and CPU times cover the measured part only: taken when warm-up ends
+    // and after.
     let (before_tx, before_rx) = std::sync::mpsc::channel();
     let redis_port = running.redis_port;
+    let cpu = running.cpu.clone();
     let measured = load::run(
         &running.target,
         setup.mix,
@@ -138,10 +144,11 @@ fn measure(setup: &Setup, settings: &Settings, replica: &ReplicaSettings) -> Sam
         Duration::from_secs(settings.warmup_secs),
         Duration::from_secs(settings.duration_secs),
         move || {
-            let _ = before_tx.send(redis_port.map(servers::redis_command_calls));
+            let _ = before_tx.send((redis_port.map(servers::redis_command_calls), cpu.read()));
         },
     );
-    let before = before_rx.recv().ok().flatten();
+    let cpu_after = running.cpu.read();
+    let (before, cpu_before) = before_rx.recv().unwrap();
     let after = running.redis_port.map(servers::redis_command_calls);
     let commands = before.zip(after).map(|(before, after)| {
         after
@@ -154,7 +161,17 @@ fn measure(setup: &Setup, settings: &Settings, replica: &ReplicaSettings) -> Sam
             .filter(|(_, delta)| *delta > 0)
             .collect::<BTreeMap<_, _>>()
     });
-    Sample::new(&measured, commands)
+    let cpu_us_per_req = cpu_after
+        .into_iter()
+        .map(|(role, after)| {
+            let used = after.saturating_sub(cpu_before.get(role).copied().unwrap_or_default());
+            (
+                role,
+                used.as_secs_f64() * 1e6 / measured.requests.max(1) as f64,
+            )
+        })
+        .collect();
+    Sample::new(&measured, commands, cpu_us_per_req)
 }
 
 fn parse_args() -> Settings {
@@ -171,7 +188,9 @@ fn parse_args() -> Settings {
             "--warmup" => settings.warmup_secs = value("--warmup"),
             "--duration" => settings.duration_secs = value("--duration"),
             "--repeats" => settings.repeats = value("--repeats") as usize,
-            "--worker-threads" => settings.worker_threads = value("--worker-threads") as usize,
+            "--worker-threads" => {
+                settings.worker_threads = Some(value("--worker-threads") as usize)
+            }
             "--redis-pool-size" => settings.redis_pool_size = value("--redis-pool-size") as usize,
             "--only" => {
                 let names = args

@@ -16,7 +16,9 @@ pub struct Settings {
     pub warmup_secs: u64,
     pub duration_secs: u64,
     pub repeats: usize,
-    pub worker_threads: usize,
+    /// Tokio worker threads per replica; `None`: the machine's cores shared out among the
+    /// replicas of a configuration (at least one each), as CPU limits would in production.
+    pub worker_threads: Option<usize>,
     pub redis_pool_size: usize,
     /// The replicas' `RUST_LOG`, if not the binary's default (their logs go to /dev/null).
     pub log: Option<String>,
@@ -30,8 +32,8 @@ impl Default for Settings {
             users: 64,
             warmup_secs: 3,
             duration_secs: 10,
-            repeats: 3,
-            worker_threads: 2,
+            repeats: 5,
+            worker_threads: None,
             redis_pool_size: 1,
             log: None,
             only: Vec::new(),
@@ -50,6 +52,8 @@ pub struct Sample {
     pub errors: u64,
     pub requests: u64,
     pub loadgen_cpu_us_per_req: f64,
+    /// CPU time per request of each server role (`replicas`, `nginx`, `redis`), in µs.
+    pub cpu_us_per_req: BTreeMap<&'static str, f64>,
     /// Share of responses per replica, in percent.
     pub served_share: BTreeMap<String, f64>,
     /// Redis commands run during the measurement, by name (none without Redis).
@@ -57,7 +61,11 @@ pub struct Sample {
 }
 
 impl Sample {
-    pub fn new(measured: &Measured, redis_commands: Option<BTreeMap<String, u64>>) -> Self {
+    pub fn new(
+        measured: &Measured,
+        redis_commands: Option<BTreeMap<String, u64>>,
+        cpu_us_per_req: BTreeMap<&'static str, f64>,
+    ) -> Self {
         let histogram = measured.latency_us.as_ref().unwrap();
         let ms = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
         let total: u64 = measured.served_by.values().sum();
@@ -70,6 +78,7 @@ impl Sample {
             errors: measured.errors,
             requests: measured.requests,
             loadgen_cpu_us_per_req: measured.loadgen_cpu_us_per_req,
+            cpu_us_per_req,
             served_share: measured
                 .served_by
                 .iter()
@@ -111,6 +120,10 @@ struct Summary {
     redis_commands: String,
     served_share: String,
     loadgen_cpu_us_per_req: f64,
+    /// Median CPU µs per request per role; `None` where the configuration has no such role.
+    replicas_cpu: Option<f64>,
+    nginx_cpu: Option<f64>,
+    redis_cpu: Option<f64>,
 }
 
 fn summarise(name: &str, samples: &[Sample]) -> Summary {
@@ -149,7 +162,21 @@ fn summarise(name: &str, samples: &[Sample]) -> Summary {
             })
             .unwrap_or_default(),
         loadgen_cpu_us_per_req: m(|s| s.loadgen_cpu_us_per_req),
+        replicas_cpu: role_cpu(samples, "replicas"),
+        nginx_cpu: role_cpu(samples, "nginx"),
+        redis_cpu: role_cpu(samples, "redis"),
     }
+}
+
+fn role_cpu(samples: &[Sample], role: &str) -> Option<f64> {
+    samples
+        .iter()
+        .all(|s| s.cpu_us_per_req.contains_key(role))
+        .then(|| median(samples.iter().map(|s| s.cpu_us_per_req[role])))
+}
+
+fn cell(value: Option<f64>) -> String {
+    value.map_or("-".to_owned(), |v| format!("{v:.0}"))
 }
 
 /// Writes report.md, report.json and chart.png into `out`; returns the Markdown table.
@@ -167,18 +194,18 @@ pub fn write(out: &Path, settings: &Settings, samples: &[(&str, Vec<Sample>)]) -
     let mut table = String::new();
     writeln!(
         table,
-        "| config | req/s | p50 ms | p95 ms | p99 ms | max ms | errors | Redis cmds/req | Redis commands per request | share per replica | loadgen CPU µs/req |"
+        "| config | req/s | p50 ms | p95 ms | p99 ms | max ms | errors | Redis cmds/req | Redis commands per request | share per replica | CPU µs/req: replicas | nginx | Redis | load generator |"
     )
     .unwrap();
     writeln!(
         table,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|"
     )
     .unwrap();
     for s in &summaries {
         writeln!(
             table,
-            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {} | {} | {} | {:.1} |",
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
             s.name,
             s.rps,
             s.p50_ms,
@@ -190,26 +217,49 @@ pub fn write(out: &Path, settings: &Settings, samples: &[(&str, Vec<Sample>)]) -
                 .map_or("-".to_owned(), |v| format!("{v:.2}")),
             s.redis_commands,
             s.served_share,
+            cell(s.replicas_cpu),
+            cell(s.nginx_cpu),
+            cell(s.redis_cpu),
             s.loadgen_cpu_us_per_req
         )
         .unwrap();
     }
+    // The ratio of the medians, and the ratio within each round: the machine's speed drifts
+    // between rounds (here by up to 15%), and the two configurations of one round share it.
     let ratio = |a: &str, b: &str| {
-        let rps = |name: &str| summaries.iter().find(|s| s.name == name).map(|s| s.rps);
-        rps(a).zip(rps(b)).map_or(f64::NAN, |(a, b)| a / b * 100.0)
+        let rounds = |name: &str| samples.iter().find(|(n, _)| *n == name).map(|(_, s)| s);
+        let Some((a, b)) = rounds(a).zip(rounds(b)) else {
+            return "not measured".to_owned();
+        };
+        let of_medians = median(a.iter().map(|s| s.rps)) / median(b.iter().map(|s| s.rps));
+        let per_round: Vec<String> = a
+            .iter()
+            .zip(b)
+            .map(|(a, b)| format!("{:.0}%", a.rps / b.rps * 100.0))
+            .collect();
+        format!(
+            "{:.0}% of the requests/s (per round: {})",
+            of_medians * 100.0,
+            per_round.join(", ")
+        )
     };
     let md = format!(
         "# elastic-cart benchmark\n\n\
          Machine: {machine}. Settings: {} virtual users, {} s warm-up, {} s measured, \
          {} rounds in alternating order (medians shown; errors summed), replicas with \
-         {} tokio worker threads, {} Redis connections and RUST_LOG {} each. Mix: 80% GET /cart, \
+         {}, {} Redis connections and RUST_LOG {} each. Mix: 80% GET /cart, \
          15% POST /api/cart/items, 5% GET /api/cart.\n\n{table}\n\
-         fleet-3 / sticky-1: {:.0}% of the requests/s. redis-1 / memory-1: {:.0}%.\n",
+         fleet-3 / sticky-1: {}. redis-1 / memory-1: {}.\n",
         settings.users,
         settings.warmup_secs,
         settings.duration_secs,
         settings.repeats,
-        settings.worker_threads,
+        settings.worker_threads.map_or_else(
+            || "tokio worker threads = cores / replicas (at least 1), as CPU limits would set \
+                 them"
+                .to_owned(),
+            |n| format!("{n} tokio worker threads"),
+        ),
         settings.redis_pool_size,
         settings.log.as_deref().unwrap_or("unset (the default)"),
         ratio("fleet-3", "sticky-1"),
@@ -225,6 +275,9 @@ pub fn write(out: &Path, settings: &Settings, samples: &[(&str, Vec<Sample>)]) -
                 "p99_ms": s.p99_ms, "max_ms": s.max_ms, "errors": s.errors,
                 "redis_cmds_per_req": s.redis_cmds_per_req,
                 "loadgen_cpu_us_per_req": s.loadgen_cpu_us_per_req,
+                "replicas_cpu_us_per_req": s.replicas_cpu,
+                "nginx_cpu_us_per_req": s.nginx_cpu,
+                "redis_cpu_us_per_req": s.redis_cpu,
             })
         })
         .collect();
@@ -233,7 +286,10 @@ pub fn write(out: &Path, settings: &Settings, samples: &[(&str, Vec<Sample>)]) -
         "settings": {
             "users": settings.users, "warmup_secs": settings.warmup_secs,
             "duration_secs": settings.duration_secs, "repeats": settings.repeats,
-            "worker_threads": settings.worker_threads,
+            "worker_threads": settings.worker_threads.map_or_else(
+                || json!("cores / replicas"),
+                |n| json!(n),
+            ),
             "redis_pool_size": settings.redis_pool_size, "log": settings.log,
         },
         "configs": configs,
@@ -268,9 +324,9 @@ fn chart(path: &Path, summaries: &[Summary]) {
         FontStyle::Normal,
         Box::leak(font.into_boxed_slice()),
     );
-    let root = BitMapBackend::new(path, (1000, 420)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1400, 440)).into_drawing_area();
     root.fill(&WHITE).unwrap();
-    let (left, right) = root.split_horizontally(500);
+    let (left, right) = root.split_horizontally(700);
     let names: Vec<&str> = summaries.iter().map(|s| s.name.as_str()).collect();
     bars(
         &left,

@@ -1,7 +1,7 @@
 //! The servers of one benchmark configuration, on loopback: redis-server, replicas of the
 //! release binary and nginx with the shipped nginx.conf. Stopped when dropped.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -13,7 +13,8 @@ mod nginx_conf;
 
 /// Replica settings every configuration shares.
 pub struct ReplicaSettings {
-    pub worker_threads: usize,
+    /// Tokio worker threads per replica; `None`: cores / replicas, at least 1.
+    pub worker_threads: Option<usize>,
     pub redis_pool_size: usize,
     pub log: Option<String>,
 }
@@ -22,6 +23,7 @@ pub struct Running {
     /// Where the load goes: nginx, or the single replica without it.
     pub target: String,
     pub redis_port: Option<u16>,
+    pub cpu: CpuProbe,
     nginx: Option<Child>,
     children: Vec<Child>,
     _dir: tempfile::TempDir,
@@ -101,14 +103,20 @@ pub fn start(replicas: usize, redis: bool, nginx: bool, settings: &ReplicaSettin
         port
     });
 
+    let mut cpu = CpuProbe::default();
+    if let Some(redis) = children.first() {
+        cpu.processes.push(("redis", redis.id()));
+    }
     let ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let worker_threads = settings.worker_threads.unwrap_or((cores / replicas).max(1));
     for (i, port) in ports.iter().enumerate() {
         let mut command = Command::new(env!("CARGO_BIN_EXE_elastic-cart"));
         command
             .env_clear()
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env("REPLICA_ID", format!("replica-{i}"))
-            .env("TOKIO_WORKER_THREADS", settings.worker_threads.to_string())
+            .env("WORKER_THREADS", worker_threads.to_string())
             .env("REDIS_POOL_SIZE", settings.redis_pool_size.to_string())
             .env(
                 "STATIC_DIR",
@@ -122,7 +130,9 @@ pub fn start(replicas: usize, redis: bool, nginx: bool, settings: &ReplicaSettin
         if let Some(redis_port) = redis_port {
             command.env("REDIS_URL", format!("redis://127.0.0.1:{redis_port}"));
         }
-        children.push(command.spawn().unwrap());
+        let replica = command.spawn().unwrap();
+        cpu.processes.push(("replicas", replica.id()));
+        children.push(replica);
         wait_http(*port, "/readyz");
     }
 
@@ -139,6 +149,7 @@ pub fn start(replicas: usize, redis: bool, nginx: bool, settings: &ReplicaSettin
                 .unwrap(),
         );
         wait_http(port, "/healthz");
+        cpu.nginx_master = nginx_child.as_ref().map(Child::id);
         port
     } else {
         ports[0]
@@ -146,6 +157,7 @@ pub fn start(replicas: usize, redis: bool, nginx: bool, settings: &ReplicaSettin
     Running {
         target: format!("http://127.0.0.1:{target_port}"),
         redis_port,
+        cpu,
         nginx: nginx_child,
         children,
         _dir: dir,
@@ -166,4 +178,59 @@ pub fn redis_command_calls(port: u16) -> HashMap<String, u64> {
             Some((name.to_owned(), calls.parse().ok()?))
         })
         .collect()
+}
+
+/// Reads the CPU time the servers of a configuration used, by role.
+#[derive(Debug, Clone, Default)]
+pub struct CpuProbe {
+    processes: Vec<(&'static str, u32)>,
+    /// nginx's master; its workers are found as its children when read.
+    nginx_master: Option<u32>,
+}
+
+impl CpuProbe {
+    /// CPU time (user + system) so far per role: `replicas`, `redis`, `nginx`.
+    pub fn read(&self) -> BTreeMap<&'static str, Duration> {
+        let mut by_role: BTreeMap<&'static str, Duration> = BTreeMap::new();
+        for (role, pid) in &self.processes {
+            *by_role.entry(role).or_default() += process_cpu(*pid);
+        }
+        if let Some(master) = self.nginx_master {
+            let workers = std::fs::read_dir("/proc")
+                .into_iter()
+                .flatten()
+                .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|pid| {
+                    stat_fields(*pid).get(1).and_then(|ppid| ppid.parse().ok()) == Some(master)
+                });
+            let nginx = by_role.entry("nginx").or_default();
+            *nginx += process_cpu(master);
+            for worker in workers {
+                *nginx += process_cpu(worker);
+            }
+        }
+        by_role
+    }
+}
+
+/// The fields of /proc/{pid}/stat after the command name (which may contain spaces), so
+/// that index 0 is the state, 1 the parent's pid, 11 and 12 user and system time.
+fn stat_fields(pid: u32) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(") ")?;
+            Some(rest.split_whitespace().map(str::to_owned).collect())
+        })
+        .unwrap_or_default()
+}
+
+/// CPU time (user + system) that process `pid` used so far.
+pub fn process_cpu(pid: u32) -> Duration {
+    let ticks: u64 = stat_fields(pid)
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
+        .unwrap_or(0);
+    // The kernel's USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
 }
