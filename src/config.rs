@@ -54,7 +54,8 @@ pub struct Config {
 
     /// Threads that serve requests; default: the CPUs this process may use (container CPU
     /// limits included). Replicas sharing a host without CPU limits should split its cores
-    /// between them. 1 runs tokio's single-threaded scheduler (see `main.rs`).
+    /// between them. With 1, the replica runs tokio's single-threaded scheduler, which
+    /// batches Redis commands better.
     #[arg(long, env = "WORKER_THREADS")]
     pub worker_threads: Option<NonZeroUsize>,
 

@@ -85,16 +85,17 @@ fn wait_http(port: u16, path: &str) {
 pub fn start(replicas: usize, redis: bool, nginx: bool, settings: &ReplicaSettings) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let mut children = Vec::new();
+    let mut cpu = CpuProbe::default();
     let redis_port = redis.then(|| {
         let port = free_port();
-        children.push(
-            Command::new(binary("redis-server", "redis-server"))
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        let server = Command::new(binary("redis-server", "redis-server"))
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        cpu.processes.push(("redis", server.id()));
+        children.push(server);
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "redis-server did not start");
@@ -103,10 +104,6 @@ pub fn start(replicas: usize, redis: bool, nginx: bool, settings: &ReplicaSettin
         port
     });
 
-    let mut cpu = CpuProbe::default();
-    if let Some(redis) = children.first() {
-        cpu.processes.push(("redis", redis.id()));
-    }
     let ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let worker_threads = settings.worker_threads.unwrap_or((cores / replicas).max(1));

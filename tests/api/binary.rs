@@ -33,6 +33,7 @@ fn help_lists_every_variable() {
         "SESSION_COOKIE_SECURE",
         "REDIS_POOL_SIZE",
         "REDIS_COMMAND_TIMEOUT_MS",
+        "WORKER_THREADS",
         "STATIC_DIR",
     ] {
         assert!(
@@ -54,6 +55,8 @@ fn invalid_config_exits_naming_the_variable() {
         ("SESSION_COOKIE_SECURE", "maybe"),
         ("REDIS_POOL_SIZE", "0"),
         ("REDIS_COMMAND_TIMEOUT_MS", "-5"),
+        ("WORKER_THREADS", "0"),
+        ("WORKER_THREADS", "all"),
     ] {
         let output = run_with(&[(variable, value)], &[]);
         assert!(!output.status.success(), "{variable}={value} was accepted");
