@@ -2,7 +2,7 @@
 //! `cargo bench --bench fleet -- [--users N] [--warmup S] [--duration S] [--repeats N]
 //! [--worker-threads N] [--redis-pool-size N] [--log FILTER] [--only a,b]`).
 //!
-//! Four configurations, with real servers on loopback, each run `--repeats` times in
+//! Six configurations, with real servers on loopback, each run `--repeats` times in
 //! alternating order (medians are reported):
 //! 1. `memory-1`: one replica, in-memory sessions, no nginx;
 //! 2. `redis-1`: one replica, Redis sessions, no nginx;
@@ -144,7 +144,9 @@ fn measure(setup: &Setup, settings: &Settings, replica: &ReplicaSettings) -> Sam
         Duration::from_secs(settings.warmup_secs),
         Duration::from_secs(settings.duration_secs),
         move || {
-            let _ = before_tx.send((redis_port.map(servers::redis_command_calls), cpu.read()));
+            // CPU first: running redis-cli takes a few milliseconds.
+            let cpu_before = cpu.read();
+            let _ = before_tx.send((redis_port.map(servers::redis_command_calls), cpu_before));
         },
     );
     let cpu_after = running.cpu.read();

@@ -194,7 +194,7 @@ pub fn write(out: &Path, settings: &Settings, samples: &[(&str, Vec<Sample>)]) -
     let mut table = String::new();
     writeln!(
         table,
-        "| config | req/s | p50 ms | p95 ms | p99 ms | max ms | errors | Redis cmds/req | Redis commands per request | share per replica | CPU µs/req: replicas | nginx | Redis | load generator |"
+        "| config | req/s | p50 ms | p95 ms | p99 ms | max ms | errors | Redis cmds/req | Redis commands per request (last round) | share per replica (last round) | CPU µs/req: replicas | nginx | Redis | load generator |"
     )
     .unwrap();
     writeln!(

@@ -5,9 +5,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use serde_json::json;
 
-use crate::helpers::{BinaryApp, RedisServer, get_json, visitor};
+use crate::helpers::{BinaryApp, RedisServer, add_item, get_json, visitor};
 
 fn run_with(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_elastic-cart"))
@@ -81,12 +80,7 @@ async fn the_binary_serves_the_contract_from_its_environment() {
     let redis = RedisServer::start().await;
     let app = BinaryApp::start(&[("REDIS_URL", &redis.url()), ("REPLICA_ID", "bin-1")]).await;
     let shopper = visitor();
-    let response = shopper
-        .post(app.url("/api/cart/items"))
-        .json(&json!({"product_id": "cold-brew-jar", "quantity": 2}))
-        .send()
-        .await
-        .unwrap();
+    let response = add_item(&shopper, &app.url("/api/cart/items"), "cold-brew-jar", 2).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["x-served-by"], "bin-1");
     let cart: serde_json::Value = get_json(&shopper, &app.url("/api/cart")).await;

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{RedisServer, TestApp, two_replicas, visitor};
+use crate::helpers::{RedisServer, TestApp, add_item, two_replicas, visitor};
 
 async fn json(response: reqwest::Response) -> Value {
     response.json().await.expect("a JSON body")
@@ -38,12 +38,7 @@ async fn a_cart_changed_on_one_replica_is_read_on_the_other() {
     let (_redis, a, b) = two_replicas().await;
     let shopper = visitor();
 
-    let added = shopper
-        .post(a.url("/api/cart/items"))
-        .json(&json!({"product_id": "ceramic-mug", "quantity": 2}))
-        .send()
-        .await
-        .unwrap();
+    let added = add_item(&shopper, &a.url("/api/cart/items"), "ceramic-mug", 2).await;
     assert_eq!(added.status(), StatusCode::OK);
     assert_eq!(added.headers()["x-served-by"], "replica-a");
 
@@ -57,12 +52,7 @@ async fn a_cart_changed_on_one_replica_is_read_on_the_other() {
         })
     );
 
-    shopper
-        .post(b.url("/api/cart/items"))
-        .json(&json!({"product_id": "digital-scale", "quantity": 1}))
-        .send()
-        .await
-        .unwrap();
+    add_item(&shopper, &b.url("/api/cart/items"), "digital-scale", 1).await;
     let set = shopper
         .put(a.url("/api/cart/items/ceramic-mug"))
         .json(&json!({"quantity": 5}))
@@ -95,12 +85,7 @@ async fn a_cart_changed_on_one_replica_is_read_on_the_other() {
     .await;
     assert_eq!(zeroed["item_count"], 0);
 
-    shopper
-        .post(a.url("/api/cart/items"))
-        .json(&json!({"product_id": "tea-sampler", "quantity": 3}))
-        .send()
-        .await
-        .unwrap();
+    add_item(&shopper, &a.url("/api/cart/items"), "tea-sampler", 3).await;
     let cleared = json(shopper.delete(b.url("/api/cart")).send().await.unwrap()).await;
     assert_eq!(cleared["items"], json!([]));
     let cart = json(shopper.get(a.url("/api/cart")).send().await.unwrap()).await;
@@ -135,12 +120,7 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let redis = RedisServer::start().await;
     let app = TestApp::with_redis(&redis.url(), "replica-a").await;
     let shopper = visitor();
-    shopper
-        .post(app.url("/api/cart/items"))
-        .json(&json!({"product_id": "ceramic-mug", "quantity": 98}))
-        .send()
-        .await
-        .unwrap();
+    add_item(&shopper, &app.url("/api/cart/items"), "ceramic-mug", 98).await;
     let before = json(shopper.get(app.url("/api/cart")).send().await.unwrap()).await;
 
     let items = app.url("/api/cart/items");

@@ -9,7 +9,7 @@ use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{BinaryApp, RedisServer, TestApp, get_json, visitor};
+use crate::helpers::{BinaryApp, RedisServer, TestApp, add_item, get_json, visitor};
 
 const ADDS: usize = 100;
 /// Two products, so no line reaches its 99-unit limit.
@@ -36,13 +36,8 @@ pub async fn simultaneous_adds(shopper: &reqwest::Client, urls: &[String]) -> Ve
 }
 
 /// Starts a session with its first add (or adds one unit to the visitor's session).
-async fn start_session(shopper: &reqwest::Client, url: &str) {
-    let response = shopper
-        .post(url)
-        .json(&json!({"product_id": "paper-filters", "quantity": 1}))
-        .send()
-        .await
-        .unwrap();
+pub async fn start_session(shopper: &reqwest::Client, url: &str) {
+    let response = add_item(shopper, url, "paper-filters", 1).await;
     assert_eq!(response.status(), StatusCode::OK);
 }
 
@@ -111,7 +106,14 @@ async fn a_replica_killed_mid_change_leaves_the_session_usable() {
         let url = doomed.url("/api/cart/items");
         tokio::spawn(async move { simultaneous_adds(&shopper, &[url]).await })
     };
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    // Kill as soon as the burst has landed at least one change (checked through the other
+    // replica), so the kill falls inside the burst rather than before it.
+    let cart = survivor.url("/api/cart");
+    let deadline = Instant::now() + crate::helpers::PATIENCE;
+    while item_count(&shopper, &cart).await <= 1 {
+        assert!(Instant::now() < deadline, "no change of the burst landed");
+        tokio::task::yield_now().await;
+    }
     doomed.signal("KILL");
     let statuses = burst.await.unwrap();
     let acknowledged = statuses.iter().filter(|s| **s == StatusCode::OK).count() as u64;
@@ -227,12 +229,7 @@ async fn a_checkout_cut_short_is_finished_by_a_retry_or_left_behind() {
 }
 
 async fn add_one(shopper: &reqwest::Client, url: &str) -> reqwest::Response {
-    shopper
-        .post(url)
-        .json(&json!({"product_id": "paper-filters", "quantity": 1}))
-        .send()
-        .await
-        .unwrap()
+    add_item(shopper, url, "paper-filters", 1).await
 }
 
 /// Without competition a change of an existing session costs two round trips, as a plain

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 use crate::helpers::{
-    BinaryApp, RedisServer, eventually, free_port, get_json, require_binary, visitor,
+    BinaryApp, RedisServer, add_item, eventually, free_port, get_json, require_binary, visitor,
 };
 
 #[path = "../support/nginx_conf.rs"]
@@ -137,12 +137,7 @@ impl Load {
         for n in 0..visitors {
             let product = products[n % products.len()].id;
             let client = visitor();
-            let seeded = client
-                .post(nginx.url("/api/cart/items"))
-                .json(&json!({"product_id": product, "quantity": 1}))
-                .send()
-                .await
-                .unwrap();
+            let seeded = add_item(&client, &nginx.url("/api/cart/items"), product, 1).await;
             assert_eq!(seeded.status(), StatusCode::OK);
             let (running, reads, writes) = (running.clone(), reads.clone(), writes.clone());
             let cart_url = nginx.url("/api/cart");
@@ -297,13 +292,7 @@ async fn simultaneous_adds_through_the_fleet_all_count() {
     let fleet = Fleet::start().await;
     let shopper = visitor();
     let items = fleet.nginx.url("/api/cart/items");
-    let first = shopper
-        .post(&items)
-        .json(&json!({"product_id": "paper-filters", "quantity": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(first.status(), StatusCode::OK);
+    crate::concurrency::start_session(&shopper, &items).await;
 
     let statuses = crate::concurrency::simultaneous_adds(&shopper, &[items]).await;
     assert!(
@@ -331,12 +320,7 @@ async fn the_fleet_survives_killed_and_stopped_replicas() {
 
     // 1. One session's reads are spread over every replica, about a third each.
     let shopper = visitor();
-    shopper
-        .post(nginx.url("/api/cart/items"))
-        .json(&json!({"product_id": "ceramic-mug", "quantity": 2}))
-        .send()
-        .await
-        .unwrap();
+    add_item(&shopper, &nginx.url("/api/cart/items"), "ceramic-mug", 2).await;
     let mut served_by: HashMap<String, u32> = HashMap::new();
     for _ in 0..60 {
         let response = shopper.get(nginx.url("/api/cart")).send().await.unwrap();

@@ -327,6 +327,22 @@ impl Drop for BinaryApp {
     }
 }
 
+/// POSTs `quantity` of `product` to the JSON API's `items_url` (`.../api/cart/items`) with
+/// the visitor's session cookie.
+pub async fn add_item(
+    shopper: &reqwest::Client,
+    items_url: &str,
+    product: &str,
+    quantity: u32,
+) -> reqwest::Response {
+    shopper
+        .post(items_url)
+        .json(&serde_json::json!({"product_id": product, "quantity": quantity}))
+        .send()
+        .await
+        .expect("sending an add")
+}
+
 /// GETs `url` and returns its JSON body.
 pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
     client.get(url).send().await.unwrap().json().await.unwrap()

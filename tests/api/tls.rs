@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::json;
@@ -107,10 +108,12 @@ async fn rediss_urls_use_tls_and_auth() {
     .await;
     let shopper = visitor();
     let readyz = app.url("/readyz");
+    let connecting = Instant::now();
     crate::helpers::eventually("the TLS connection", async || {
         shopper.get(&readyz).send().await.unwrap().status() == StatusCode::OK
     })
     .await;
+    let tls_ready_after = connecting.elapsed();
     let response = shopper
         .post(app.url("/api/cart/items"))
         .json(&json!({"product_id": "espresso-beans", "quantity": 3}))
@@ -121,10 +124,13 @@ async fn rediss_urls_use_tls_and_auth() {
     let cart: serde_json::Value = get_json(&shopper, &app.url("/api/cart")).await;
     assert_eq!(cart["item_count"], 3);
 
-    // The same server over plaintext: never ready, so the success above was TLS.
+    // The same server over plaintext: never ready, so the success above was TLS. A replica
+    // is not ready before it connects either, so it is watched for well past the time the
+    // TLS replica took to become ready.
     let plain_url = format!("redis://default:s3cret-token@127.0.0.1:{port}");
     let plain = BinaryApp::start(&[("REDIS_URL", &plain_url), ("REPLICA_ID", "plain-1")]).await;
-    for _ in 0..3 {
+    let watch_until = Instant::now() + (tls_ready_after * 2).max(Duration::from_secs(2));
+    while Instant::now() < watch_until {
         let status = shopper
             .get(plain.url("/readyz"))
             .send()
@@ -132,5 +138,6 @@ async fn rediss_urls_use_tls_and_auth() {
             .unwrap()
             .status();
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
