@@ -106,8 +106,9 @@ pub fn app(state: AppState) -> Router {
     let served_by = HeaderValue::from_str(&state.replica_id)
         .expect("replica ids are validated to be header-safe");
     let replica = state.replica_id.clone();
+    let chaos = state.chaos;
 
-    Router::new()
+    let router = Router::new()
         .merge(routes::pages::router(state.chaos))
         .nest("/api", routes::api::router())
         .layer(sessions)
@@ -156,7 +157,14 @@ pub fn app(state: AppState) -> Router {
                 })
                 .on_failure(()),
         )
-        .with_state(state)
+        .with_state(state);
+    if chaos {
+        router.layer(middleware::from_fn(
+            routes::pages::answer_nothing_after_a_crash,
+        ))
+    } else {
+        router
+    }
 }
 
 /// Serves the application on `listener` until `shutdown` completes, then stops accepting

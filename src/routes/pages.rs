@@ -7,10 +7,13 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use axum::Router;
-use axum::extract::{RawQuery, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::StatusCode;
-use axum::response::Redirect;
+use axum::middleware::Next;
+use axum::response::{Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
@@ -352,20 +355,40 @@ async fn confirmation_page(
     })
 }
 
+/// Exit status of a replica crashed on purpose (`EX_SOFTWARE`).
+pub const CRASH_EXIT_STATUS: i32 = 70;
+
+/// Set by the crash answer. A crash ends the whole process, so the flag is the process's.
+static CRASHED: AtomicBool = AtomicBool::new(false);
+
 /// Answers, then exits abruptly, the way a crashing replica would: no drain, no goodbye.
 /// Only routed with `DEMO_CHAOS=1`.
 async fn crash(State(state): State<AppState>) -> Redirect {
     tracing::warn!("crashing on request (DEMO_CHAOS)");
+    CRASHED.store(true, Ordering::SeqCst);
     // This answer says Connection: close, so the balancer does not keep the connection
-    // for another request that would then fail.
+    // for another request.
     state.drain.start();
     tokio::spawn(async {
         // Long enough for this answer to leave; then gone, like a crash.
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        std::process::exit(70);
+        std::process::exit(CRASH_EXIT_STATUS);
     });
     Redirect::to(&format!(
         "/cart?notice=crashed&replica={}",
         state.replica_id
     ))
+}
+
+/// Once the crash answer is given, the replica answers nothing more: a request reaching it
+/// before the exit (nginx may hold other keep-alive connections to it, and a browser loads
+/// more than one thing at a time) ends the process at once. That request fails at the
+/// connection, as against a crashed server, and nginx passes a GET on to another replica,
+/// so the page after the crash always comes from another replica, as its notice says.
+/// Only layered with `DEMO_CHAOS=1`.
+pub async fn answer_nothing_after_a_crash(request: Request, next: Next) -> Response {
+    if CRASHED.load(Ordering::SeqCst) {
+        std::process::exit(CRASH_EXIT_STATUS);
+    }
+    next.run(request).await
 }

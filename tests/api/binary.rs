@@ -2,11 +2,12 @@
 //! with the environment a fleet gives it, and its graceful shutdown.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use elastic_cart::routes::pages::CRASH_EXIT_STATUS;
 use reqwest::StatusCode;
 
-use crate::helpers::{BinaryApp, RedisServer, add_item, get_json, visitor};
+use crate::helpers::{BinaryApp, RedisServer, add_item, bare_client, get_json, visitor};
 
 fn run_with(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_elastic-cart"))
@@ -110,18 +111,8 @@ async fn the_binary_serves_the_contract_from_its_environment() {
 async fn sigterm_and_sigint_stop_the_binary_gracefully() {
     for signal in ["TERM", "INT"] {
         let mut app = BinaryApp::start(&[("REPLICA_ID", "bin-stop")]).await;
-        let started = Instant::now();
         app.signal(signal);
-        let status = loop {
-            if let Some(status) = app.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "SIG{signal} did not stop it"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let status = app.wait_for_exit(Duration::from_secs(10)).await;
         assert!(status.success(), "SIG{signal}: {status}");
     }
 }
@@ -132,7 +123,7 @@ async fn sigterm_and_sigint_stop_the_binary_gracefully() {
 async fn a_stopping_binary_drains_before_closing() {
     let mut app =
         BinaryApp::start(&[("REPLICA_ID", "bin-drain"), ("SHUTDOWN_DRAIN_MS", "1500")]).await;
-    let client = crate::helpers::bare_client();
+    let client = bare_client();
     let before = client.get(app.url("/healthz")).send().await.unwrap();
     assert!(before.headers().get("connection").is_none());
 
@@ -147,13 +138,35 @@ async fn a_stopping_binary_drains_before_closing() {
     assert_eq!(during.status(), StatusCode::OK);
     assert_eq!(during.headers()["connection"], "close");
 
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = app.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = app.wait_for_exit(Duration::from_secs(10)).await;
     assert!(status.success());
+}
+
+/// With DEMO_CHAOS, the replica that answers the crash button serves nothing more: a
+/// request on a connection opened before the crash (nginx keeps such connections) gets no
+/// answer, so nginx would pass it on, and the process exits with status 70 at once.
+#[tokio::test]
+async fn a_crashed_replica_answers_nothing_more() {
+    let mut app = BinaryApp::start(&[("REPLICA_ID", "bin-crash"), ("DEMO_CHAOS", "1")]).await;
+    let kept_alive = bare_client();
+    let before = kept_alive.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(before.status(), StatusCode::OK);
+    // Reading the body puts the connection back in the client's pool for the next request.
+    before.bytes().await.unwrap();
+
+    let crash = bare_client()
+        .post(app.url("/chaos/crash"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(crash.status(), StatusCode::SEE_OTHER);
+    assert_eq!(crash.headers()["connection"], "close");
+    let after = kept_alive.get(app.url("/healthz")).send().await;
+    assert!(
+        after.is_err(),
+        "the crashed replica answered: {:?}",
+        after.map(|response| response.status())
+    );
+    let status = app.wait_for_exit(Duration::from_secs(5)).await;
+    assert_eq!(status.code(), Some(CRASH_EXIT_STATUS));
 }

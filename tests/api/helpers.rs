@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use elastic_cart::session_store::{RedisSettings, SessionBackend};
@@ -317,6 +317,21 @@ impl BinaryApp {
 
     pub fn signal(&self, name: &str) {
         signal(self.child.id(), name);
+    }
+
+    /// Waits for the process to exit, failing the test if it still runs after `limit`.
+    pub async fn wait_for_exit(&mut self, limit: Duration) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "the binary still runs after {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
