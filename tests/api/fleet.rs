@@ -73,11 +73,15 @@ impl Nginx {
         .await;
     }
 
+    fn error_log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("error.log")).unwrap_or_default()
+    }
+
     /// nginx's complaints about upstreams, other than refused connections (which it
     /// retries on the next replica), for failure messages.
     fn upstream_errors(&self) -> String {
-        let log = std::fs::read_to_string(self._dir.path().join("error.log")).unwrap_or_default();
-        log.lines()
+        self.error_log()
+            .lines()
             .filter(|line| !line.contains("connect() failed (111"))
             .collect::<Vec<_>>()
             .join("\n")
@@ -199,6 +203,21 @@ impl Load {
             writes,
             tasks,
         }
+    }
+
+    /// Waits until the visitors have made `reads` more successful reads and `writes` more
+    /// successful writes than they had made when this was called.
+    async fn wait_for_more(&self, reads: u64, writes: u64) {
+        let reads = self.reads.ok.load(Ordering::Relaxed) + reads;
+        let writes = self.writes.ok.load(Ordering::Relaxed) + writes;
+        eventually(
+            &format!("{reads} reads and {writes} writes in all"),
+            async || {
+                self.reads.ok.load(Ordering::Relaxed) >= reads
+                    && self.writes.ok.load(Ordering::Relaxed) >= writes
+            },
+        )
+        .await;
     }
 
     /// Stops the visitors and checks that every cart holds exactly what was added.
@@ -344,13 +363,18 @@ async fn the_fleet_survives_killed_and_stopped_replicas() {
     ];
     nginx.wait_for_access_log(&expected).await;
 
-    // 2. SIGKILL one replica under continuous reads: no read fails.
+    // 2. SIGKILL one replica under continuous reads: nginx meets the dead replica (its
+    // error log says so) and passes those reads on; no read fails.
     let load = Load::start(&nginx, 6, false).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    load.wait_for_more(50, 0).await;
     replicas[0].as_ref().unwrap().signal("KILL");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let killed = format!("upstream: \"http://127.0.0.1:{}/", ports[0]);
+    eventually("nginx to meet the killed replica", async || {
+        nginx.error_log().contains(&killed)
+    })
+    .await;
+    load.wait_for_more(100, 0).await;
     let (reads, failed_reads, _, _, failures) = load.stop(&nginx).await;
-    assert!(reads > 100, "only {reads} reads");
     assert_eq!(
         failed_reads,
         0,
@@ -359,22 +383,16 @@ async fn the_fleet_survives_killed_and_stopped_replicas() {
     );
     replicas[0] = None;
 
-    // 3. SIGTERM another under reads and writes: it drains, nothing fails, nothing is lost.
+    // 3. SIGTERM another under reads and writes: it drains, nothing fails, nothing is
+    // lost, and writes go on after it has gone.
     let load = Load::start(&nginx, 6, true).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    load.wait_for_more(0, 20).await;
     let mut stopping = replicas[1].take().unwrap();
     stopping.signal("TERM");
-    let started = Instant::now();
-    while stopping.child.try_wait().unwrap().is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the replica did not exit"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = stopping.wait_for_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "the draining replica: {status}");
+    load.wait_for_more(50, 30).await;
     let (reads, failed_reads, writes, failed_writes, failures) = load.stop(&nginx).await;
-    assert!(writes > 30, "only {writes} writes");
     assert_eq!(
         failed_reads + failed_writes,
         0,

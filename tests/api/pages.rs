@@ -164,7 +164,10 @@ async fn steppers_change_quantities_and_notices_show_only_known_actions() {
     let location = more.headers()["location"].to_str().unwrap().to_owned();
     let cart = get_text(&shopper, &app.url(&location)).await;
     assert!(cart.contains("Updated the quantity of Ceramic mug."));
-    assert!(cart.contains(r#"<span data-role="quantity""#));
+    assert!(
+        cart.contains(r#"<span data-role="quantity">99</span>"#),
+        "the line shows the new quantity"
+    );
     assert!(
         !cart.contains(r#"value="100""#),
         "no + stepper at the maximum"

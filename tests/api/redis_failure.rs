@@ -79,10 +79,11 @@ async fn a_stopped_redis_gives_a_bounded_503_then_recovers() {
     })
     .await;
     // The restarted Redis kept nothing (no persistence here): the cart starts afresh.
-    assert_eq!(
-        add(&shopper, &app, "tea-sampler").await.status(),
-        StatusCode::OK
-    );
+    let response = add(&shopper, &app, "tea-sampler").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let cart: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(cart["item_count"], 1, "only the new item: {cart}");
+    assert_eq!(cart["items"][0]["product_id"], "tea-sampler", "{cart}");
 }
 
 /// Redis paused with SIGSTOP: requests get 503 within the command timeout instead of

@@ -7,6 +7,7 @@ use elastic_cart::session_store::SessionBackend;
 use fred::prelude::{ClientLike, Expiration, KeysInterface, Pool, ServerInterface};
 use fred::types::CustomCommand;
 use reqwest::StatusCode;
+use reqwest::header::SET_COOKIE;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tower_sessions::SessionStore;
@@ -184,6 +185,20 @@ async fn garbage_cookies_get_a_fresh_cart() {
                 StatusCode::OK,
                 "{path} with {cookie:.20}"
             );
+            let set_cookie = response.headers().get(SET_COOKIE).map(|v| v.to_owned());
+            assert_eq!(
+                session_cookie(&response).as_deref(),
+                Some(""),
+                "{path} with {cookie:.20} should clear the cookie: {set_cookie:?}"
+            );
+            assert!(
+                set_cookie.unwrap().to_str().unwrap().contains("Max-Age=0"),
+                "{path} with {cookie:.20}"
+            );
+            if path == "/api/cart" {
+                let cart: Value = response.json().await.unwrap();
+                assert_eq!(cart["item_count"], 0, "{cookie:.20} reads as an empty cart");
+            }
         }
         let response = bare_client()
             .post(app.url("/api/cart/items"))
@@ -193,6 +208,11 @@ async fn garbage_cookies_get_a_fresh_cart() {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
+        let fresh = session_cookie(&response).expect("a change sets a session cookie");
+        assert!(
+            !fresh.is_empty() && fresh != cookie,
+            "{cookie:.20} -> {fresh}"
+        );
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["item_count"], 1, "a change starts a fresh cart");
     }
