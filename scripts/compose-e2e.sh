@@ -89,10 +89,13 @@ compose_up --wait --wait-timeout 120 >/dev/null 2>&1 || {
 wait_for_shop 60 || die "nginx does not answer on http://127.0.0.1:$SHOP_PORT"
 log "stack up after $((SECONDS - started_at)) s"
 
-# 4. The scenario. Its exit status is ours (the EXIT trap takes the stack down).
+# 4. The scenario. Its exit status is ours (the EXIT trap takes the stack down). Each file
+# and argument is passed on its own, so paths with spaces survive.
+scenario_args=()
+for file in "${COMPOSE_FILES[@]}"; do scenario_args+=("--compose-file=$file"); done
+for arg in "${COMPOSE_UP_ARGS[@]}"; do scenario_args+=("--compose-up-arg=$arg"); done
 python3 "$SCRIPT_DIR/fleet_scenario.py" \
     --base-url "http://127.0.0.1:$SHOP_PORT" \
     --project "$COMPOSE_PROJECT_NAME" \
     --repo-root "$REPO_ROOT" \
-    --compose-files="${COMPOSE_FILES[*]}" \
-    --compose-up-args="${COMPOSE_UP_ARGS[*]}"
+    "${scenario_args[@]}"

@@ -85,11 +85,15 @@ EOF
 )
 summarize_cart() { python3 -c "$SUMMARIZE_CART_PY"; }
 
-# GET /api/cart N times with the shopper's cookie; prints who served each and the cart.
+# GET /api/cart N times with the shopper's cookie; prints who served each and the cart. A
+# request that gets no answer is shown as such; the demo goes on.
 read_cart() {
     local n=$1 i out status served body
     for ((i = 1; i <= n; i++)); do
-        out=$(curl -s -b "$COOKIES" -c "$COOKIES" -D - "$SHOP/api/cart")
+        if ! out=$(curl -s --max-time 10 -b "$COOKIES" -c "$COOKIES" -D - "$SHOP/api/cart"); then
+            printf '   GET /api/cart -> no answer (curl failed)\n'
+            continue
+        fi
         status=$(head -1 <<<"$out" | awk '{print $2}')
         served=$(grep -i '^x-served-by:' <<<"$out" | awk '{print $2}' | tr -d '\r')
         body=$(sed '1,/^\r$/d' <<<"$out")
@@ -102,9 +106,14 @@ add_item() {
     local product=$1 quantity=$2
     printf '   %s$ curl -b cookies -c cookies -H "Content-Type: application/json" -d %s %s/api/cart/items%s\n' \
         "$BOLD" "'{\"product_id\":\"$product\",\"quantity\":$quantity}'" "$SHOP" "$RESET"
-    curl -s -b "$COOKIES" -c "$COOKIES" -H 'Content-Type: application/json' \
-        -d "{\"product_id\":\"$product\",\"quantity\":$quantity}" "$SHOP/api/cart/items" |
-        { printf '     -> '; summarize_cart; }
+    local body
+    if body=$(curl -s --max-time 10 -b "$COOKIES" -c "$COOKIES" \
+        -H 'Content-Type: application/json' \
+        -d "{\"product_id\":\"$product\",\"quantity\":$quantity}" "$SHOP/api/cart/items"); then
+        printf '     -> %s\n' "$(summarize_cart <<<"$body" 2>/dev/null || echo "$body")"
+    else
+        printf '     -> no answer (curl failed)\n'
+    fi
 }
 
 replica_names() {
@@ -120,8 +129,8 @@ wait_all_serve() {
     local limit=$1 start=$SECONDS want seen="" name
     want=$(replica_names)
     while ((SECONDS - start < limit)); do
-        name=$(curl -s -o /dev/null -D - "$SHOP/healthz" | grep -i '^x-served-by:' |
-            awk '{print $2}' | tr -d '\r')
+        name=$(curl -s --max-time 2 -o /dev/null -D - "$SHOP/healthz" |
+            grep -i '^x-served-by:' | awk '{print $2}' | tr -d '\r') || name=""
         [[ -n $name && " $seen " != *" $name "* ]] && seen="$seen $name"
         if [[ $(tr ' ' '\n' <<<"$seen" | sed '/^$/d' | sort | tr '\n' ' ') == "$want" ]]; then
             printf '   all of them answered through nginx within %d s\n' $((SECONDS - start))

@@ -17,7 +17,6 @@ import argparse
 import collections
 import http.cookiejar
 import json
-import shlex
 import subprocess
 import sys
 import threading
@@ -105,11 +104,11 @@ class Fleet:
 
     def __init__(self, args):
         self.project = args.project
-        files = args.compose_files.split() or [f"{args.repo_root}/docker-compose.yml"]
+        files = args.compose_file or [f"{args.repo_root}/docker-compose.yml"]
         self.compose_base = ["docker", "compose", "--project-directory", args.repo_root]
         for file in files:
             self.compose_base += ["-f", file]
-        self.up_args = shlex.split(args.compose_up_args)
+        self.up_args = args.compose_up_arg
 
     def run(self, *cmd: str) -> None:
         """Runs a command, showing it (without compose's file options); its output is shown
@@ -435,7 +434,7 @@ class Scenario:
             seen.update(self.sample(probe, 5))
             return want <= seen
 
-        ok, waited = self.wait_until(all_serve, 10, interval=0.1)
+        ok, _ = self.wait_until(all_serve, 10, interval=0.1)
         self.check(bool(ok), f"all 5 replicas serve within {time.monotonic() - done:.1f} s "
                              f"of the scale-up (limit 10 s)",
                    "" if ok else f"seen {sorted(x for x in seen if x)}")
@@ -476,10 +475,11 @@ def main() -> int:
     parser.add_argument("--base-url", default="http://127.0.0.1:8080")
     parser.add_argument("--project", required=True, help="the compose project name")
     parser.add_argument("--repo-root", required=True)
-    parser.add_argument("--compose-files", default="",
-                        help="the compose files, separated by spaces (default: the repo's)")
-    parser.add_argument("--compose-up-args", default="",
-                        help="extra arguments of `docker compose up`, e.g. '--pull never'")
+    parser.add_argument("--compose-file", action="append", default=[],
+                        help="a compose file, once per file (default: the repo's)")
+    parser.add_argument("--compose-up-arg", action="append", default=[],
+                        help="an extra argument of `docker compose up`, once per argument, "
+                             "e.g. --compose-up-arg=--pull --compose-up-arg=never")
     return Scenario(parser.parse_args()).run()
 
 

@@ -188,6 +188,8 @@ in_chroot() {
 ensure_base_rootfs() {
     local dir="$STANDIN_DIR/rootfs-base"
     [[ -f $dir/.complete ]] && return 0
+    [[ -n $DEBIAN_MIRROR ]] ||
+        die "no Debian mirror in this machine's apt sources; set DEBIAN_MIRROR to one"
     command -v debootstrap >/dev/null || {
         log "apt-get install debootstrap"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
