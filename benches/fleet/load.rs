@@ -56,15 +56,18 @@ pub struct Measured {
 }
 
 /// Runs `users` virtual users against `base` (e.g. `http://127.0.0.1:8080`) for
-/// `warmup`, then measures for `duration`; `at_measure_start` runs when measuring starts.
-pub fn run(
+/// `warmup`, then measures for `duration`. A request counts if it completes inside the
+/// measured window; `snapshot` (CPU times, Redis statistics) runs when the window opens
+/// and when it closes, so what it reads covers the same window. Returns what was measured
+/// and the two snapshots.
+pub fn run<T: Send + 'static>(
     base: &str,
     mix: Mix,
     users: usize,
     warmup: Duration,
     duration: Duration,
-    at_measure_start: impl FnOnce() + Send + 'static,
-) -> Measured {
+    snapshot: impl Fn() -> T + Send + Sync + 'static,
+) -> (Measured, [T; 2]) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -75,18 +78,18 @@ pub fn run(
         users,
         warmup,
         duration,
-        at_measure_start,
+        std::sync::Arc::new(snapshot),
     ))
 }
 
-async fn run_async(
+async fn run_async<T: Send + 'static>(
     base: String,
     mix: Mix,
     users: usize,
     warmup: Duration,
     duration: Duration,
-    at_measure_start: impl FnOnce() + Send + 'static,
-) -> Measured {
+    snapshot: std::sync::Arc<impl Fn() -> T + Send + Sync + 'static>,
+) -> (Measured, [T; 2]) {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
@@ -115,10 +118,19 @@ async fn run_async(
             end,
         ));
     }
-    // CPU is read when measuring starts and ends, so warm-up is not counted.
+    // The snapshots run on blocking threads (redis-cli takes milliseconds) while the
+    // virtual users go on.
+    let take_snapshot = || {
+        let snapshot = snapshot.clone();
+        tokio::task::spawn_blocking(move || snapshot())
+    };
     tokio::time::sleep_until(measure_from.into()).await;
     let cpu_start = process_cpu();
-    tokio::task::spawn_blocking(at_measure_start);
+    let first = take_snapshot();
+    tokio::time::sleep_until(end.into()).await;
+    let cpu_end = process_cpu();
+    let last = take_snapshot();
+
     let mut total = Measured {
         latency_us: Some(Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()),
         ..Measured::default()
@@ -139,8 +151,8 @@ async fn run_async(
     }
     total.elapsed = duration;
     total.loadgen_cpu_us_per_req =
-        (process_cpu() - cpu_start).as_secs_f64() * 1e6 / total.requests.max(1) as f64;
-    total
+        (cpu_end - cpu_start).as_secs_f64() * 1e6 / total.requests.max(1) as f64;
+    (total, [first.await.unwrap(), last.await.unwrap()])
 }
 
 struct UserTally {
@@ -174,6 +186,7 @@ async fn virtual_user(
         seed ^= seed << 17;
         seed
     };
+    let in_window = |done: Instant| (measure_from..=end).contains(&done);
     let mut round = 0usize;
     loop {
         let now = Instant::now();
@@ -216,14 +229,14 @@ async fn virtual_user(
                     .unwrap_or("?")
                     .to_owned();
                 let body = response.into_body().collect().await;
-                if sent >= measure_from {
+                if in_window(Instant::now()) {
                     *tally.served_by.entry(replica).or_default() += 1;
                 }
                 body.is_ok() && (status.is_success() || status.is_redirection())
             }
             Err(_) => false,
         };
-        if sent >= measure_from && Instant::now() <= end {
+        if in_window(Instant::now()) {
             tally.requests += 1;
             tally.errors += u64::from(!ok);
             let micros = sent.elapsed().as_micros() as u64;

@@ -132,26 +132,19 @@ fn main() {
 
 fn measure(setup: &Setup, settings: &Settings, replica: &ReplicaSettings) -> Sample {
     let running = servers::start(setup.replicas, setup.redis, setup.nginx, replica);
-    // Redis statistics and CPU times cover the measured part only: taken when warm-up ends
-    // and after.
-    let (before_tx, before_rx) = std::sync::mpsc::channel();
+    // Redis statistics and CPU times cover the measured window only: read when it opens
+    // and when it closes.
     let redis_port = running.redis_port;
     let cpu = running.cpu.clone();
-    let measured = load::run(
+    let (measured, [(cpu_before, before), (cpu_after, after)]) = load::run(
         &running.target,
         setup.mix,
         settings.users,
         Duration::from_secs(settings.warmup_secs),
         Duration::from_secs(settings.duration_secs),
-        move || {
-            // CPU first: running redis-cli takes a few milliseconds.
-            let cpu_before = cpu.read();
-            let _ = before_tx.send((redis_port.map(servers::redis_command_calls), cpu_before));
-        },
+        // CPU first: running redis-cli takes a few milliseconds.
+        move || (cpu.read(), redis_port.map(servers::redis_command_calls)),
     );
-    let cpu_after = running.cpu.read();
-    let (before, cpu_before) = before_rx.recv().unwrap();
-    let after = running.redis_port.map(servers::redis_command_calls);
     let commands = before.zip(after).map(|(before, after)| {
         after
             .into_iter()
