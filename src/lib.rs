@@ -38,7 +38,6 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Request, Response, header};
 use axum::middleware;
-use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -168,12 +167,17 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Serves the application on `listener` until `shutdown` completes, then stops accepting
-/// and finishes the requests in flight.
-pub async fn serve(
-    listener: TcpListener,
+/// and finishes the requests in flight. `main` passes a [`shutdown::ClosableListener`],
+/// which it closes (without resetting queued connections) before `shutdown` completes.
+pub async fn serve<L>(
+    listener: L,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use elastic_cart::config::{Command, Config};
 use elastic_cart::session_store::{RedisSettings, SessionBackend};
-use elastic_cart::shutdown::Drain;
+use elastic_cart::shutdown::{self, Drain};
 use elastic_cart::{AppState, ChangePolicy, serve};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -130,6 +130,7 @@ async fn run(config: Config) -> Result<(), String> {
     };
     let drain_period = config.shutdown_drain();
     let (signalled_tx, mut signalled_rx) = watch::channel(false);
+    let (listener, listener_closer) = shutdown::closable(listener);
     let server = serve(listener, state, async move {
         shutdown_signal().await;
         let _ = signalled_tx.send(true);
@@ -137,6 +138,7 @@ async fn run(config: Config) -> Result<(), String> {
         drain.start();
         tokio::time::sleep(drain_period).await;
         tracing::info!("closing the listener; finishing requests in flight");
+        listener_closer.close().await;
     });
     let shutdown_limit = async move {
         let _ = signalled_rx.wait_for(|signalled| *signalled).await;
