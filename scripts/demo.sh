@@ -95,7 +95,8 @@ read_cart() {
             continue
         fi
         status=$(head -1 <<<"$out" | awk '{print $2}')
-        served=$(grep -i '^x-served-by:' <<<"$out" | awk '{print $2}' | tr -d '\r')
+        # nginx's own error pages (502, 504) name no replica.
+        served=$(grep -i '^x-served-by:' <<<"$out" | awk '{print $2}' | tr -d '\r') || served=""
         body=$(sed '1,/^\r$/d' <<<"$out")
         printf '   GET /api/cart -> %s  served by %-12s  cart: %s\n' "$status" "${served:--}" \
             "$(summarize_cart <<<"$body" 2>/dev/null || echo "$body")"

@@ -382,13 +382,14 @@ async fn crash(State(state): State<AppState>) -> Redirect {
 
 /// Once the crash answer is given, the replica answers nothing more: a request reaching it
 /// before the exit (nginx may hold other keep-alive connections to it, and a browser loads
-/// more than one thing at a time) ends the process at once. That request fails at the
-/// connection, as against a crashed server, and nginx passes a GET on to another replica,
-/// so the page after the crash always comes from another replica, as its notice says.
-/// Only layered with `DEMO_CHAOS=1`.
+/// more than one thing at a time) waits, unanswered, for the exit. That request then fails
+/// at the connection, as against a crashed server, and nginx passes a GET on to another
+/// replica, so the page after the crash always comes from another replica, as its notice
+/// says. It waits rather than exiting at once because on a multi-threaded runtime the crash
+/// answer itself may not have been written yet. Only layered with `DEMO_CHAOS=1`.
 pub async fn answer_nothing_after_a_crash(request: Request, next: Next) -> Response {
     if CRASHED.load(Ordering::SeqCst) {
-        std::process::exit(CRASH_EXIT_STATUS);
+        std::future::pending::<()>().await;
     }
     next.run(request).await
 }

@@ -17,12 +17,30 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 /// Longest a test waits for something that should happen promptly.
 pub const PATIENCE: Duration = Duration::from_secs(15);
 
-/// A port that was free a moment ago.
+/// Loopback ports handed out to this test process's fixtures so far.
+static CLAIMED_PORTS: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
+/// A loopback listener on an ephemeral port that no other fixture of this process has been
+/// given. Tests run in parallel and a fixture binds its port some time after choosing it
+/// (a child process starts, a fleet starts its replicas one by one, a killed replica is
+/// restarted on its old port); without the claim, the kernel could hand the same free port
+/// to another test meanwhile, whose server would then answer in this test's place.
+pub fn bind_unclaimed_port() -> std::net::TcpListener {
+    loop {
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral loopback port");
+        let port = listener.local_addr().unwrap().port();
+        let mut claimed = CLAIMED_PORTS.lock().unwrap();
+        if !claimed.contains(&port) {
+            claimed.push(port);
+            return listener;
+        }
+    }
+}
+
+/// A free loopback port, claimed for the caller (see [`bind_unclaimed_port`]).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("binding an ephemeral loopback port")
-        .port()
+    bind_unclaimed_port().local_addr().unwrap().port()
 }
 
 /// Fails with the Debian package to install when a server binary is missing.
@@ -95,12 +113,16 @@ impl RedisServer {
             .args(self.extra_args.iter().filter(|arg| *arg != "--tls-port"))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        self.child = Some(command.spawn().expect("starting redis-server"));
+        let child = self
+            .child
+            .insert(command.spawn().expect("starting redis-server"));
         let port = self.port;
         eventually("redis-server to accept connections", async || {
+            // Accepting, and still running: not another server that holds the port.
             tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .is_ok()
+                && child.try_wait().unwrap().is_none()
         })
         .await;
     }
@@ -201,7 +223,9 @@ impl TestApp {
     }
 
     async fn spawn(sessions: SessionBackend, replica_id: &str, changes: ChangePolicy) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = bind_unclaimed_port();
+        listener.set_nonblocking(true).unwrap();
+        let listener = TcpListener::from_std(listener).unwrap();
         let addr = listener.local_addr().unwrap();
         let state = AppState {
             replica_id: replica_id.into(),
@@ -301,11 +325,27 @@ impl BinaryApp {
             .stderr(Stdio::null())
             .spawn()
             .expect("starting the elastic-cart binary");
-        let app = Self { addr, child };
+        let mut app = Self { addr, child };
         let client = bare_client();
         let healthz = app.url("/healthz");
+        // Its own answer, not that of another server holding the port.
+        let replica_id = env
+            .iter()
+            .find(|(key, _)| *key == "REPLICA_ID")
+            .map(|(_, id)| *id);
         eventually("the binary to answer /healthz", async || {
-            client.get(&healthz).send().await.is_ok()
+            if let Some(status) = app.child.try_wait().unwrap() {
+                panic!("the binary exited before answering on {addr}: {status}");
+            }
+            match client.get(&healthz).send().await {
+                Ok(response) => replica_id.is_none_or(|id| {
+                    response
+                        .headers()
+                        .get("x-served-by")
+                        .is_some_and(|served_by| served_by == id)
+                }),
+                Err(_) => false,
+            }
         })
         .await;
         app
