@@ -106,6 +106,28 @@ impl ListenerCloser {
     }
 }
 
+impl ClosableListener {
+    fn start_emptying(&mut self) {
+        if let Listening::Open(listener) = std::mem::replace(&mut self.listening, Listening::Closed)
+        {
+            // A plain socket, so that each accept asks the kernel itself instead of the
+            // runtime's record of readiness, which may lag.
+            match listener.into_std() {
+                Ok(listener) => self.listening = Listening::Emptying(listener),
+                Err(_) => self.finish_closing(),
+            }
+        }
+    }
+
+    /// Closes the socket (if still open) and tells the closer.
+    fn finish_closing(&mut self) {
+        self.listening = Listening::Closed;
+        if let Some(closed) = self.closed.take() {
+            let _ = closed.send(());
+        }
+    }
+}
+
 impl Listener for ClosableListener {
     type Io = TcpStream;
     type Addr = SocketAddr;
@@ -116,18 +138,7 @@ impl Listener for ClosableListener {
                 Listening::Open(listener) => {
                     tokio::select! {
                         biased;
-                        () = self.close_requested.notified() => {
-                            let Listening::Open(listener) =
-                                std::mem::replace(&mut self.listening, Listening::Closed)
-                            else {
-                                unreachable!("matched Open above")
-                            };
-                            // A plain socket, so that each accept asks the kernel itself
-                            // instead of the runtime's record of readiness, which may lag.
-                            if let Ok(listener) = listener.into_std() {
-                                self.listening = Listening::Emptying(listener);
-                            }
-                        }
+                        () = self.close_requested.notified() => self.start_emptying(),
                         // axum's accept, which logs and retries failed accepts.
                         connection = Listener::accept(listener) => return connection,
                     }
@@ -143,12 +154,7 @@ impl Listener for ClosableListener {
                     }
                     Err(err) if is_per_connection(&err) => {}
                     // Empty (WouldBlock), or failing for good: close now.
-                    Err(_) => {
-                        self.listening = Listening::Closed;
-                        if let Some(closed) = self.closed.take() {
-                            let _ = closed.send(());
-                        }
-                    }
+                    Err(_) => self.finish_closing(),
                 },
                 Listening::Closed => std::future::pending::<()>().await,
             }

@@ -5,10 +5,10 @@
 //! write. Every page shows the replica that served it, so a person sees there is no
 //! stickiness; `static/app.js` adds the replicas that served the tab before.
 
-use askama::Template;
-use askama_web::WebTemplate;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use askama::Template;
+use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::{RawQuery, Request, State};
 use axum::http::StatusCode;
