@@ -9,14 +9,14 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::{self, Product};
 
 /// Most units one cart line may hold.
-pub const MAX_LINE_QUANTITY: u32 = 99;
+pub(crate) const MAX_LINE_QUANTITY: u32 = 99;
 /// Most distinct products one cart may hold.
-pub const MAX_LINES: usize = 50;
+pub(crate) const MAX_LINES: usize = 50;
 
 /// How many units to add in one request: 1 to 99.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "u32")]
-pub struct AddQuantity(u32);
+pub(crate) struct AddQuantity(u32);
 
 impl TryFrom<u32> for AddQuantity {
     type Error = String;
@@ -33,7 +33,7 @@ impl TryFrom<u32> for AddQuantity {
 }
 
 impl AddQuantity {
-    pub fn get(self) -> u32 {
+    pub(crate) fn get(self) -> u32 {
         self.0
     }
 }
@@ -41,7 +41,7 @@ impl AddQuantity {
 /// The quantity a line is set to: 0 (removes the line) to 99.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "u32")]
-pub struct LineQuantity(u32);
+pub(crate) struct LineQuantity(u32);
 
 impl TryFrom<u32> for LineQuantity {
     type Error = String;
@@ -58,14 +58,14 @@ impl TryFrom<u32> for LineQuantity {
 }
 
 impl LineQuantity {
-    pub fn get(self) -> u32 {
+    pub(crate) fn get(self) -> u32 {
         self.0
     }
 }
 
 /// Why a cart change was refused; the cart is left as it was.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CartError {
+pub(crate) enum CartError {
     #[error("a cart line holds at most {MAX_LINE_QUANTITY} units; this line has {current}")]
     LineFull { current: u32 },
     #[error("a cart holds at most {MAX_LINES} different products")]
@@ -74,28 +74,29 @@ pub enum CartError {
 
 /// One product in the cart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Line {
+pub(crate) struct Line {
     pub product_id: String,
     pub quantity: u32,
 }
 
 /// The session's cart: lines in the order they were first added.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cart {
+pub(crate) struct Cart {
     lines: Vec<Line>,
 }
 
 impl Cart {
-    pub fn lines(&self) -> &[Line] {
+    #[cfg(test)]
+    fn lines(&self) -> &[Line] {
         &self.lines
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.lines.is_empty()
     }
 
     /// Adds units to a product's line, creating the line if needed.
-    pub fn add(&mut self, product_id: &str, quantity: AddQuantity) -> Result<(), CartError> {
+    pub(crate) fn add(&mut self, product_id: &str, quantity: AddQuantity) -> Result<(), CartError> {
         match self.position(product_id) {
             Some(index) => {
                 let line = &mut self.lines[index];
@@ -113,7 +114,11 @@ impl Cart {
     }
 
     /// Sets a product's line to a quantity; 0 removes the line.
-    pub fn set(&mut self, product_id: &str, quantity: LineQuantity) -> Result<(), CartError> {
+    pub(crate) fn set(
+        &mut self,
+        product_id: &str,
+        quantity: LineQuantity,
+    ) -> Result<(), CartError> {
         match (self.position(product_id), quantity.get()) {
             (Some(index), 0) => {
                 self.lines.remove(index);
@@ -126,17 +131,17 @@ impl Cart {
     }
 
     /// Removes a product's line; removing a line that is not there changes nothing.
-    pub fn remove(&mut self, product_id: &str) {
+    pub(crate) fn remove(&mut self, product_id: &str) {
         self.lines.retain(|line| line.product_id != product_id);
     }
 
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.lines.clear();
     }
 
     /// The lines with their catalog products and totals, skipping products that the
     /// catalog no longer has.
-    pub fn priced(&self) -> PricedCart {
+    pub(crate) fn priced(&self) -> PricedCart {
         let lines: Vec<PricedLine> = self
             .lines
             .iter()
@@ -175,7 +180,7 @@ impl Cart {
 
 /// A cart line with its product and total.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PricedLine {
+pub(crate) struct PricedLine {
     pub product: &'static Product,
     pub quantity: u32,
     pub line_total_cents: u64,
@@ -183,7 +188,7 @@ pub struct PricedLine {
 
 /// A cart with prices, ready to show.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PricedCart {
+pub(crate) struct PricedCart {
     pub lines: Vec<PricedLine>,
     pub item_count: u32,
     pub total_cents: u64,

@@ -10,8 +10,11 @@ use serde::Serialize;
 pub struct Product {
     /// Stable slug used in URLs, forms and carts.
     pub id: &'static str,
+    /// What pages show.
     pub name: &'static str,
+    /// One sentence for the catalog page.
     pub description: &'static str,
+    /// Integer cents, so totals never round.
     pub price_cents: u64,
 }
 

@@ -14,6 +14,7 @@ use clap::Parser;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "elastic-cart", version, about)]
 pub struct Config {
+    /// Something to do instead of serving (`healthcheck`).
     #[command(subcommand)]
     pub command: Option<Command>,
 

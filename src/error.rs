@@ -15,12 +15,12 @@ use serde::Serialize;
 use crate::cart::CartError;
 
 /// Seconds a client is asked to wait before retrying when the session store is away.
-pub const RETRY_AFTER_SECS: u32 = 1;
+pub(crate) const RETRY_AFTER_SECS: u32 = 1;
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     #[error("no product with id '{0}'")]
     UnknownProduct(String),
     #[error("no such page: {0}")]
@@ -35,7 +35,10 @@ pub enum Error {
     /// Input that could not be parsed at all.
     #[error("{0}")]
     Malformed(String),
-    #[error("request body exceeds the limit of {} bytes", crate::MAX_BODY_BYTES)]
+    #[error(
+        "request body exceeds the limit of {} bytes",
+        crate::extract::MAX_BODY_BYTES
+    )]
     PayloadTooLarge,
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -63,7 +66,7 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::UnknownProduct(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -82,7 +85,7 @@ impl Error {
     }
 
     /// A stable, machine-readable name for the error.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::UnknownProduct(_) => "unknown_product",
             Self::NotFound(_) => "not_found",
@@ -134,6 +137,12 @@ impl From<PathRejection> for Error {
     }
 }
 
+impl From<tower_sessions::session_store::Error> for Error {
+    fn from(err: tower_sessions::session_store::Error) -> Self {
+        Error::StoreUnavailable(err.to_string())
+    }
+}
+
 impl From<tower_sessions::session::Error> for Error {
     fn from(err: tower_sessions::session::Error) -> Self {
         match err {
@@ -146,7 +155,7 @@ impl From<tower_sessions::session::Error> for Error {
 /// What went wrong, as shown to clients; left in the response extensions so browser
 /// routes can render it as a page.
 #[derive(Debug, Clone, Serialize)]
-pub struct ErrorReport {
+pub(crate) struct ErrorReport {
     pub code: &'static str,
     pub message: String,
 }

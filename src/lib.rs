@@ -3,35 +3,38 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: settings from the environment (`elastic-cart --help` lists them).
-//! - [`catalog`]: the products, compiled in.
-//! - [`cart`]: the cart rules as plain functions.
-//! - [`session`]: the typed session (`CartSession`) over `tower_sessions::Session`.
-//! - [`session_store`]: where sessions live (Redis or memory), with bounded waits.
-//! - [`session_update`]: cart changes that stay correct when they overlap across replicas.
-//! - [`routes`]: browser pages, the JSON API, health checks.
-//! - [`error`]: the one error type and its responses.
-//! - [`security`]: cross-origin request checks and security headers.
-//! - [`shutdown`]: draining before a replica leaves the balancer.
+//! Dependencies point one way, from the top of this list down:
+//!
+//! - [`startup`]: turns a [`config::Config`] into a running replica (store, listener, drain).
+//! - [`routes`]: the browser pages, the JSON API, health checks and the chaos button, each a
+//!   router that decides how its own errors look.
+//! - [`session`]: the typed cart session over tower-sessions, cart changes that stay correct
+//!   when they overlap across replicas ([`session::update`]), and the stores
+//!   ([`session::store`]: Redis and memory).
+//! - [`cart`], [`order`], [`catalog`]: the shop's rules as plain data and functions.
+//! - [`state`]: what every handler can reach; [`error`]: the one error type;
+//!   [`extract`]: extractors whose rejections are that error.
+//! - [`security`]: cross-origin checks and security headers; [`shutdown`]: draining before a
+//!   replica leaves the balancer; [`config`]: settings from the environment.
 //!
 //! [`app`] builds the router without any I/O so tests drive exactly what `main` serves;
 //! [`serve`] runs it until a shutdown signal.
 
-pub mod cart;
+pub(crate) mod cart;
 pub mod catalog;
 pub mod config;
-pub mod error;
-pub mod extract;
-pub mod routes;
-pub mod security;
+pub(crate) mod error;
+pub(crate) mod extract;
+pub(crate) mod order;
+pub(crate) mod routes;
+pub(crate) mod security;
 pub mod session;
-pub mod session_store;
-pub mod session_update;
 pub mod shutdown;
+pub mod startup;
+pub mod state;
 
 use std::future::Future;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -40,59 +43,19 @@ use axum::http::{HeaderName, HeaderValue, Request, Response, header};
 use axum::middleware;
 use tower::ServiceBuilder;
 use tower_http::services::ServeDir;
-use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::set_header::{SetResponseHeader, SetResponseHeaderLayer};
 use tower_http::trace::TraceLayer;
 use tower_sessions::SessionManagerLayer;
 use tower_sessions::cookie::SameSite;
-use tracing::Span;
+use tracing::{Level, Span};
 
-use crate::session_store::SessionBackend;
-use crate::shutdown::Drain;
+pub use crate::extract::MAX_BODY_BYTES;
+pub use crate::routes::chaos::CRASH_EXIT_STATUS;
+pub use crate::session::SESSION_COOKIE;
+pub use crate::state::{AppState, ChangePolicy};
 
-/// Largest request body accepted; larger ones get 413.
-pub const MAX_BODY_BYTES: usize = 16 * 1024;
-/// Name of the session cookie.
-pub const SESSION_COOKIE: &str = "cart_session";
 /// Header naming the replica that answered.
 pub const SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
-
-/// What every request handler can reach.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    /// This replica's name, shown on pages and in `X-Served-By`.
-    pub replica_id: Arc<str>,
-    /// Where sessions live.
-    pub sessions: SessionBackend,
-    /// Whether the session cookie is sent over HTTPS only.
-    pub cookie_secure: bool,
-    /// Directory of the files served under `/static`.
-    pub static_dir: Arc<Path>,
-    /// Set when the replica is stopping, so it can leave the balancer without errors.
-    pub drain: Drain,
-    /// How changes of existing sessions are made.
-    pub changes: ChangePolicy,
-    /// Whether pages offer the "crash this replica" button (demos only).
-    pub chaos: bool,
-}
-
-/// How changes of an existing session are made.
-#[derive(Debug, Clone, Copy)]
-pub struct ChangePolicy {
-    /// Longest a change keeps retrying against competing changes before it answers 503.
-    pub max_wait: Duration,
-    /// `true` in production. `false` makes changes plain tower-sessions read-modify-writes,
-    /// which lose updates when they overlap; it exists so tests can show that loss.
-    pub serialised: bool,
-}
-
-impl Default for ChangePolicy {
-    fn default() -> Self {
-        Self {
-            max_wait: Duration::from_secs(5),
-            serialised: true,
-        }
-    }
-}
 
 /// Builds the whole application. Does no I/O, so tests can build it freely.
 pub fn app(state: AppState) -> Router {
@@ -104,65 +67,76 @@ pub fn app(state: AppState) -> Router {
         .with_http_only(true);
     let served_by = HeaderValue::from_str(&state.replica_id)
         .expect("replica ids are validated to be header-safe");
-    let replica = state.replica_id.clone();
     let chaos = state.chaos;
+    let replica = state.replica_id.clone();
 
     let router = Router::new()
-        .merge(routes::pages::router(state.chaos))
-        .nest("/api", routes::api::router())
-        .layer(sessions)
+        .merge(routes::pages::router(&state, sessions.clone()))
+        .nest("/api", routes::api::router(sessions))
+        // Health checks get no session layer: a balancer's probe every few seconds must
+        // never create a session or read one, and /readyz asks the store itself.
         .merge(routes::health::router())
-        .nest_service(
-            "/static",
-            // Cached for a few minutes: a page view is then one request, so round robin
-            // moves on with every reload instead of being absorbed by stylesheet fetches.
-            ServiceBuilder::new()
-                .layer(SetResponseHeaderLayer::overriding(
-                    header::CACHE_CONTROL,
-                    HeaderValue::from_static("public, max-age=300"),
-                ))
-                .service(ServeDir::new(&*state.static_dir)),
-        )
-        .fallback(routes::not_found)
-        .layer(middleware::from_fn(security::reject_cross_origin))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            routes::render_error_pages,
-        ))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(
-            state.drain.clone(),
-            shutdown::close_connections_while_draining,
-        ))
-        .layer(SetResponseHeaderLayer::overriding(SERVED_BY, served_by))
-        .layer(middleware::map_response(security::add_security_headers))
+        .nest_service("/static", static_files(&state.static_dir))
+        // Top-down: the first layer sees a request first and its response last.
         .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(move |request: &Request<_>| {
-                    tracing::info_span!(
-                        "request",
-                        replica = %replica,
-                        method = %request.method(),
-                        path = %request.uri().path(),
-                    )
-                })
-                .on_request(())
-                .on_response(|response: &Response<_>, latency: Duration, _: &Span| {
-                    tracing::info!(
-                        status = response.status().as_u16(),
-                        latency_ms = format_args!("{:.2}", latency.as_secs_f64() * 1000.0),
-                        "served"
-                    );
-                })
-                .on_failure(()),
+            ServiceBuilder::new()
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(move |request: &Request<_>| request_span(&replica, request))
+                        .on_request(())
+                        .on_response(log_response)
+                        .on_failure(()),
+                )
+                .layer(middleware::map_response(security::add_security_headers))
+                .layer(SetResponseHeaderLayer::overriding(SERVED_BY, served_by))
+                .layer(middleware::from_fn_with_state(
+                    state.drain.clone(),
+                    shutdown::close_connections_while_draining,
+                ))
+                .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+                .layer(middleware::from_fn(routes::json_errors)),
         )
         .with_state(state);
     if chaos {
+        // Outermost, so that after a crash answer nothing at all is answered.
         router.layer(middleware::from_fn(
-            routes::pages::answer_nothing_after_a_crash,
+            routes::chaos::answer_nothing_after_a_crash,
         ))
     } else {
         router
+    }
+}
+
+/// The stylesheet, script and images, cached for a few minutes: a page view is then one
+/// request, so round robin moves on with every reload instead of being absorbed by
+/// stylesheet fetches.
+fn static_files(dir: &Path) -> SetResponseHeader<ServeDir, HeaderValue> {
+    SetResponseHeader::overriding(
+        ServeDir::new(dir),
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    )
+}
+
+/// The span of one request: info, but debug for the health checks, which balancers send
+/// every few seconds to every replica (their lines would bury the shop's).
+fn request_span<B>(replica: &str, request: &Request<B>) -> Span {
+    let (method, path) = (request.method(), request.uri().path());
+    if matches!(path, "/healthz" | "/readyz") {
+        tracing::debug_span!("request", replica, %method, path)
+    } else {
+        tracing::info_span!("request", replica, %method, path)
+    }
+}
+
+/// One line per answered request, at the level of its span.
+fn log_response<B>(response: &Response<B>, latency: Duration, span: &Span) {
+    let status = response.status().as_u16();
+    let latency_ms = format_args!("{:.2}", latency.as_secs_f64() * 1000.0);
+    match span.metadata().map(|meta| *meta.level()) {
+        Some(Level::INFO) => tracing::info!(status, latency_ms, "served"),
+        Some(_) => tracing::debug!(status, latency_ms, "served"),
+        None => {}
     }
 }
 

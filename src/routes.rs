@@ -1,67 +1,76 @@
-//! HTTP routes: browser pages, the JSON API and health checks, plus the middleware that
-//! turns errors into pages for browsers.
+//! HTTP routes, one router per kind of client, each deciding how its errors look:
+//!
+//! - [`pages`]: browser pages; errors are HTML pages (and so is any unknown path);
+//! - [`api`]: the JSON API under `/api`; errors are the JSON error;
+//! - [`health`]: `/healthz` and `/readyz` for balancers, outside the session layer;
+//! - [`chaos`]: the demo's crash button, only with `DEMO_CHAOS=1`.
 
-pub mod api;
-pub mod health;
-pub mod pages;
+pub(crate) mod api;
+pub(crate) mod chaos;
+pub(crate) mod health;
+pub(crate) mod pages;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tower_sessions::SessionManagerLayer;
 
-use crate::AppState;
 use crate::error::{Error, ErrorReport};
+use crate::session::store::SessionBackend;
+use crate::state::AppState;
+
+/// The session layer, given to each router that reads or changes sessions.
+pub(crate) type Sessions = SessionManagerLayer<SessionBackend>;
 
 /// Answers unknown paths with our 404.
-pub async fn not_found(request: Request) -> Error {
+pub(crate) async fn not_found(request: Request) -> Error {
     Error::NotFound(request.uri().path().to_owned())
 }
 
-/// Gives every error response our shape: an HTML page for browser routes, the JSON error
-/// for the API and health checks.
-///
-/// It also catches the bare (empty-bodied) errors produced outside our handlers: axum's 405
-/// and tower-sessions' 500 when saving the session failed, which is a store outage and so
-/// becomes our 503.
-pub async fn render_error_pages(
+/// Gives every error response our JSON body, including the bare (empty-bodied) ones made
+/// outside our handlers: axum's 405, tower-sessions' 500 when saving the session failed
+/// (a store outage, so our 503), a missing static file's 404.
+pub(crate) async fn json_errors(request: Request, next: Next) -> Response {
+    with_our_body(next.run(request).await)
+}
+
+/// For the browser pages: every error as an HTML error page.
+pub(crate) async fn html_errors(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Response {
-    let path = request.uri().path();
-    let wants_json = path.starts_with("/api/") || matches!(path, "/api" | "/healthz" | "/readyz");
-    let response = next.run(request).await;
-
-    let response = if response.extensions().get::<ErrorReport>().is_none()
-        && response.status().as_u16() >= 400
-        && !response.headers().contains_key(header::CONTENT_TYPE)
-    {
-        // Keep the original status and headers (405's Allow, say); give it our body.
-        let (mut parts, _) = response.into_parts();
-        let ours = bare_error(parts.status).into_response();
-        let (ours_parts, body) = ours.into_parts();
-        parts.headers.extend(ours_parts.headers);
-        parts.extensions.extend(ours_parts.extensions);
-        parts.status = ours_parts.status;
-        Response::from_parts(parts, body)
-    } else {
-        response
+    let response = with_our_body(next.run(request).await);
+    let Some(report) = response.extensions().get::<ErrorReport>() else {
+        return response;
     };
-    match response.extensions().get::<ErrorReport>() {
-        Some(report) if !wants_json => {
-            let page = pages::error_page(&state, response.status(), report);
-            let (mut parts, _) = response.into_parts();
-            parts.headers.remove(header::CONTENT_LENGTH);
-            parts.headers.insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("text/html; charset=utf-8"),
-            );
-            Response::from_parts(parts, Body::from(page))
-        }
-        _ => response,
+    let page = pages::error_page(&state, response.status(), report);
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    Response::from_parts(parts, Body::from(page))
+}
+
+/// An empty-bodied error response made outside our handlers, with our error's body and
+/// headers, keeping its original status and headers (405's Allow, say).
+fn with_our_body(response: Response) -> Response {
+    if response.extensions().get::<ErrorReport>().is_some()
+        || response.status().as_u16() < 400
+        || response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return response;
     }
+    let (mut parts, _) = response.into_parts();
+    let (ours, body) = bare_error(parts.status).into_response().into_parts();
+    parts.headers.extend(ours.headers);
+    parts.extensions.extend(ours.extensions);
+    parts.status = ours.status;
+    Response::from_parts(parts, body)
 }
 
 /// Our error for an empty error response made outside our handlers.

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use crate::error::Error;
 
 /// Refuses unsafe cross-origin requests from browsers with 403.
-pub async fn reject_cross_origin(request: Request, next: Next) -> Response {
+pub(crate) async fn reject_cross_origin(request: Request, next: Next) -> Response {
     let unsafe_method = !matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
@@ -72,7 +72,7 @@ const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
 ];
 
 /// Adds [`SECURITY_HEADERS`] to every response.
-pub async fn add_security_headers(mut response: Response) -> Response {
+pub(crate) async fn add_security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     for (name, value) in SECURITY_HEADERS {
         headers.insert(name, HeaderValue::from_static(value));

@@ -4,9 +4,15 @@
 //! change to it, or a checkout. Reading is lazy: a visitor without a session cookie costs
 //! no store access at all, and a session is created only when the cart first changes.
 //!
-//! Changes of an existing session go through `session_update` (compare-and-set), so
-//! overlapping changes on different replicas all count; only the first change of a new
-//! session, which nobody else can know yet, is left to tower-sessions' save.
+//! Changes of an existing session go through [`update`] (compare-and-set), so overlapping
+//! changes on different replicas all count; only the first change of a new session, which
+//! nobody else can know yet, is left to tower-sessions' save. [`store`] holds the two
+//! places sessions live (Redis, memory).
+//!
+//! Dependencies point one way: routes -> session -> store.
+
+pub mod store;
+pub(crate) mod update;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -14,11 +20,15 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
+use self::store::{Data, SessionBackend};
+use self::update::Outcome;
 use crate::cart::Cart;
 use crate::error::{Error, Result};
-use crate::session_store::{Data, SessionBackend};
-use crate::session_update::{self, Outcome};
-use crate::{AppState, ChangePolicy};
+use crate::order::Order;
+use crate::state::{AppState, ChangePolicy};
+
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "cart_session";
 
 const CART_KEY: &str = "cart";
 const LAST_ORDER_KEY: &str = "last_order";
@@ -48,24 +58,8 @@ fn checked_out(data: &Data) -> Option<Option<CheckedOut>> {
         .map(|value| serde_json::from_value(value.clone()).ok())
 }
 
-/// A line of a placed order, priced when the order was placed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderLine {
-    pub name: String,
-    pub quantity: u32,
-    pub line_total_cents: u64,
-}
-
-/// What the confirmation page shows after a checkout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Order {
-    pub lines: Vec<OrderLine>,
-    pub item_count: u32,
-    pub total_cents: u64,
-}
-
 /// The visitor's session, seen as a cart.
-pub struct CartSession {
+pub(crate) struct CartSession {
     session: Session,
     store: SessionBackend,
     changes: ChangePolicy,
@@ -88,16 +82,19 @@ impl FromRequestParts<AppState> for CartSession {
 
 impl CartSession {
     /// The cart; a value that no longer decodes (an older format) counts as empty.
-    pub async fn cart(&self) -> Result<Cart> {
+    pub(crate) async fn cart(&self) -> Result<Cart> {
         self.get_or_default(CART_KEY).await
     }
 
     /// Applies a change to the cart and returns the new cart. `change` may run more than
     /// once (on fresher carts) when other changes of the session compete; its error is
     /// returned and nothing is written.
-    pub async fn change_cart(&self, change: impl Fn(&mut Cart) -> Result<()>) -> Result<Cart> {
+    pub(crate) async fn change_cart(
+        &self,
+        change: impl Fn(&mut Cart) -> Result<()>,
+    ) -> Result<Cart> {
         if let (Some(id), true) = (self.session.id(), self.changes.serialised) {
-            let outcome = session_update::update(&self.store, &id, self.changes.max_wait, |data| {
+            let outcome = update::update(&self.store, &id, self.changes.max_wait, |data| {
                 match checked_out(data) {
                     Some(Some(mark)) if now_ms() - mark.at_ms < CHECKOUT_GRACE_MS => {
                         return Err(Error::CheckedOut);
@@ -142,18 +139,18 @@ impl CartSession {
     /// Places the order: takes the cart (atomically with respect to other changes), then
     /// moves the visitor to a new session id (the old key is deleted) that keeps only the
     /// order, for the confirmation page. `None` if there is nothing to check out.
-    pub async fn checkout(&self) -> Result<Option<Order>> {
+    pub(crate) async fn checkout(&self) -> Result<Option<Order>> {
         let Some(id) = self.session.id() else {
             return Ok(None);
         };
-        let outcome = session_update::update(&self.store, &id, self.changes.max_wait, |data| {
+        let outcome = update::update(&self.store, &id, self.changes.max_wait, |data| {
             if let Some(mark) = checked_out(data) {
                 // A retry of a checkout that was cut short finishes it (or, if the mark is
                 // unreadable, there is nothing left to check out).
                 return Ok(mark.map(|mark| mark.order));
             }
             let cart: Cart = value_or_default(data, CART_KEY);
-            let order = order_of(&cart);
+            let order = Order::of(&cart);
             if let Some(order) = &order {
                 data.remove(CART_KEY);
                 let mark = CheckedOut {
@@ -177,7 +174,7 @@ impl CartSession {
     }
 
     /// The order placed last in this session, if any.
-    pub async fn last_order(&self) -> Result<Option<Order>> {
+    pub(crate) async fn last_order(&self) -> Result<Option<Order>> {
         self.get_or_default(LAST_ORDER_KEY).await
     }
 
@@ -212,25 +209,4 @@ fn put_cart(data: &mut Data, cart: &Cart) -> Result<()> {
         data.insert(CART_KEY.to_owned(), value);
     }
     Ok(())
-}
-
-/// The order for a cart, priced now; `None` for an empty cart.
-fn order_of(cart: &Cart) -> Option<Order> {
-    let priced = cart.priced();
-    if priced.lines.is_empty() {
-        return None;
-    }
-    Some(Order {
-        lines: priced
-            .lines
-            .iter()
-            .map(|line| OrderLine {
-                name: line.product.name.to_owned(),
-                quantity: line.quantity,
-                line_total_cents: line.line_total_cents,
-            })
-            .collect(),
-        item_count: priced.item_count,
-        total_cents: priced.total_cents,
-    })
 }

@@ -28,10 +28,12 @@ use tokio::sync::{Notify, oneshot};
 pub struct Drain(Arc<AtomicBool>);
 
 impl Drain {
+    /// From now on, answers say `Connection: close` and `/readyz` 503.
     pub fn start(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
 
+    /// Whether [`Self::start`] was called.
     pub fn is_draining(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }

@@ -19,16 +19,15 @@
 //!
 //! Writes `target/bench/report.md`, `target/bench/report.json` and `target/bench/chart.png`.
 
-mod load;
 mod report;
 mod servers;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use load::Mix;
 use report::{Sample, Settings};
 use servers::ReplicaSettings;
+use testkit::load::{self, Mix};
 
 /// One configuration of the comparison.
 struct Setup {
@@ -134,7 +133,7 @@ fn measure(setup: &Setup, settings: &Settings, replica: &ReplicaSettings) -> Sam
     let running = servers::start(setup.replicas, setup.redis, setup.nginx, replica);
     // Redis statistics and CPU times cover the measured window only: read when it opens
     // and when it closes.
-    let redis_port = running.redis_port;
+    let redis = running.fleet.redis.as_ref().map(|redis| redis.admin());
     let cpu = running.cpu.clone();
     let (measured, [(cpu_before, before), (cpu_after, after)]) = load::run(
         &running.target,
@@ -143,7 +142,12 @@ fn measure(setup: &Setup, settings: &Settings, replica: &ReplicaSettings) -> Sam
         Duration::from_secs(settings.warmup_secs),
         Duration::from_secs(settings.duration_secs),
         // CPU first: running redis-cli takes a few milliseconds.
-        move || (cpu.read(), redis_port.map(servers::redis_command_calls)),
+        move || {
+            (
+                cpu.read(),
+                redis.as_ref().map(|redis| redis.command_calls()),
+            )
+        },
     );
     let commands = before.zip(after).map(|(before, after)| {
         after

@@ -9,11 +9,11 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde_json::json;
 
-use crate::load::Measured;
+use testkit::load::Measured;
 
 /// How the benchmark was run.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub users: usize,
     pub warmup_secs: u64,
     pub duration_secs: u64,
@@ -45,7 +45,7 @@ impl Default for Settings {
 
 /// One measured run of one configuration.
 #[derive(Debug, Clone)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub rps: f64,
     pub p50_ms: f64,
     pub p95_ms: f64,
@@ -63,7 +63,7 @@ pub struct Sample {
 }
 
 impl Sample {
-    pub fn new(
+    pub(crate) fn new(
         measured: &Measured,
         redis_commands: Option<BTreeMap<String, u64>>,
         cpu_us_per_req: BTreeMap<&'static str, f64>,
@@ -92,7 +92,7 @@ impl Sample {
 
     /// Redis commands per request, as `INFO commandstats` counts them (commands that a
     /// script runs count too).
-    pub fn redis_cmds_per_req(&self) -> Option<f64> {
+    pub(crate) fn redis_cmds_per_req(&self) -> Option<f64> {
         self.redis_commands
             .as_ref()
             .map(|calls| calls.values().sum::<u64>() as f64 / self.requests.max(1) as f64)
@@ -182,7 +182,7 @@ fn cell(value: Option<f64>) -> String {
 }
 
 /// Writes report.md, report.json and chart.png into `out`; returns the Markdown table.
-pub fn write(out: &Path, settings: &Settings, samples: &[(&str, Vec<Sample>)]) -> String {
+pub(crate) fn write(out: &Path, settings: &Settings, samples: &[(&str, Vec<Sample>)]) -> String {
     let summaries: Vec<Summary> = samples
         .iter()
         .map(|(name, samples)| summarise(name, samples))

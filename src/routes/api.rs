@@ -3,17 +3,22 @@
 
 use axum::Router;
 use axum::extract::State;
+use axum::middleware;
 use axum::routing::{get, put};
 use serde::{Deserialize, Serialize};
+use tower::ServiceBuilder;
 
-use crate::AppState;
 use crate::cart::{AddQuantity, Cart, LineQuantity};
 use crate::catalog::{self, Product};
 use crate::error::{Error, Result};
-use crate::extract::{Json, Path};
+use crate::extract::{AppJson, AppPath};
+use crate::security;
 use crate::session::CartSession;
+use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
+/// The JSON API, nested under `/api`. Its errors, and any unknown path under `/api`, are
+/// the JSON error (the global [`super::json_errors`] layer fills in bare ones).
+pub(crate) fn router(sessions: super::Sessions) -> Router<AppState> {
     Router::new()
         .route("/products", get(list_products))
         .route("/cart", get(show_cart).delete(clear_cart))
@@ -22,10 +27,16 @@ pub fn router() -> Router<AppState> {
             "/cart/items/{product_id}",
             put(set_item).delete(remove_item),
         )
+        .fallback(super::not_found)
+        .layer(
+            ServiceBuilder::new()
+                .layer(middleware::from_fn(security::reject_cross_origin))
+                .layer(sessions),
+        )
 }
 
 #[derive(Debug, Serialize)]
-pub struct CartItem {
+pub(crate) struct CartItem {
     pub product_id: &'static str,
     pub name: &'static str,
     pub quantity: u32,
@@ -34,7 +45,7 @@ pub struct CartItem {
 }
 
 #[derive(Debug, Serialize)]
-pub struct CartBody {
+pub(crate) struct CartBody {
     pub items: Vec<CartItem>,
     pub item_count: u32,
     pub total_cents: u64,
@@ -42,9 +53,9 @@ pub struct CartBody {
 }
 
 impl CartBody {
-    fn new(cart: &Cart, state: &AppState) -> Json<Self> {
+    fn new(cart: &Cart, state: &AppState) -> AppJson<Self> {
         let priced = cart.priced();
-        Json(Self {
+        AppJson(Self {
             items: priced
                 .lines
                 .iter()
@@ -64,13 +75,13 @@ impl CartBody {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct AddItem {
+pub(crate) struct AddItem {
     pub product_id: String,
     pub quantity: AddQuantity,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct SetItem {
+pub(crate) struct SetItem {
     pub quantity: LineQuantity,
 }
 
@@ -78,19 +89,22 @@ fn known_product(id: &str) -> Result<&'static Product> {
     catalog::find(id).ok_or_else(|| Error::UnknownProduct(id.to_owned()))
 }
 
-async fn list_products() -> Json<&'static [Product]> {
-    Json(catalog::products())
+async fn list_products() -> AppJson<&'static [Product]> {
+    AppJson(catalog::products())
 }
 
-async fn show_cart(State(state): State<AppState>, session: CartSession) -> Result<Json<CartBody>> {
+async fn show_cart(
+    State(state): State<AppState>,
+    session: CartSession,
+) -> Result<AppJson<CartBody>> {
     Ok(CartBody::new(&session.cart().await?, &state))
 }
 
 async fn add_item(
     State(state): State<AppState>,
     session: CartSession,
-    Json(body): Json<AddItem>,
-) -> Result<Json<CartBody>> {
+    AppJson(body): AppJson<AddItem>,
+) -> Result<AppJson<CartBody>> {
     let product = known_product(&body.product_id)?;
     let cart = session
         .change_cart(|cart| Ok(cart.add(product.id, body.quantity)?))
@@ -101,9 +115,9 @@ async fn add_item(
 async fn set_item(
     State(state): State<AppState>,
     session: CartSession,
-    Path(product_id): Path<String>,
-    Json(body): Json<SetItem>,
-) -> Result<Json<CartBody>> {
+    AppPath(product_id): AppPath<String>,
+    AppJson(body): AppJson<SetItem>,
+) -> Result<AppJson<CartBody>> {
     let product = known_product(&product_id)?;
     let cart = session
         .change_cart(|cart| Ok(cart.set(product.id, body.quantity)?))
@@ -114,8 +128,8 @@ async fn set_item(
 async fn remove_item(
     State(state): State<AppState>,
     session: CartSession,
-    Path(product_id): Path<String>,
-) -> Result<Json<CartBody>> {
+    AppPath(product_id): AppPath<String>,
+) -> Result<AppJson<CartBody>> {
     let product = known_product(&product_id)?;
     let cart = session
         .change_cart(|cart| {
@@ -126,7 +140,10 @@ async fn remove_item(
     Ok(CartBody::new(&cart, &state))
 }
 
-async fn clear_cart(State(state): State<AppState>, session: CartSession) -> Result<Json<CartBody>> {
+async fn clear_cart(
+    State(state): State<AppState>,
+    session: CartSession,
+) -> Result<AppJson<CartBody>> {
     let cart = session
         .change_cart(|cart| {
             cart.clear();

@@ -6,21 +6,21 @@ use axum::extract::State;
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use crate::AppState;
 use crate::error::{Error, Result};
-use crate::extract::Json;
+use crate::extract::AppJson;
+use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
+pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
 }
 
-async fn healthz(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "status": "ok", "served_by": &*state.replica_id }))
+async fn healthz(State(state): State<AppState>) -> AppJson<Value> {
+    AppJson(json!({ "status": "ok", "served_by": &*state.replica_id }))
 }
 
-async fn readyz(State(state): State<AppState>) -> Result<Json<Value>> {
+async fn readyz(State(state): State<AppState>) -> Result<AppJson<Value>> {
     if state.drain.is_draining() {
         return Err(Error::Draining);
     }
@@ -29,14 +29,14 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>> {
         .ping()
         .await
         .map_err(|err| Error::StoreUnavailable(err.to_string()))?;
-    Ok(Json(
+    Ok(AppJson(
         json!({ "status": "ready", "served_by": &*state.replica_id }),
     ))
 }
 
 /// Asks the replica at `addr` for `/healthz`; true on a 200. Used by
 /// `elastic-cart healthcheck`, so container images need no curl.
-pub async fn probe(addr: std::net::SocketAddr) -> bool {
+pub(crate) async fn probe(addr: std::net::SocketAddr) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;

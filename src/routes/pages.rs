@@ -5,27 +5,30 @@
 //! write. Every page shows the replica that served it, so a person sees there is no
 //! stickiness; `static/app.js` adds the replicas that served the tab before.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
-use axum::extract::{RawQuery, Request, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
-use axum::middleware::Next;
-use axum::response::{Redirect, Response};
+use axum::middleware;
+use axum::response::Redirect;
 use axum::routing::{get, post};
 use serde::Deserialize;
+use tower::ServiceBuilder;
 
-use crate::AppState;
 use crate::cart::{AddQuantity, LineQuantity, MAX_LINE_QUANTITY, PricedCart};
 use crate::catalog::{self, Product, format_price};
 use crate::error::{Error, ErrorReport, Result};
-use crate::extract::{Form, Path};
-use crate::session::{CartSession, Order};
+use crate::extract::{AppForm, AppPath};
+use crate::order::Order;
+use crate::security;
+use crate::session::CartSession;
+use crate::state::AppState;
 
-pub fn router(chaos: bool) -> Router<AppState> {
-    let router = Router::new()
+/// The browser pages. Their errors are HTML pages ([`super::html_errors`]), and so is the
+/// answer to any unknown path (the fallback), since a person typed or followed it.
+pub(crate) fn router(state: &AppState, sessions: super::Sessions) -> Router<AppState> {
+    let mut router = Router::new()
         .route("/", get(catalog_page))
         .route("/cart", get(cart_page))
         .route("/cart/items", post(add_item))
@@ -34,11 +37,18 @@ pub fn router(chaos: bool) -> Router<AppState> {
         .route("/cart/clear", post(clear_cart))
         .route("/checkout", post(checkout))
         .route("/checkout/complete", get(confirmation_page));
-    if chaos {
-        router.route("/chaos/crash", post(crash))
-    } else {
-        router
+    if state.chaos {
+        router = router.merge(super::chaos::router());
     }
+    router.fallback(super::not_found).layer(
+        ServiceBuilder::new()
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                super::html_errors,
+            ))
+            .layer(middleware::from_fn(security::reject_cross_origin))
+            .layer(sessions),
+    )
 }
 
 /// What the header of every page shows.
@@ -123,7 +133,7 @@ impl NoticeQuery {
 }
 
 /// Where to go after an action, with its notice.
-fn after(path: &str, notice: &str, product: Option<&Product>) -> Redirect {
+pub(crate) fn after(path: &str, notice: &str, product: Option<&Product>) -> Redirect {
     let product = product
         .map(|p| format!("&product={}", p.id))
         .unwrap_or_default();
@@ -238,7 +248,7 @@ struct ErrorPage<'a> {
 }
 
 /// Renders the error page for a failed browser request.
-pub fn error_page(state: &AppState, status: StatusCode, report: &ErrorReport) -> String {
+pub(crate) fn error_page(state: &AppState, status: StatusCode, report: &ErrorReport) -> String {
     let page = ErrorPage {
         layout: Layout::new(state, None),
         status: status.as_u16(),
@@ -291,7 +301,7 @@ async fn cart_page(
     Ok(page)
 }
 
-async fn add_item(session: CartSession, Form(form): Form<AddForm>) -> Result<Redirect> {
+async fn add_item(session: CartSession, AppForm(form): AppForm<AddForm>) -> Result<Redirect> {
     let product = known_product(&form.product_id)?;
     session
         .change_cart(|cart| Ok(cart.add(product.id, form.quantity)?))
@@ -301,8 +311,8 @@ async fn add_item(session: CartSession, Form(form): Form<AddForm>) -> Result<Red
 
 async fn set_item(
     session: CartSession,
-    Path(product_id): Path<String>,
-    Form(form): Form<SetForm>,
+    AppPath(product_id): AppPath<String>,
+    AppForm(form): AppForm<SetForm>,
 ) -> Result<Redirect> {
     let product = known_product(&product_id)?;
     session
@@ -316,7 +326,10 @@ async fn set_item(
     Ok(after("/cart", notice, Some(product)))
 }
 
-async fn remove_item(session: CartSession, Path(product_id): Path<String>) -> Result<Redirect> {
+async fn remove_item(
+    session: CartSession,
+    AppPath(product_id): AppPath<String>,
+) -> Result<Redirect> {
     let product = known_product(&product_id)?;
     session
         .change_cart(|cart| {
@@ -353,43 +366,4 @@ async fn confirmation_page(
         Some(order) => ConfirmationPage::new(&state, order).into_response(),
         None => Redirect::to("/").into_response(),
     })
-}
-
-/// Exit status of a replica crashed on purpose (`EX_SOFTWARE`).
-pub const CRASH_EXIT_STATUS: i32 = 70;
-
-/// Set by the crash answer. A crash ends the whole process, so the flag is the process's.
-static CRASHED: AtomicBool = AtomicBool::new(false);
-
-/// Answers, then exits abruptly, the way a crashing replica would: no drain, no goodbye.
-/// Only routed with `DEMO_CHAOS=1`.
-async fn crash(State(state): State<AppState>) -> Redirect {
-    tracing::warn!("crashing on request (DEMO_CHAOS)");
-    CRASHED.store(true, Ordering::SeqCst);
-    // This answer says Connection: close, so the balancer does not keep the connection
-    // for another request.
-    state.drain.start();
-    tokio::spawn(async {
-        // Long enough for this answer to leave; then gone, like a crash.
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        std::process::exit(CRASH_EXIT_STATUS);
-    });
-    Redirect::to(&format!(
-        "/cart?notice=crashed&replica={}",
-        state.replica_id
-    ))
-}
-
-/// Once the crash answer is given, the replica answers nothing more: a request reaching it
-/// before the exit (nginx may hold other keep-alive connections to it, and a browser loads
-/// more than one thing at a time) waits, unanswered, for the exit. That request then fails
-/// at the connection, as against a crashed server, and nginx passes a GET on to another
-/// replica, so the page after the crash always comes from another replica, as its notice
-/// says. It waits rather than exiting at once because on a multi-threaded runtime the crash
-/// answer itself may not have been written yet. Only layered with `DEMO_CHAOS=1`.
-pub async fn answer_nothing_after_a_crash(request: Request, next: Next) -> Response {
-    if CRASHED.load(Ordering::SeqCst) {
-        std::future::pending::<()>().await;
-    }
-    next.run(request).await
 }

@@ -4,10 +4,11 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use elastic_cart::routes::pages::CRASH_EXIT_STATUS;
+use elastic_cart::CRASH_EXIT_STATUS;
 use reqwest::StatusCode;
+use testkit::Signal;
 
-use crate::helpers::{BinaryApp, RedisServer, add_item, bare_client, get_json, visitor};
+use crate::helpers::{RedisServer, add_item, bare_client, get_json, start_binary, visitor};
 
 fn run_with(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_elastic-cart"))
@@ -21,6 +22,7 @@ fn run_with(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
 
 /// `--help` documents every environment variable.
 #[test]
+#[ignore = "integration tier: cargo xtask test integration"]
 fn help_lists_every_variable() {
     let output = run_with(&[], &["--help"]);
     assert!(output.status.success());
@@ -35,6 +37,9 @@ fn help_lists_every_variable() {
         "REDIS_COMMAND_TIMEOUT_MS",
         "WORKER_THREADS",
         "STATIC_DIR",
+        "SESSION_CHANGE_WAIT_MS",
+        "SHUTDOWN_DRAIN_MS",
+        "DEMO_CHAOS",
     ] {
         assert!(
             help.contains(&format!("env: {variable}")),
@@ -45,6 +50,7 @@ fn help_lists_every_variable() {
 
 /// An invalid setting stops the process at start with a message naming the variable.
 #[test]
+#[ignore = "integration tier: cargo xtask test integration"]
 fn invalid_config_exits_naming_the_variable() {
     for (variable, value) in [
         ("SESSION_TTL_SECS", "soon"),
@@ -67,6 +73,7 @@ fn invalid_config_exits_naming_the_variable() {
 
 /// A listen address that cannot be bound is reported with the variable's name.
 #[test]
+#[ignore = "integration tier: cargo xtask test integration"]
 fn an_unbindable_listen_addr_is_reported() {
     let taken = crate::helpers::bind_unclaimed_port();
     let addr = taken.local_addr().unwrap().to_string();
@@ -77,9 +84,10 @@ fn an_unbindable_listen_addr_is_reported() {
 
 /// Started with LISTEN_ADDR, REDIS_URL and REPLICA_ID, the binary serves the contract.
 #[tokio::test]
+#[ignore = "integration tier: cargo xtask test integration"]
 async fn the_binary_serves_the_contract_from_its_environment() {
     let redis = RedisServer::start().await;
-    let app = BinaryApp::start(&[("REDIS_URL", &redis.url()), ("REPLICA_ID", "bin-1")]).await;
+    let app = start_binary(&[("REDIS_URL", &redis.url()), ("REPLICA_ID", "bin-1")]).await;
     let shopper = visitor();
     let response = add_item(&shopper, &app.url("/api/cart/items"), "cold-brew-jar", 2).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -108,26 +116,27 @@ async fn the_binary_serves_the_contract_from_its_environment() {
 
 /// SIGTERM and SIGINT stop the binary cleanly and promptly (exit status 0).
 #[tokio::test]
+#[ignore = "integration tier: cargo xtask test integration"]
 async fn sigterm_and_sigint_stop_the_binary_gracefully() {
-    for signal in ["TERM", "INT"] {
-        let mut app = BinaryApp::start(&[("REPLICA_ID", "bin-stop")]).await;
+    for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        let mut app = start_binary(&[("REPLICA_ID", "bin-stop")]).await;
         app.signal(signal);
         let status = app.wait_for_exit(Duration::from_secs(10)).await;
-        assert!(status.success(), "SIG{signal}: {status}");
+        assert!(status.success(), "{signal}: {status}");
     }
 }
 
 /// After SIGTERM the binary drains: it keeps answering, with `Connection: close`, and
 /// `/readyz` says 503 so balancers move away; then it exits.
 #[tokio::test]
+#[ignore = "integration tier: cargo xtask test integration"]
 async fn a_stopping_binary_drains_before_closing() {
-    let mut app =
-        BinaryApp::start(&[("REPLICA_ID", "bin-drain"), ("SHUTDOWN_DRAIN_MS", "1500")]).await;
+    let mut app = start_binary(&[("REPLICA_ID", "bin-drain"), ("SHUTDOWN_DRAIN_MS", "1500")]).await;
     let client = bare_client();
     let before = client.get(app.url("/healthz")).send().await.unwrap();
     assert!(before.headers().get("connection").is_none());
 
-    app.signal("TERM");
+    app.signal(Signal::SIGTERM);
     let readyz = app.url("/readyz");
     crate::helpers::eventually("/readyz to report draining", async || {
         let response = client.get(&readyz).send().await.unwrap();
@@ -147,8 +156,9 @@ async fn a_stopping_binary_drains_before_closing() {
 /// answer, only the connection closed by the exit (so nginx would pass it on), and the
 /// process exits with status 70.
 #[tokio::test]
+#[ignore = "integration tier: cargo xtask test integration"]
 async fn a_crashed_replica_answers_nothing_more() {
-    let mut app = BinaryApp::start(&[("REPLICA_ID", "bin-crash"), ("DEMO_CHAOS", "1")]).await;
+    let mut app = start_binary(&[("REPLICA_ID", "bin-crash"), ("DEMO_CHAOS", "1")]).await;
     let kept_alive = bare_client();
     let before = kept_alive.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(before.status(), StatusCode::OK);

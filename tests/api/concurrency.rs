@@ -5,41 +5,15 @@
 use std::time::{Duration, Instant};
 
 use elastic_cart::ChangePolicy;
-use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{BinaryApp, RedisServer, TestApp, add_item, get_json, visitor};
+use testkit::Signal;
 
-const ADDS: usize = 100;
-/// Two products, so no line reaches its 99-unit limit.
-const PRODUCTS: [&str; 2] = ["ceramic-mug", "tea-sampler"];
-
-/// Sends `ADDS` simultaneous adds of one unit, round robin over `urls`, with the visitor's
-/// session; returns the statuses.
-pub async fn simultaneous_adds(shopper: &reqwest::Client, urls: &[String]) -> Vec<StatusCode> {
-    let requests = (0..ADDS).map(|i| {
-        shopper
-            .post(&urls[i % urls.len()])
-            .json(&json!({"product_id": PRODUCTS[i % 2], "quantity": 1}))
-            .send()
-    });
-    join_all(requests)
-        .await
-        .into_iter()
-        .map(|response| {
-            response
-                .map(|r| r.status())
-                .unwrap_or(StatusCode::BAD_GATEWAY)
-        })
-        .collect()
-}
-
-/// Starts a session with its first add (or adds one unit to the visitor's session).
-pub async fn start_session(shopper: &reqwest::Client, url: &str) {
-    let response = add_item(shopper, url, "paper-filters", 1).await;
-    assert_eq!(response.status(), StatusCode::OK);
-}
+use crate::helpers::{
+    ADDS, RedisServer, TestApp, add_item, get_json, redis_client, simultaneous_adds, start_binary,
+    start_session, visitor,
+};
 
 async fn item_count(shopper: &reqwest::Client, url: &str) -> u64 {
     let cart: Value = get_json(shopper, url).await;
@@ -75,6 +49,7 @@ async fn adds_over_three_replicas(serialised: bool) -> u64 {
 /// With serialised changes, 100 simultaneous adds over three replicas all succeed and the
 /// cart ends with exactly 100 more units.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "integration tier: cargo xtask test integration"]
 async fn simultaneous_adds_over_three_replicas_all_count() {
     assert_eq!(adds_over_three_replicas(true).await, 1 + ADDS as u64);
 }
@@ -82,6 +57,7 @@ async fn simultaneous_adds_over_three_replicas_all_count() {
 /// The same scenario with serialisation switched off loses updates: tower-sessions'
 /// load-then-save alone is not enough, so the test above can catch the loss.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "integration tier: cargo xtask test integration"]
 async fn without_serialisation_simultaneous_adds_are_lost() {
     let count = adds_over_three_replicas(false).await;
     assert!(
@@ -93,11 +69,11 @@ async fn without_serialisation_simultaneous_adds_are_lost() {
 /// A replica killed in the middle of a burst of changes blocks nobody: the other replica
 /// changes the session at once, and every acknowledged change is in the cart, none twice.
 #[tokio::test]
+#[ignore = "integration tier: cargo xtask test integration"]
 async fn a_replica_killed_mid_change_leaves_the_session_usable() {
     let redis = RedisServer::start().await;
-    let doomed = BinaryApp::start(&[("REDIS_URL", &redis.url()), ("REPLICA_ID", "doomed")]).await;
-    let survivor =
-        BinaryApp::start(&[("REDIS_URL", &redis.url()), ("REPLICA_ID", "survivor")]).await;
+    let doomed = start_binary(&[("REDIS_URL", &redis.url()), ("REPLICA_ID", "doomed")]).await;
+    let survivor = start_binary(&[("REDIS_URL", &redis.url()), ("REPLICA_ID", "survivor")]).await;
     let shopper = visitor();
     start_session(&shopper, &doomed.url("/api/cart/items")).await;
 
@@ -114,7 +90,7 @@ async fn a_replica_killed_mid_change_leaves_the_session_usable() {
         assert!(Instant::now() < deadline, "no change of the burst landed");
         tokio::task::yield_now().await;
     }
-    doomed.signal("KILL");
+    doomed.signal(Signal::SIGKILL);
     let statuses = burst.await.unwrap();
     let acknowledged = statuses.iter().filter(|s| **s == StatusCode::OK).count() as u64;
     assert!(
@@ -149,7 +125,7 @@ async fn mark_checked_out(redis: &RedisServer, id: &str, age_ms: i128) -> Vec<u8
     use fred::prelude::{Expiration, KeysInterface};
     use tower_sessions::session::Record;
 
-    let client = redis.client().await;
+    let client = redis_client(redis).await;
     let stored: Vec<u8> = client.get(id).await.unwrap();
     let mut record: Record = rmp_serde::from_slice(&stored).unwrap();
     record.data.remove("cart");
@@ -178,6 +154,7 @@ async fn mark_checked_out(redis: &RedisServer, id: &str, age_ms: i128) -> Vec<u8
 /// not yet deleted) is refused with 409: it neither lands in the closed session nor is
 /// reported as done.
 #[tokio::test]
+#[ignore = "integration tier: cargo xtask test integration"]
 async fn a_change_racing_a_checkout_is_refused() {
     let redis = RedisServer::start().await;
     let app = TestApp::with_redis(&redis.url(), "replica-a").await;
@@ -190,7 +167,7 @@ async fn a_change_racing_a_checkout_is_refused() {
     assert_eq!(late.status(), StatusCode::CONFLICT);
     let body: Value = late.json().await.unwrap();
     assert_eq!(body["error"]["code"], "checked_out");
-    let after: Vec<u8> = fred::prelude::KeysInterface::get(&redis.client().await, &id)
+    let after: Vec<u8> = fred::prelude::KeysInterface::get(&redis_client(&redis).await, &id)
         .await
         .unwrap();
     assert_eq!(after, marked, "the closed session was written");
@@ -200,6 +177,7 @@ async fn a_change_racing_a_checkout_is_refused() {
 /// its new id) locks nothing: a retried checkout finishes it and shows the order, and a
 /// change starts a new session once the mark is old.
 #[tokio::test]
+#[ignore = "integration tier: cargo xtask test integration"]
 async fn a_checkout_cut_short_is_finished_by_a_retry_or_left_behind() {
     let redis = RedisServer::start().await;
     let app = TestApp::with_redis(&redis.url(), "replica-a").await;
@@ -235,22 +213,20 @@ async fn add_one(shopper: &reqwest::Client, url: &str) -> reqwest::Response {
 /// Without competition a change of an existing session costs two round trips, as a plain
 /// save would: a `GET`, and one `EVALSHA` whose script compares and sets.
 #[tokio::test]
+#[ignore = "integration tier: cargo xtask test integration"]
 async fn an_uncontended_change_costs_a_get_and_one_evalsha() {
-    use crate::sessions::{command_calls, reset_stats};
-
     let redis = RedisServer::start().await;
     let app = TestApp::with_redis(&redis.url(), "replica-a").await;
     let shopper = visitor();
     let items = app.url("/api/cart/items");
     start_session(&shopper, &items).await;
     start_session(&shopper, &items).await; // loads the script into Redis
-    let client = redis.client().await;
 
-    reset_stats(&client).await;
+    redis.reset_stats();
     for _ in 0..10 {
         start_session(&shopper, &items).await;
     }
-    let calls = command_calls(&client).await;
+    let calls = redis.command_calls();
     // Round trips: 10 GETs and 10 EVALSHAs. The script's own GET and SET run inside Redis
     // but show in its statistics too.
     let expected = [("evalsha", 10), ("get", 20), ("set", 10)];

@@ -56,6 +56,7 @@ async fn assert_reads_writes_and_pages_fail_fast(shopper: &reqwest::Client, app:
 /// Redis killed: reads, writes, pages and /readyz answer 503 promptly while /healthz stays
 /// 200; a restarted Redis is used again without restarting the replica.
 #[tokio::test]
+#[ignore = "integration tier: cargo xtask test integration"]
 async fn a_stopped_redis_gives_a_bounded_503_then_recovers() {
     let mut redis = RedisServer::start().await;
     let app = TestApp::with_redis(&redis.url(), "replica-a").await;
@@ -89,6 +90,7 @@ async fn a_stopped_redis_gives_a_bounded_503_then_recovers() {
 /// Redis paused with SIGSTOP: requests get 503 within the command timeout instead of
 /// hanging; after SIGCONT the same cart is served again.
 #[tokio::test]
+#[ignore = "integration tier: cargo xtask test integration"]
 async fn a_paused_redis_gives_a_bounded_503_then_recovers() {
     let redis = RedisServer::start().await;
     let app = TestApp::with_redis(&redis.url(), "replica-a").await;
@@ -116,6 +118,7 @@ async fn a_paused_redis_gives_a_bounded_503_then_recovers() {
 /// A replica started while Redis is down runs, says 503 on /readyz, and connects once
 /// Redis comes up.
 #[tokio::test]
+#[ignore = "integration tier: cargo xtask test integration"]
 async fn a_replica_started_before_redis_connects_when_it_comes() {
     let port = free_port();
     let app = TestApp::with_redis(&format!("redis://127.0.0.1:{port}"), "early").await;
@@ -131,7 +134,7 @@ async fn a_replica_started_before_redis_connects_when_it_comes() {
     );
     assert_bounded_503(client.get(app.url("/readyz")), false).await;
 
-    let _redis = RedisServer::start_with(port, Vec::new()).await;
+    let _redis = RedisServer::builder().port(port).start().await;
     let readyz = app.url("/readyz");
     eventually("/readyz to turn 200", async || {
         client.get(&readyz).send().await.unwrap().status() == StatusCode::OK

@@ -9,6 +9,7 @@
 /// What the virtual users do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mix {
+    /// 80% cart page, 15% adds, 5% cart JSON.
     Shop,
     /// Only changes, each user in its own session.
     OwnSessionChanges,
@@ -45,9 +46,13 @@ const UNITS_PER_SESSION: u32 = 500;
 /// What one load run measured (after warm-up).
 #[derive(Debug, Default)]
 pub struct Measured {
+    /// Requests completed inside the measured window.
     pub requests: u64,
+    /// Of those, the ones that failed (no answer, or not a 2xx/3xx).
     pub errors: u64,
+    /// The measured window.
     pub elapsed: Duration,
+    /// Latency of every counted request, in microseconds.
     pub latency_us: Option<Histogram<u64>>,
     /// Responses per `X-Served-By` value.
     pub served_by: BTreeMap<String, u64>,
@@ -297,5 +302,5 @@ async fn start_session(client: &Client<HttpConnector, Full<Bytes>>, base: &str) 
 
 /// CPU time (user + system) this process used so far.
 fn process_cpu() -> Duration {
-    crate::servers::process_cpu(std::process::id())
+    crate::cpu::process_cpu(std::process::id())
 }

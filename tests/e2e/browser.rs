@@ -4,41 +4,47 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
+use testkit::Signal;
+use testkit::binaries::require;
+use testkit::http::bare_client;
+use testkit::process::Process;
+use testkit::{FleetOptions, LoopbackFleet, eventually, free_port};
 
-use crate::fleet::Fleet;
-use crate::helpers::{bare_client, eventually, free_port, require_binary};
-
-/// chromedriver on a free loopback port; stopped on drop.
+/// chromedriver on a free loopback port; stopped on drop, with the browsers it started
+/// (they share its process group).
 struct ChromeDriver {
     port: u16,
-    child: Child,
+    _process: Process,
 }
 
 impl ChromeDriver {
     async fn start() -> Self {
-        let binary = require_binary("chromedriver", "chromium-driver");
+        let binary = require("chromedriver", "chromium-driver");
         let port = free_port();
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting chromedriver");
+            .stderr(Stdio::null());
+        let process = Process::spawn(&mut command, Signal::SIGTERM).expect("starting chromedriver");
         let status = format!("http://127.0.0.1:{port}/status");
         let client = bare_client();
         eventually("chromedriver to answer", async || {
             client.get(&status).send().await.is_ok()
         })
         .await;
-        Self { port, child }
+        Self {
+            port,
+            _process: process,
+        }
     }
 
     async fn browser(&self) -> Client {
-        let chromium = require_binary("chromium", "chromium");
+        let chromium = require("chromium", "chromium");
         let capabilities = json!({
             "goog:chromeOptions": {
                 "binary": chromium,
@@ -55,13 +61,6 @@ impl ChromeDriver {
             .connect(&format!("http://127.0.0.1:{}", self.port))
             .await
             .expect("a Chromium session")
-    }
-}
-
-impl Drop for ChromeDriver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -136,12 +135,14 @@ async fn add_to_cart(browser: &Client, product: &str, name: &str) {
 /// time), crash the replica that served the page (the next page comes from another, with
 /// the cart intact), and check out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "e2e tier: cargo xtask test e2e"]
 async fn a_shopper_in_chromium_sees_round_robin_and_survives_a_crash() {
-    let fleet = Fleet::start_with(&[("DEMO_CHAOS", "1")]).await;
+    let options = FleetOptions::new(env!("CARGO_BIN_EXE_elastic-cart")).env("DEMO_CHAOS", "1");
+    let fleet = LoopbackFleet::start(options).await;
     let driver = ChromeDriver::start().await;
     let browser = driver.browser().await;
 
-    browser.goto(&fleet.nginx.url("/")).await.unwrap();
+    browser.goto(&fleet.url("/")).await.unwrap();
     assert_eq!(
         browser
             .find_all(Locator::Css("[data-action=add-to-cart]"))
@@ -158,7 +159,7 @@ async fn a_shopper_in_chromium_sees_round_robin_and_survives_a_crash() {
     let mut replicas = HashSet::new();
     let mut expected = None;
     for _ in 0..6 {
-        browser.goto(&fleet.nginx.url("/cart")).await.unwrap();
+        browser.goto(&fleet.url("/cart")).await.unwrap();
         replicas.insert(text(&browser, "#served-by").await);
         let lines = cart_lines(&browser).await;
         assert_eq!(lines.len(), 2, "{lines:?}");

@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use tower_sessions::session::Id;
 
+use super::store::{Data, SessionBackend};
 use crate::error::{Error, Result};
-use crate::session_store::{Data, SessionBackend};
 
 /// The longest pause between two attempts; pauses are random up to a bound that doubles
 /// with each lost race (full jitter), so competing replicas spread out.
@@ -38,7 +38,7 @@ const MAX_PAUSE: Duration = Duration::from_millis(50);
 
 /// What became of a change.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Outcome<T> {
+pub(crate) enum Outcome<T> {
     /// The change was applied (or changed nothing); `T` is what the change returned.
     Applied(T),
     /// There is no such session (expired, deleted, or never existed).
@@ -51,7 +51,7 @@ pub enum Outcome<T> {
 /// `change` may run several times (once per attempt), each time on fresh data, so it must
 /// not have side effects beyond the data it is given. An error from it is returned as is
 /// and nothing is written. Data that `change` leaves equal is not written at all.
-pub async fn update<T>(
+pub(crate) async fn update<T>(
     store: &SessionBackend,
     id: &Id,
     max_wait: Duration,
@@ -84,12 +84,6 @@ fn random_pause(lost_races: u32) -> Duration {
         .unwrap_or(u64::MAX)
         .min(MAX_PAUSE.as_millis() as u64);
     Duration::from_micros(fastrand::u64(0..=bound_ms * 1000))
-}
-
-impl From<tower_sessions::session_store::Error> for Error {
-    fn from(err: tower_sessions::session_store::Error) -> Self {
-        Error::StoreUnavailable(err.to_string())
-    }
 }
 
 #[cfg(test)]

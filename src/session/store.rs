@@ -1,0 +1,166 @@
+//! Where session records live: Redis (shared by every replica) or this process's memory.
+//!
+//! [`SessionBackend`] is the `tower_sessions::SessionStore` the session layer uses, and the
+//! one seam between the session logic above and the two stores below:
+//!
+//! - [`redis`]: every replica shares one Redis; adds compare-and-set, expiry that counts
+//!   reads without a write per read, bounded waits and self-healing connections to the
+//!   stock `tower_sessions_redis_store::RedisStore`.
+//! - [`memory`]: the same rules in this process's memory, for one replica without Redis.
+//!
+//! Both offer the two operations that cart changes are built on (see `session::update`):
+//! [`SessionBackend::snapshot`] reads a record together with what a later
+//! [`SessionBackend::replace_if_unchanged`] needs to detect that it changed meanwhile.
+
+mod memory;
+mod redis;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value as Json;
+use time::OffsetDateTime;
+use tower_sessions::session::{Id, Record};
+use tower_sessions::session_store::{self, SessionStore};
+
+use self::memory::MemorySessions;
+use self::redis::RedisSessions;
+pub use self::redis::RedisSettings;
+
+/// The values a session holds, by key.
+pub type Data = HashMap<String, Json>;
+
+/// A session record as read, with what a compare-and-set needs to detect a change since.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The record as decoded.
+    pub record: Record,
+    /// The stored bytes (Redis); empty for the memory store, which compares records.
+    stored: Vec<u8>,
+}
+
+/// The session store of one replica.
+#[derive(Debug, Clone)]
+pub struct SessionBackend(Store);
+
+#[derive(Debug, Clone)]
+enum Store {
+    /// In an `Arc`: the state is cloned for every request, the pool's handles need not be.
+    Redis(Arc<RedisSessions>),
+    /// For a single replica: sessions die with the process.
+    Memory(MemorySessions),
+}
+
+impl SessionBackend {
+    /// A Redis-backed store. Connecting happens in the background: a replica started
+    /// while Redis is down keeps running, answers 503 and connects when Redis comes.
+    pub fn redis(settings: &RedisSettings, ttl: Duration) -> Result<Self, fred::error::Error> {
+        Ok(Self(Store::Redis(Arc::new(RedisSessions::connect(
+            settings, ttl,
+        )?))))
+    }
+
+    /// A store in this process's memory: for a single replica, demos and tests.
+    pub fn memory(ttl: Duration) -> Self {
+        Self(Store::Memory(MemorySessions::new(ttl)))
+    }
+
+    /// Whether the store answers now (used by `/readyz`).
+    pub async fn ping(&self) -> session_store::Result<()> {
+        match &self.0 {
+            Store::Redis(redis) => redis.ping().await,
+            Store::Memory(_) => Ok(()),
+        }
+    }
+
+    /// Reads a session record for a later [`Self::replace_if_unchanged`]. `None` if there
+    /// is no such session (or it no longer decodes).
+    pub async fn snapshot(&self, id: &Id) -> session_store::Result<Option<Snapshot>> {
+        match &self.0 {
+            Store::Redis(redis) => redis.snapshot(id).await,
+            Store::Memory(memory) => Ok(memory.snapshot(id)),
+        }
+    }
+
+    /// Stores `data` in the snapshot's session, with a fresh expiry, if the session is
+    /// still exactly as the snapshot saw it. `false` if it changed or vanished meanwhile.
+    pub async fn replace_if_unchanged(
+        &self,
+        snapshot: &Snapshot,
+        data: Data,
+    ) -> session_store::Result<bool> {
+        match &self.0 {
+            Store::Redis(redis) => redis.replace_if_unchanged(snapshot, data).await,
+            Store::Memory(memory) => Ok(memory.replace_if_unchanged(snapshot, data)),
+        }
+    }
+
+    /// Closes the Redis connections, if any.
+    pub async fn close(&self) {
+        if let Store::Redis(redis) = &self.0 {
+            redis.close().await;
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for SessionBackend {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        match &self.0 {
+            Store::Redis(store) => store.create(record).await,
+            Store::Memory(store) => store.create(record).await,
+        }
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        match &self.0 {
+            Store::Redis(store) => store.save(record).await,
+            Store::Memory(store) => store.save(record).await,
+        }
+    }
+
+    async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
+        match &self.0 {
+            Store::Redis(store) => store.load(session_id).await,
+            Store::Memory(store) => store.load(session_id).await,
+        }
+    }
+
+    async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
+        match &self.0 {
+            Store::Redis(store) => store.delete(session_id).await,
+            Store::Memory(store) => store.delete(session_id).await,
+        }
+    }
+}
+
+/// Whether a record expiring at `expiry_date` should have its expiry moved now: when less
+/// than half of the TTL remains.
+fn needs_refresh(expiry_date: OffsetDateTime, now: OffsetDateTime, ttl: Duration) -> bool {
+    expiry_date - now < ttl / 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(1800);
+
+    #[test]
+    fn refreshes_only_past_half_the_ttl() {
+        let now = OffsetDateTime::now_utc();
+        assert!(!needs_refresh(now + TTL, now, TTL));
+        assert!(!needs_refresh(
+            now + TTL / 2 + Duration::from_secs(1),
+            now,
+            TTL
+        ));
+        assert!(needs_refresh(
+            now + TTL / 2 - Duration::from_secs(1),
+            now,
+            TTL
+        ));
+    }
+}

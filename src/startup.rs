@@ -1,0 +1,111 @@
+//! From a [`Config`] to a running replica: the session store, the listener, the state, and
+//! the graceful shutdown (drain, close the listener, finish what is in flight). `main`
+//! only parses the configuration, starts the runtime and logging, and calls [`run`].
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::session::store::{RedisSettings, SessionBackend};
+use crate::shutdown::{self, Drain};
+use crate::state::{AppState, ChangePolicy};
+
+/// Longest a shutdown takes, drain period included, before the process exits anyway.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Serves until SIGTERM or SIGINT, then drains and stops. The error says what could not be
+/// started, naming the setting at fault.
+pub async fn run(config: Config) -> Result<(), String> {
+    let replica_id = config.replica_id();
+    let sessions = session_store(&config)?;
+    let listener = TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|err| format!("LISTEN_ADDR {} cannot be bound: {err}", config.listen_addr))?;
+    tracing::info!(
+        replica = %replica_id,
+        addr = %config.listen_addr,
+        store = if config.redis_url.is_some() { "redis" } else { "memory" },
+        "listening"
+    );
+
+    let drain = Drain::default();
+    let state = AppState {
+        replica_id: replica_id.into(),
+        sessions: sessions.clone(),
+        cookie_secure: config.session_cookie_secure,
+        static_dir: config.static_dir.clone().into(),
+        drain: drain.clone(),
+        changes: ChangePolicy {
+            max_wait: Duration::from_millis(config.session_change_wait_ms),
+            serialised: true,
+        },
+        chaos: config.demo_chaos,
+    };
+    let drain_period = config.shutdown_drain();
+    let (signalled_tx, mut signalled_rx) = watch::channel(false);
+    let (listener, listener_closer) = shutdown::closable(listener);
+    let server = crate::serve(listener, state, async move {
+        shutdown_signal().await;
+        let _ = signalled_tx.send(true);
+        tracing::info!(?drain_period, "draining: answering with Connection: close");
+        drain.start();
+        tokio::time::sleep(drain_period).await;
+        tracing::info!("closing the listener; finishing requests in flight");
+        listener_closer.close().await;
+    });
+    let shutdown_limit = async move {
+        let _ = signalled_rx.wait_for(|signalled| *signalled).await;
+        tokio::time::sleep(SHUTDOWN_LIMIT).await;
+    };
+    tokio::select! {
+        result = server => result.map_err(|err| format!("server failed: {err}"))?,
+        () = shutdown_limit => tracing::warn!("requests still in flight after {SHUTDOWN_LIMIT:?}; exiting"),
+    }
+    sessions.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Redis if `REDIS_URL` is set, else this process's memory (with a warning: one replica
+/// only).
+fn session_store(config: &Config) -> Result<SessionBackend, String> {
+    let Some(url) = &config.redis_url else {
+        tracing::warn!(
+            "REDIS_URL is not set: sessions live in this process's memory, so run only one replica"
+        );
+        return Ok(SessionBackend::memory(config.session_ttl()));
+    };
+    let settings = RedisSettings {
+        url: url.clone(),
+        pool_size: config.redis_pool_size.get(),
+        command_timeout: config.redis_command_timeout(),
+    };
+    SessionBackend::redis(&settings, config.session_ttl())
+        .map_err(|err| format!("REDIS_URL is not usable: {err}"))
+}
+
+/// `elastic-cart healthcheck`: whether the local replica answers `/healthz`.
+pub async fn healthcheck(config: &Config) -> Result<(), String> {
+    let mut addr = config.listen_addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    if crate::routes::health::probe(addr).await {
+        Ok(())
+    } else {
+        Err(format!("no healthy replica answers at {addr}"))
+    }
+}
+
+/// Completes on SIGTERM (docker stop, orchestrators) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler cannot fail on Unix");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate.recv() => {}
+    }
+}

@@ -1,0 +1,68 @@
+//! Runs the elasticity scenario against a running docker compose project (started by
+//! `scripts/compose-e2e.sh`). Prints every check and "N passed, M failed"; exits 0 only if
+//! every check passed.
+//!
+//! ```text
+//! fleet-scenario --shop-url http://127.0.0.1:8080 --project elastic-cart-e2e \
+//!     --project-dir . [--compose-file FILE]... [--compose-up-arg ARG]...
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use testkit::compose::ComposeFleet;
+use testkit::scenario::{self, Steps};
+
+fn main() -> ExitCode {
+    let mut shop_url = "http://127.0.0.1:8080".to_owned();
+    let mut project = None;
+    let mut project_dir = PathBuf::from(".");
+    let mut files = Vec::new();
+    let mut up_args = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
+            None => (arg.clone(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .unwrap_or_else(|| usage(&format!("{name} needs a value")))
+        };
+        match name.as_str() {
+            "--shop-url" => shop_url = value(),
+            "--project" => project = Some(value()),
+            "--project-dir" => project_dir = PathBuf::from(value()),
+            "--compose-file" => files.push(PathBuf::from(value())),
+            "--compose-up-arg" => up_args.push(value()),
+            other => usage(&format!("unknown argument {other}")),
+        }
+    }
+    let project = project.unwrap_or_else(|| usage("--project is required"));
+    let mut fleet = ComposeFleet::new(&shop_url, &project, project_dir);
+    fleet.files = files;
+    fleet.up_args = up_args;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let report = runtime.block_on(scenario::run(&mut fleet, Steps::default()));
+    println!("{} passed, {} failed", report.passed, report.failed);
+    if report.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn usage(problem: &str) -> ! {
+    eprintln!("fleet-scenario: {problem}");
+    eprintln!(
+        "usage: fleet-scenario --project NAME [--shop-url URL] [--project-dir DIR] \
+         [--compose-file FILE]... [--compose-up-arg ARG]..."
+    );
+    std::process::exit(2)
+}

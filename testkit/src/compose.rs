@@ -1,0 +1,159 @@
+//! The fleet as docker compose runs it: the scenario's [`Fleet`] over `docker` and
+//! `docker compose` commands on one compose project. Replica ids are the containers'
+//! hostnames, which is what each replica answers with in `X-Served-By`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::scenario::Fleet;
+
+/// A compose project whose `app` service is the fleet.
+#[derive(Debug, Clone)]
+pub struct ComposeFleet {
+    /// nginx's address on the host, e.g. `http://127.0.0.1:8080`.
+    pub shop_url: String,
+    /// The compose project name.
+    pub project: String,
+    /// The folder compose resolves relative paths against (the repository).
+    pub project_dir: PathBuf,
+    /// Compose files (`-f`), in order; empty: the project folder's docker-compose.yml.
+    pub files: Vec<PathBuf>,
+    /// Extra arguments of `docker compose up`, e.g. `--pull never`.
+    pub up_args: Vec<String>,
+    /// Container id by hostname, for every app container seen (stopped ones included).
+    containers: BTreeMap<String, String>,
+}
+
+impl ComposeFleet {
+    /// The fleet of an already running project.
+    pub fn new(shop_url: &str, project: &str, project_dir: PathBuf) -> Self {
+        Self {
+            shop_url: shop_url.trim_end_matches('/').to_owned(),
+            project: project.to_owned(),
+            project_dir,
+            files: Vec::new(),
+            up_args: Vec::new(),
+            containers: BTreeMap::new(),
+        }
+    }
+
+    /// Runs a command, showing it; its output is shown only if it fails.
+    fn run(&self, shown: &str, command: &mut Command) -> String {
+        println!("      $ {shown}");
+        let output = command
+            .output()
+            .unwrap_or_else(|err| panic!("running {shown}: {err}"));
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        if !output.status.success() {
+            panic!(
+                "{shown} exited {}: {text}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        text
+    }
+
+    fn docker(&self, args: &[&str]) -> String {
+        self.run(
+            &format!("docker {}", args.join(" ")),
+            Command::new("docker").args(args),
+        )
+    }
+
+    fn compose(&self, args: &[&str]) -> String {
+        let mut command = Command::new("docker");
+        command
+            .arg("compose")
+            .arg("--project-directory")
+            .arg(&self.project_dir);
+        command.args(["--project-name", &self.project]);
+        for file in &self.files {
+            command.arg("-f").arg(file);
+        }
+        command.args(args);
+        self.run(&format!("docker compose {}", args.join(" ")), &mut command)
+    }
+
+    /// Running app containers by hostname; remembers their ids.
+    fn running(&mut self) -> BTreeMap<String, String> {
+        let project = format!("label=com.docker.compose.project={}", self.project);
+        let ids = Command::new("docker")
+            .args(["ps", "-q", "--no-trunc", "--filter", &project])
+            .args(["--filter", "label=com.docker.compose.service=app"])
+            .output()
+            .expect("running docker ps");
+        let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if ids.is_empty() {
+            return BTreeMap::new();
+        }
+        let names = Command::new("docker")
+            .args(["inspect", "-f", "{{.Config.Hostname}}"])
+            .args(&ids)
+            .output()
+            .expect("running docker inspect");
+        let running: BTreeMap<String, String> = String::from_utf8_lossy(&names.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .zip(ids)
+            .collect();
+        self.containers.extend(running.clone());
+        running
+    }
+
+    fn container(&mut self, id: &str) -> String {
+        self.running();
+        self.containers
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no app container with hostname {id}"))
+    }
+}
+
+impl Fleet for ComposeFleet {
+    fn shop_url(&self) -> String {
+        self.shop_url.clone()
+    }
+
+    async fn replicas(&mut self) -> BTreeSet<String> {
+        self.running().into_keys().collect()
+    }
+
+    async fn kill(&mut self, id: &str) {
+        let container = self.container(id);
+        self.docker(&["kill", &container]);
+    }
+
+    async fn stop(&mut self, id: &str) -> Result<(), String> {
+        let container = self.container(id);
+        self.docker(&["stop", &container]);
+        let code = self.docker(&["inspect", "-f", "{{.State.ExitCode}}", &container]);
+        match code.trim() {
+            "0" => Ok(()),
+            other => Err(format!("{id} exited with status {other}")),
+        }
+    }
+
+    async fn start(&mut self, id: &str) {
+        let container = self.container(id);
+        self.docker(&["start", &container]);
+    }
+
+    async fn scale(&mut self, n: usize) {
+        let scale = format!("app={n}");
+        let mut args = vec!["up", "-d"];
+        args.extend(self.up_args.iter().map(String::as_str));
+        args.extend(["--scale", &scale, "--no-recreate"]);
+        let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.compose(&args);
+    }
+
+    async fn restart_store(&mut self) {
+        self.compose(&["restart", "redis"]);
+    }
+}

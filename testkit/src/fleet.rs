@@ -1,0 +1,259 @@
+//! The fleet on loopback, without Docker: a real redis-server, replicas of the release
+//! binary, and nginx running the shipped nginx.conf in front of them. It implements
+//! [`scenario::Fleet`], so the one elasticity scenario runs against it; the browser test
+//! and the benchmark use it too.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::nginx::Nginx;
+use crate::ports::free_port;
+use crate::redis::RedisServer;
+use crate::replica::{Replica, ReplicaSpec};
+use crate::scenario;
+
+/// What fleet to start.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    /// The elastic-cart binary.
+    pub binary: PathBuf,
+    /// How many replicas.
+    pub replicas: usize,
+    /// Sessions in Redis (with an append-only file, so it can restart); `false`: each
+    /// replica keeps them in memory.
+    pub redis: bool,
+    /// Whether Redis keeps an append-only file (so the store can restart with its data).
+    pub persist: bool,
+    /// nginx in front; `false`: the shop is the first replica.
+    pub balancer: bool,
+    /// Environment of every replica, besides `REDIS_URL` and `REPLICA_ID`.
+    pub env: Vec<(String, String)>,
+}
+
+impl FleetOptions {
+    /// The product: three replicas sharing Redis behind nginx, each with one worker thread
+    /// (three replicas on a small host), a 2 s drain.
+    pub fn new(binary: impl Into<PathBuf>) -> Self {
+        Self {
+            binary: binary.into(),
+            replicas: 3,
+            redis: true,
+            persist: true,
+            balancer: true,
+            env: vec![
+                ("SHUTDOWN_DRAIN_MS".into(), "2000".into()),
+                ("WORKER_THREADS".into(), "1".into()),
+            ],
+        }
+    }
+
+    /// One more variable for every replica (replacing an earlier value).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+}
+
+/// One place a replica can run: its id and port stay when it is stopped and started.
+#[derive(Debug)]
+struct Slot {
+    id: String,
+    port: u16,
+    replica: Option<Replica>,
+}
+
+/// A running fleet; everything in it stops when it is dropped.
+#[derive(Debug)]
+pub struct LoopbackFleet {
+    /// The shared session store, if the fleet has one.
+    pub redis: Option<RedisServer>,
+    /// The balancer, if the fleet has one.
+    pub nginx: Option<Nginx>,
+    options: FleetOptions,
+    slots: Vec<Slot>,
+}
+
+impl LoopbackFleet {
+    /// Starts Redis, the replicas (one after the other, each answering before the next)
+    /// and nginx.
+    pub async fn start(options: FleetOptions) -> Self {
+        let redis = match (options.redis, options.persist) {
+            (true, true) => Some(RedisServer::builder().aof().start().await),
+            (true, false) => Some(RedisServer::start().await),
+            (false, _) => None,
+        };
+        let mut fleet = Self {
+            redis,
+            nginx: None,
+            options,
+            slots: Vec::new(),
+        };
+        for _ in 0..fleet.options.replicas {
+            fleet.add_slot().await;
+        }
+        if fleet.options.balancer {
+            fleet.nginx = Some(Nginx::start(&fleet.live_ports()).await);
+        }
+        fleet
+    }
+
+    /// Where shoppers go: nginx, or the first replica without a balancer.
+    pub fn url(&self, path: &str) -> String {
+        match &self.nginx {
+            Some(nginx) => nginx.url(path),
+            None => format!("http://127.0.0.1:{}{path}", self.slots[0].port),
+        }
+    }
+
+    /// The replica in slot `index`, if it runs.
+    pub fn replica(&self, index: usize) -> Option<&Replica> {
+        self.slots.get(index)?.replica.as_ref()
+    }
+
+    /// Process ids of the running replicas (for CPU accounting).
+    pub fn replica_pids(&self) -> Vec<u32> {
+        self.slots
+            .iter()
+            .filter_map(|slot| Some(slot.replica.as_ref()?.pid()))
+            .collect()
+    }
+
+    fn spec(&self, id: &str) -> ReplicaSpec {
+        let mut spec = ReplicaSpec {
+            binary: self.options.binary.clone(),
+            env: self.options.env.clone(),
+            log: None,
+        }
+        .with("REPLICA_ID", id);
+        if let Some(redis) = &self.redis {
+            spec = spec.with("REDIS_URL", &redis.url());
+        }
+        spec
+    }
+
+    async fn add_slot(&mut self) {
+        let id = format!("replica-{}", self.slots.len());
+        let port = free_port();
+        let replica = Replica::start_on(port, &self.spec(&id)).await;
+        self.slots.push(Slot {
+            id,
+            port,
+            replica: Some(replica),
+        });
+    }
+
+    fn live_ports(&self) -> Vec<u16> {
+        self.slots
+            .iter()
+            .filter(|slot| slot.replica.is_some())
+            .map(|slot| slot.port)
+            .collect()
+    }
+
+    fn reload_balancer(&self) {
+        if let Some(nginx) = &self.nginx {
+            nginx.set_upstreams(&self.live_ports());
+        }
+    }
+
+    fn slot(&mut self, id: &str) -> &mut Slot {
+        self.slots
+            .iter_mut()
+            .find(|slot| slot.id == id)
+            .unwrap_or_else(|| panic!("no replica {id} in this fleet"))
+    }
+}
+
+impl scenario::Fleet for LoopbackFleet {
+    fn shop_url(&self) -> String {
+        self.url("")
+    }
+
+    async fn replicas(&mut self) -> BTreeSet<String> {
+        self.slots
+            .iter_mut()
+            .filter_map(|slot| {
+                let replica = slot.replica.as_mut()?;
+                replica.try_wait().is_none().then(|| slot.id.clone())
+            })
+            .collect()
+    }
+
+    async fn kill(&mut self, id: &str) {
+        let slot = self.slot(id);
+        if let Some(mut replica) = slot.replica.take() {
+            replica.signal(Signal::SIGKILL);
+            replica.wait_for_exit(Duration::from_secs(5)).await;
+        }
+    }
+
+    async fn stop(&mut self, id: &str) -> Result<(), String> {
+        let slot = self.slot(id);
+        let Some(mut replica) = slot.replica.take() else {
+            return Err(format!("{id} was not running"));
+        };
+        replica.signal(Signal::SIGTERM);
+        let status = replica.wait_for_exit(Duration::from_secs(15)).await;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("{id} ended with {status}"))
+        }
+    }
+
+    async fn start(&mut self, id: &str) {
+        let spec = self.spec(id);
+        let slot = self.slot(id);
+        if slot.replica.is_none() {
+            let port = slot.port;
+            slot.replica = Some(Replica::start_on(port, &spec).await);
+        }
+        // The upstream list already names it (stopped replicas stay in it, as a dead
+        // container's DNS name would until it is removed).
+    }
+
+    async fn scale(&mut self, n: usize) {
+        // Out: stopped slots first, then new ones.
+        let stopped: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|slot| slot.replica.is_none())
+            .map(|slot| slot.id.clone())
+            .collect();
+        for id in stopped {
+            if self.replicas().await.len() >= n {
+                break;
+            }
+            self.start(&id).await;
+        }
+        while self.replicas().await.len() < n {
+            self.add_slot().await;
+        }
+        // In: the newest replicas stop gracefully, all at once, as compose does.
+        let mut leaving = Vec::new();
+        let running = self.replicas().await.len();
+        for slot in self.slots.iter_mut().rev() {
+            if leaving.len() + n >= running {
+                break;
+            }
+            if let Some(replica) = slot.replica.take() {
+                replica.signal(Signal::SIGTERM);
+                leaving.push(replica);
+            }
+        }
+        for mut replica in leaving {
+            replica.wait_for_exit(Duration::from_secs(15)).await;
+        }
+        self.reload_balancer();
+    }
+
+    async fn restart_store(&mut self) {
+        if let Some(redis) = &mut self.redis {
+            redis.restart().await;
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! testkit: the one fixture library of elastic-cart, shared by the integration tests, the
+//! end-to-end tests, the benchmark and the fleet scenario (its own binary, for compose).
+//!
+//! Why a crate of its own rather than a shared test module: the benchmark (`benches/`), the
+//! test binaries (`tests/`) and the `fleet-scenario` program all link it, so nothing is
+//! included twice with `#[path]` and every fixture exists once. It knows nothing of the
+//! application's code: it starts real processes (redis-server, the release binary, nginx)
+//! and talks HTTP and Redis to them, so it depends on no crate of ours and builds in
+//! parallel with it.
+//!
+//! # Layout
+//!
+//! - [`ports`]: loopback ports that no other fixture of the process was given.
+//! - [`binaries`]: where server binaries are (`PATH`), and the Debian package to install.
+//! - [`process`]: a child process in its own process group, signalled through `nix`, and
+//!   gone with its children when dropped (also when a test fails).
+//! - [`redis`]: `RedisServer` with a builder (port, TLS, password, AOF); [`tls`] makes its
+//!   certificates with rcgen.
+//! - [`replica`]: the release binary as a child process, answering `/healthz` as its id.
+//! - [`nginx`]: the shipped nginx.conf rewritten for loopback, and reloaded when a fleet
+//!   changes size.
+//! - [`fleet`]: Redis, replicas and nginx together on loopback.
+//! - [`scenario`]: the kill / drain / scale scenario, written once against [`scenario::Fleet`],
+//!   which the loopback fleet and [`compose`] implement; [`shoppers`] is its checking load.
+//! - [`load`]: the benchmark's lean load generator; [`cpu`]: CPU time per process.
+//! - [`http`]: clients with and without a cookie jar, and small request helpers.
+
+pub mod binaries;
+pub mod compose;
+pub mod cpu;
+pub mod fleet;
+pub mod http;
+pub mod load;
+pub mod nginx;
+pub mod ports;
+pub mod process;
+pub mod redis;
+pub mod replica;
+pub mod scenario;
+pub mod shoppers;
+pub mod tls;
+
+use std::time::{Duration, Instant};
+
+pub use crate::fleet::{FleetOptions, LoopbackFleet};
+pub use crate::nginx::Nginx;
+pub use crate::ports::{bind_unclaimed_port, free_port};
+pub use crate::redis::RedisServer;
+pub use crate::replica::Replica;
+pub use nix::sys::signal::Signal;
+
+/// Longest a fixture or test waits for something that should happen promptly.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+/// Polls `check` every 50 ms until it is true; panics naming `what` after [`PATIENCE`].
+pub async fn eventually(what: &str, check: impl AsyncFnMut() -> bool) {
+    eventually_within(PATIENCE, what, check).await;
+}
+
+/// [`eventually`] with another limit.
+pub async fn eventually_within(limit: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}

@@ -1,0 +1,161 @@
+//! nginx running the shipped nginx.conf, rewritten only where it cannot work outside
+//! Docker: the upstream `server app:3000 resolve` line becomes one line per replica port
+//! (same parameters, minus `resolve`), Docker's DNS `resolver` goes, and nginx listens on
+//! a free loopback port. Every balancer setting under test is the one users run.
+//!
+//! Docker's DNS tells the shipped nginx when replicas come and go; on loopback a fleet
+//! tells this one with [`Nginx::set_upstreams`], which rewrites the file and reloads nginx
+//! (SIGHUP: new workers take over, the old ones finish their requests).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nix::sys::signal::Signal;
+use reqwest::StatusCode;
+
+use crate::binaries::require;
+use crate::eventually;
+use crate::http::bare_client;
+use crate::ports::free_port;
+use crate::process::Process;
+
+/// The shipped configuration, read from the repository.
+pub fn shipped_conf() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../nginx.conf");
+    std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("reading {}: {err}", path.display()))
+}
+
+/// Rewrites the shipped configuration for replicas on `replica_ports` of 127.0.0.1, with
+/// nginx listening on `listen_port`.
+pub fn loopback_conf(shipped: &str, listen_port: u16, replica_ports: &[u16]) -> String {
+    let mut out = String::new();
+    let mut rewrote_server = false;
+    for line in shipped.lines() {
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        if trimmed.starts_with("resolver ") {
+            out.push_str(&format!("{indent}# (resolver: Docker DNS only)\n"));
+        } else if trimmed.starts_with("server app:3000") {
+            let params: Vec<&str> = trimmed
+                .trim_end_matches(';')
+                .split_whitespace()
+                .skip(2)
+                .filter(|param| *param != "resolve")
+                .collect();
+            for port in replica_ports {
+                out.push_str(&format!(
+                    "{indent}server 127.0.0.1:{port} {};\n",
+                    params.join(" ")
+                ));
+            }
+            rewrote_server = true;
+        } else if trimmed == "listen 8080;" {
+            out.push_str(&format!("{indent}listen 127.0.0.1:{listen_port};\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert!(rewrote_server, "nginx.conf has no `server app:3000` line");
+    out
+}
+
+/// nginx in front of replicas on loopback; stopped with its workers on drop.
+#[derive(Debug)]
+pub struct Nginx {
+    /// The port it listens on.
+    pub port: u16,
+    process: Process,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Starts nginx in front of `replica_ports` and waits until it proxies `/healthz`.
+    pub async fn start(replica_ports: &[u16]) -> Self {
+        let binary = require("nginx", "nginx");
+        let dir = tempfile::tempdir().expect("a temporary folder for nginx");
+        let port = free_port();
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(&conf, loopback_conf(&shipped_conf(), port, replica_ports))
+            .expect("writing nginx.conf");
+        let log = |name: &str| std::fs::File::create(dir.path().join(name)).expect("a log file");
+        let mut command = Command::new(binary);
+        command
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf)
+            .args(["-e", "stderr", "-g"])
+            .arg(format!(
+                "daemon off; pid {};",
+                dir.path().join("nginx.pid").display()
+            ))
+            // The shipped configuration logs every request to stdout (buffered).
+            .stdout(log("access.log"))
+            .stderr(log("error.log"));
+        // SIGTERM: the master stops its workers before it exits.
+        let process = Process::spawn(&mut command, Signal::SIGTERM).expect("starting nginx");
+        let nginx = Self { port, process, dir };
+        if !replica_ports.is_empty() {
+            let client = bare_client();
+            let url = nginx.url("/healthz");
+            eventually(
+                "nginx to proxy /healthz",
+                async || matches!(client.get(&url).send().await, Ok(r) if r.status() == StatusCode::OK),
+            )
+            .await;
+        }
+        nginx
+    }
+
+    /// `http://127.0.0.1:port{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The master's process id (its workers are its children).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// Points the upstream at `replica_ports` and reloads: what Docker's DNS does for the
+    /// shipped configuration when replicas are added or removed.
+    pub fn set_upstreams(&self, replica_ports: &[u16]) {
+        let conf = loopback_conf(&shipped_conf(), self.port, replica_ports);
+        std::fs::write(self.dir.path().join("nginx.conf"), conf).expect("writing nginx.conf");
+        self.process.signal(Signal::SIGHUP);
+    }
+
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The access log so far (buffered by the shipped configuration, flushed every second).
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.log_path("access.log")).unwrap_or_default()
+    }
+
+    /// Waits until the access log holds every one of `needles`.
+    pub async fn wait_for_access_log(&self, needles: &[String]) {
+        eventually("nginx's access log", async || {
+            let log = self.access_log();
+            needles.iter().all(|needle| log.contains(needle.as_str()))
+        })
+        .await;
+    }
+
+    /// The error log so far.
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.log_path("error.log")).unwrap_or_default()
+    }
+
+    /// nginx's complaints about upstreams, other than refused connections (which it
+    /// retries on the next replica), for failure messages.
+    pub fn upstream_errors(&self) -> String {
+        self.error_log()
+            .lines()
+            .filter(|line| !line.contains("connect() failed (111"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}

@@ -1,0 +1,277 @@
+//! A `redis-server` of our own on a loopback port. The builder sets what the tests need:
+//! the port, TLS (with certificates from [`crate::tls`]), a password, an append-only file;
+//! and leaves room for the replicated topologies (Sentinel, Cluster) to come.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! let redis = testkit::RedisServer::builder().password("s3cret").aof().start().await;
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use nix::sys::signal::Signal;
+
+use crate::binaries::require;
+use crate::eventually;
+use crate::ports::free_port;
+use crate::process::Process;
+use crate::tls::Certificates;
+
+/// How to start a [`RedisServer`].
+#[derive(Debug, Default, Clone)]
+pub struct RedisBuilder {
+    port: Option<u16>,
+    tls: Option<Certificates>,
+    password: Option<String>,
+    aof: bool,
+    extra_args: Vec<String>,
+}
+
+impl RedisBuilder {
+    /// Listen on `port` instead of a free one.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// Only a TLS port, with these certificates (clients are not asked for one).
+    pub fn tls(mut self, certificates: &Certificates) -> Self {
+        self.tls = Some(certificates.clone());
+        self
+    }
+
+    /// Require this password (`requirepass`) from every client.
+    pub fn password(mut self, password: &str) -> Self {
+        self.password = Some(password.to_owned());
+        self
+    }
+
+    /// Keep an append-only file (fsync every second), so a restart keeps the data.
+    pub fn aof(mut self) -> Self {
+        self.aof = true;
+        self
+    }
+
+    /// More `redis-server` arguments.
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.extra_args.push(arg.to_owned());
+        self
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    pub async fn start(self) -> RedisServer {
+        let data = tempfile::tempdir().expect("a temporary folder for Redis");
+        let mut server = RedisServer {
+            port: self.port.unwrap_or_else(free_port),
+            settings: self,
+            process: None,
+            data,
+        };
+        server.launch().await;
+        server
+    }
+}
+
+/// A running redis-server; killed (its whole process group) when dropped.
+#[derive(Debug)]
+pub struct RedisServer {
+    /// The port it listens on (the TLS port if TLS is on).
+    pub port: u16,
+    settings: RedisBuilder,
+    process: Option<Process>,
+    /// Its working folder (the append-only file, if any); removed on drop.
+    data: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// How to start one with more than the defaults.
+    pub fn builder() -> RedisBuilder {
+        RedisBuilder::default()
+    }
+
+    /// A plain server on a free port, without persistence.
+    pub async fn start() -> Self {
+        Self::builder().start().await
+    }
+
+    async fn launch(&mut self) {
+        let binary = require("redis-server", "redis-server");
+        let settings = &self.settings;
+        let port = self.port.to_string();
+        let mut command = Command::new(binary);
+        command.current_dir(self.data.path());
+        match &settings.tls {
+            Some(tls) => {
+                command.args(["--port", "0", "--tls-port", &port]);
+                command.arg("--tls-cert-file").arg(&tls.server_cert);
+                command.arg("--tls-key-file").arg(&tls.server_key);
+                command.arg("--tls-ca-cert-file").arg(&tls.ca_cert);
+                command.args(["--tls-auth-clients", "no"]);
+            }
+            None => {
+                command.args(["--port", &port]);
+            }
+        }
+        command.args(["--bind", "127.0.0.1", "--save", ""]);
+        if settings.aof {
+            command.args(["--appendonly", "yes", "--appendfsync", "everysec"]);
+        } else {
+            command.args(["--appendonly", "no"]);
+        }
+        if let Some(password) = &settings.password {
+            command.args(["--requirepass", password]);
+        }
+        command
+            .args(&settings.extra_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SIGTERM when persisting: Redis then writes and fsyncs its append-only file.
+        let stop_with = if settings.aof {
+            Signal::SIGTERM
+        } else {
+            Signal::SIGKILL
+        };
+        let process = self
+            .process
+            .insert(Process::spawn(&mut command, stop_with).expect("starting redis-server"));
+        let port = self.port;
+        eventually("redis-server to accept connections", async || {
+            // Accepting, and still running: not another server that holds the port.
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+                && process.try_wait().is_none()
+        })
+        .await;
+    }
+
+    /// `redis://127.0.0.1:port` (`rediss://` with TLS), with the password if there is one.
+    pub fn url(&self) -> String {
+        let scheme = if self.settings.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        let auth = match &self.settings.password {
+            Some(password) => format!("default:{password}@"),
+            None => String::new(),
+        };
+        format!("{scheme}://{auth}127.0.0.1:{}", self.port)
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Process::pid)
+    }
+
+    fn running(&self) -> &Process {
+        self.process.as_ref().expect("redis-server is running")
+    }
+
+    /// SIGSTOP: the server keeps its connections but answers nothing.
+    pub fn pause(&self) {
+        self.running().signal(Signal::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Self::pause`].
+    pub fn resume(&self) {
+        self.running().signal(Signal::SIGCONT);
+    }
+
+    /// Stops the server (SIGTERM with an append-only file, which it then flushes; SIGKILL
+    /// without, and its data is gone).
+    pub fn stop(&mut self) {
+        self.process.take();
+    }
+
+    /// Starts the server again on the same port, with the same data folder.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.launch().await;
+    }
+
+    /// A handle for `redis-cli` commands, which can outlive a borrow of the server (the
+    /// benchmark reads statistics from another thread).
+    pub fn admin(&self) -> RedisAdmin {
+        RedisAdmin {
+            port: self.port,
+            ca_cert: self.settings.tls.as_ref().map(|tls| tls.ca_cert.clone()),
+            password: self.settings.password.clone(),
+        }
+    }
+
+    /// Runs `redis-cli` against the server and returns what it printed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        self.admin().cli(args)
+    }
+
+    /// Calls per data command since the last `CONFIG RESETSTAT`, from `INFO commandstats`
+    /// (lower-case names: `get`, `evalsha`, ...).
+    pub fn command_calls(&self) -> HashMap<String, u64> {
+        self.admin().command_calls()
+    }
+
+    /// Resets the statistics that [`Self::command_calls`] reads.
+    pub fn reset_stats(&self) {
+        self.cli(&["CONFIG", "RESETSTAT"]);
+    }
+
+    /// The folder the server runs in (where its append-only file lives).
+    pub fn data_dir(&self) -> PathBuf {
+        self.data.path().to_owned()
+    }
+}
+
+/// How to reach a [`RedisServer`] with `redis-cli`.
+#[derive(Debug, Clone)]
+pub struct RedisAdmin {
+    port: u16,
+    ca_cert: Option<PathBuf>,
+    password: Option<String>,
+}
+
+impl RedisAdmin {
+    /// Runs `redis-cli` with `args` and returns what it printed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let mut command = Command::new(require("redis-cli", "redis-tools"));
+        command.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some(ca_cert) = &self.ca_cert {
+            command.arg("--tls").arg("--cacert").arg(ca_cert);
+        }
+        if let Some(password) = &self.password {
+            command.args(["--no-auth-warning", "-a", password]);
+        }
+        let output = command.args(args).output().expect("running redis-cli");
+        assert!(
+            output.status.success(),
+            "redis-cli {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Calls per command from `INFO commandstats`.
+    pub fn command_calls(&self) -> HashMap<String, u64> {
+        parse_command_calls(&self.cli(&["INFO", "commandstats"]))
+    }
+}
+
+/// Calls per data command from the text of `INFO commandstats`. Connection housekeeping
+/// (a client connecting late says HELLO, CLIENT ID, PING...) and the statistics commands
+/// themselves are left out.
+fn parse_command_calls(info: &str) -> HashMap<String, u64> {
+    const HOUSEKEEPING: [&str; 7] = [
+        "ping", "info", "hello", "auth", "select", "client|", "config|",
+    ];
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.trim().strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats.split(',').next()?.strip_prefix("calls=")?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .filter(|(name, _)| !HOUSEKEEPING.iter().any(|prefix| name.starts_with(prefix)))
+        .collect()
+}

@@ -1,0 +1,442 @@
+//! The elasticity scenario, written once: what must hold when replicas are killed,
+//! drained, restarted and scaled under load, and when the store restarts. It runs against
+//! anything that implements [`Fleet`]: the loopback fleet of the integration tests
+//! ([`crate::LoopbackFleet`]), docker compose ([`crate::compose::ComposeFleet`], run by
+//! `scripts/compose-e2e.sh`), and later Swarm. It waits on observable counts (good reads,
+//! good adds, replicas seen), never on fixed sleeps.
+//!
+//! Every check prints `PASS` or `FAIL` with what it proves; a failed check does not stop
+//! the scenario, so one run shows every problem. The [`Report`] ends with the line
+//! "N passed, M failed".
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::shoppers::{Shopper, Shoppers};
+
+/// What a fleet can be asked to do. Replica ids are the names replicas answer with in
+/// `X-Served-By`.
+#[allow(async_fn_in_trait)]
+pub trait Fleet {
+    /// The shop's base URL (the balancer), e.g. `http://127.0.0.1:8080`.
+    fn shop_url(&self) -> String;
+    /// The ids of the replicas running now.
+    async fn replicas(&mut self) -> BTreeSet<String>;
+    /// Kills a replica without warning (SIGKILL).
+    async fn kill(&mut self, id: &str);
+    /// Stops a replica gracefully (SIGTERM: it drains) and returns once it has exited; an
+    /// error says how it ended if not cleanly.
+    async fn stop(&mut self, id: &str) -> Result<(), String>;
+    /// Starts a killed or stopped replica again, under the same id.
+    async fn start(&mut self, id: &str);
+    /// Adds or removes replicas (removed ones stop gracefully) until `n` run.
+    async fn scale(&mut self, n: usize);
+    /// Restarts the session store on its persisted data.
+    async fn restart_store(&mut self);
+}
+
+/// The outcome of a scenario run: every check with its verdict.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Checks that held.
+    pub passed: usize,
+    /// Checks that did not.
+    pub failed: usize,
+    lines: Vec<String>,
+}
+
+impl Report {
+    fn step(&mut self, title: &str, proves: &str) {
+        self.print(format!("\n=== {title}\n    proves: {proves}"));
+    }
+
+    fn check(&mut self, ok: bool, what: impl fmt::Display, detail: impl fmt::Display) -> bool {
+        let detail = detail.to_string();
+        if ok {
+            self.passed += 1;
+        } else {
+            self.failed += 1;
+        }
+        let verdict = if ok { "PASS" } else { "FAIL" };
+        let detail = if detail.is_empty() || ok {
+            String::new()
+        } else {
+            format!("  [{detail}]")
+        };
+        self.print(format!("  {verdict}  {what}{detail}"));
+        ok
+    }
+
+    fn note(&mut self, text: impl fmt::Display) {
+        self.print(format!("      {text}"));
+    }
+
+    fn print(&mut self, line: String) {
+        println!("{line}");
+        self.lines.push(line);
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for line in &self.lines {
+            writeln!(f, "{line}")?;
+        }
+        write!(f, "{} passed, {} failed", self.passed, self.failed)
+    }
+}
+
+/// Which steps to run: compose and the loopback fleet run all of them.
+#[derive(Debug, Clone, Copy)]
+pub struct Steps {
+    /// Step 6: restart the store and find every cart again (needs a persisted store).
+    pub store_restart: bool,
+}
+
+impl Default for Steps {
+    fn default() -> Self {
+        Self {
+            store_restart: true,
+        }
+    }
+}
+
+/// Runs the scenario against `fleet`, which must start with three replicas.
+pub async fn run(fleet: &mut impl Fleet, steps: Steps) -> Report {
+    let mut state = Scenario::new(fleet.shop_url()).await;
+    let mut report = Report::default();
+    state.round_robin(fleet, &mut report).await;
+    state.sigkill(fleet, &mut report).await;
+    state.sigterm_with_writes(fleet, &mut report).await;
+    state.restart(fleet, &mut report).await;
+    state.scale(fleet, &mut report).await;
+    if steps.store_restart {
+        state.store_restart(fleet, &mut report).await;
+    }
+    report.print(String::new());
+    report
+}
+
+/// What the steps share: the shop, its products, the shoppers and what was killed.
+struct Scenario {
+    shop: String,
+    products: Vec<String>,
+    /// Readers with filled carts; they keep reading through every later step.
+    readers: Vec<Shopper>,
+    /// Writers of step 3, whose carts must hold exactly their acknowledged adds.
+    writers: Vec<Shopper>,
+    killed: Option<String>,
+}
+
+impl Scenario {
+    async fn new(shop: String) -> Self {
+        let products: Vec<String> =
+            crate::http::get_json(&crate::http::bare_client(), &format!("{shop}/api/products"))
+                .await
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|product| Some(product["id"].as_str()?.to_owned()))
+                .collect();
+        assert!(!products.is_empty(), "the shop lists no products");
+        Self {
+            shop,
+            products,
+            readers: Vec::new(),
+            writers: Vec::new(),
+            killed: None,
+        }
+    }
+
+    /// Every cart is still what its shopper expects.
+    async fn check_carts(&self, report: &mut Report, what: &str) {
+        let mut problems = Vec::new();
+        for shopper in self.readers.iter().chain(&self.writers) {
+            problems.extend(shopper.problem(&self.shop).await);
+        }
+        let n = self.readers.len() + self.writers.len();
+        report.check(
+            problems.is_empty(),
+            format!("{what}: all {n} carts intact"),
+            problems.join("; "),
+        );
+    }
+
+    fn check_load(report: &mut Report, load: &Shoppers, what: &str) {
+        let (ok, failed) = (load.reads.ok(), load.reads.failed());
+        report.check(
+            failed == 0,
+            format!("{what}: {ok} reads, all 200 with the cart unchanged"),
+            format!("{failed} failed: {}", load.reads.failures()),
+        );
+    }
+
+    async fn round_robin(&mut self, fleet: &mut impl Fleet, report: &mut Report) {
+        report.step(
+            "Step 1: one session, 60 reads through the balancer",
+            "round robin without stickiness: any replica serves any request of one session, \
+             and the load spreads evenly",
+        );
+        let running = fleet.replicas().await;
+        report.check(
+            running.len() == 3,
+            format!("3 replicas run: {running:?}"),
+            "",
+        );
+        let mut shopper = Shopper::new("shopper");
+        let mut ok = true;
+        for (product, quantity) in [("ceramic-mug", 1), ("ceramic-mug", 1), ("tea-sampler", 3)] {
+            ok &= shopper.add(&self.shop, product, quantity).await;
+        }
+        report.check(ok, "added ceramic-mug x2 and tea-sampler x3", "");
+        let mut served: BTreeMap<String, u32> = BTreeMap::new();
+        let mut problems = Vec::new();
+        for _ in 0..60 {
+            match shopper.read(&self.shop).await {
+                Ok((by, lines, body))
+                    if lines == shopper.expected && body["served_by"] == by.as_str() =>
+                {
+                    *served.entry(by).or_default() += 1;
+                }
+                Ok((by, lines, body)) => {
+                    problems.push(format!("{by}: {lines:?} served_by={}", body["served_by"]))
+                }
+                Err(why) => problems.push(why),
+            }
+        }
+        report.note(format!("X-Served-By counts: {served:?}"));
+        report.check(
+            problems.is_empty(),
+            "all 60 reads answered 200 with the same cart, served_by equal to X-Served-By",
+            problems.join("; "),
+        );
+        let ids: BTreeSet<String> = served.keys().cloned().collect();
+        report.check(
+            ids == running,
+            "every running replica served this one session",
+            "",
+        );
+        report.check(
+            served.len() == 3 && served.values().all(|n| (10..=30).contains(n)),
+            "each replica served about a third (10 to 30 of 60)",
+            format!("{served:?}"),
+        );
+        self.readers.push(shopper);
+        for i in 0..4 {
+            let mut reader = Shopper::new(&format!("reader{i}"));
+            let product = self.products[i % self.products.len()].clone();
+            reader.add(&self.shop, &product, i as u64 + 1).await;
+            self.readers.push(reader);
+        }
+        self.check_carts(report, "4 more shoppers filled their carts")
+            .await;
+    }
+
+    async fn sigkill(&mut self, fleet: &mut impl Fleet, report: &mut Report) {
+        report.step(
+            "Step 2: SIGKILL one replica under continuous reads",
+            "a replica can die without warning: the balancer moves its requests to the others \
+             and no cart lived in it",
+        );
+        let victim = fleet
+            .replicas()
+            .await
+            .into_iter()
+            .next()
+            .expect("a replica to kill");
+        let load = Shoppers::start(
+            &self.shop,
+            std::mem::take(&mut self.readers),
+            Vec::new(),
+            &[],
+        );
+        load.wait_for_more(50, 0).await;
+        report.note(format!("killing {victim} while 5 shoppers read"));
+        fleet.kill(&victim).await;
+        let after_kill = load.served();
+        load.wait_for_more(150, 0).await;
+        let served = load.served_since(&after_kill);
+        Self::check_load(report, &load, "reads during and after the kill");
+        report.note(format!("served after the kill: {served:?}"));
+        report.check(
+            !served.contains_key(&victim) && served.len() == 2,
+            "after the kill, only the 2 survivors serve",
+            format!("{served:?}"),
+        );
+        self.readers = load.stop().await;
+        self.killed = Some(victim);
+        self.check_carts(report, "after the kill").await;
+    }
+
+    async fn sigterm_with_writes(&mut self, fleet: &mut impl Fleet, report: &mut Report) {
+        report.step(
+            "Step 3: SIGTERM another replica under continuous reads and writes",
+            "a replica taken out of service drains, so not one read or write fails, and no \
+             write is lost or doubled",
+        );
+        let running = fleet.replicas().await;
+        let victim = running.iter().next().expect("a replica to stop").clone();
+        let writers = (0..3)
+            .map(|i| Shopper::new(&format!("writer{i}")))
+            .collect();
+        let load = Shoppers::start(
+            &self.shop,
+            std::mem::take(&mut self.readers),
+            writers,
+            &self.products,
+        );
+        load.wait_for_more(0, 20).await;
+        report.note(format!("stopping {victim} while 5 shoppers read and 3 add"));
+        let started = Instant::now();
+        let stopped = fleet.stop(&victim).await;
+        report.note(format!(
+            "the stop took {:.1} s",
+            started.elapsed().as_secs_f64()
+        ));
+        report.check(
+            stopped.is_ok(),
+            format!("{victim} drained and exited cleanly"),
+            stopped.err().unwrap_or_default(),
+        );
+        load.wait_for_more(50, 30).await;
+        Self::check_load(report, &load, "reads during the stop");
+        let (ok, failed) = (load.writes.ok(), load.writes.failed());
+        report.check(
+            failed == 0,
+            format!("adds during the stop: {ok}, all 200"),
+            format!("{failed} failed: {}", load.writes.failures()),
+        );
+        let shoppers = load.stop().await;
+        let (writers, readers) = shoppers
+            .into_iter()
+            .partition(|s| s.name.starts_with("writer"));
+        self.readers = readers;
+        self.writers = writers;
+        self.check_carts(
+            report,
+            "each writer's cart holds exactly its acknowledged adds",
+        )
+        .await;
+        let left = fleet.replicas().await;
+        report.check(
+            left.len() == 1,
+            format!("one replica left running: {left:?}"),
+            "",
+        );
+    }
+
+    async fn restart(&mut self, fleet: &mut impl Fleet, report: &mut Report) {
+        report.step(
+            "Step 4: start the killed replica again",
+            "a returning replica is found by the balancer and takes traffic within seconds, \
+             without reloading anything by hand",
+        );
+        let Some(victim) = self.killed.clone() else {
+            report.check(false, "step 2 named a killed replica", "");
+            return;
+        };
+        fleet.start(&victim).await;
+        let started = Instant::now();
+        let seen = self
+            .wait_until_served_by(&[victim.clone()].into(), Duration::from_secs(15))
+            .await;
+        report.check(
+            seen,
+            format!(
+                "{victim} serves again {:.1} s after its start (limit 15 s)",
+                started.elapsed().as_secs_f64()
+            ),
+            "",
+        );
+        self.check_carts(report, "after the restart").await;
+    }
+
+    async fn scale(&mut self, fleet: &mut impl Fleet, report: &mut Report) {
+        report.step(
+            "Step 5: scale to 5 replicas, then to 2, under continuous reads",
+            "capacity follows demand: new replicas take traffic within seconds, and removing \
+             replicas (a graceful stop) costs no request and no cart",
+        );
+        fleet.scale(5).await;
+        let scaled = Instant::now();
+        let want = fleet.replicas().await;
+        report.check(want.len() == 5, format!("5 replicas run: {want:?}"), "");
+        let seen = self
+            .wait_until_served_by(&want, Duration::from_secs(10))
+            .await;
+        report.check(
+            seen,
+            format!(
+                "all 5 serve within {:.1} s of the scale-out (limit 10 s)",
+                scaled.elapsed().as_secs_f64()
+            ),
+            "",
+        );
+        let load = Shoppers::start(
+            &self.shop,
+            std::mem::take(&mut self.readers),
+            Vec::new(),
+            &[],
+        );
+        load.wait_for_more(50, 0).await;
+        fleet.scale(2).await;
+        let left = fleet.replicas().await;
+        let after = load.served();
+        load.wait_for_more(150, 0).await;
+        let served = load.served_since(&after);
+        Self::check_load(report, &load, "reads during the scale-in");
+        report.note(format!("served after the scale-in: {served:?}"));
+        report.check(
+            left.len() == 2 && served.keys().all(|id| left.contains(id)),
+            format!("2 replicas left, and only they serve: {left:?}"),
+            format!("{served:?}"),
+        );
+        self.readers = load.stop().await;
+        self.check_carts(report, "after scaling").await;
+    }
+
+    async fn store_restart(&mut self, fleet: &mut impl Fleet, report: &mut Report) {
+        report.step(
+            "Step 6: restart the session store",
+            "carts are durable (Redis keeps an append-only file), and the replicas reconnect \
+             by themselves",
+        );
+        fleet.restart_store().await;
+        let started = Instant::now();
+        let probe = &self.readers[0];
+        let mut answered = false;
+        while !answered && started.elapsed() < Duration::from_secs(30) {
+            answered = probe.read(&self.shop).await.is_ok();
+            if !answered {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        report.check(
+            answered,
+            format!(
+                "the shop answers again {:.1} s after the restart (limit 30 s)",
+                started.elapsed().as_secs_f64()
+            ),
+            "",
+        );
+        self.check_carts(report, "after the store restart").await;
+    }
+
+    /// Reads (as a fresh visitor) until every one of `ids` has answered, or `limit` passes.
+    async fn wait_until_served_by(&self, ids: &BTreeSet<String>, limit: Duration) -> bool {
+        let probe = Shopper::new("probe");
+        let deadline = Instant::now() + limit;
+        let mut seen = BTreeSet::new();
+        while Instant::now() < deadline {
+            if let Ok((by, _, _)) = probe.read(&self.shop).await {
+                seen.insert(by);
+            }
+            if ids.is_subset(&seen) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+}

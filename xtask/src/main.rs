@@ -1,0 +1,205 @@
+//! `cargo xtask`: the project's tasks, in Rust so that they need nothing but cargo.
+//!
+//! ```text
+//! cargo xtask test               # every tier: fast, integration, e2e
+//! cargo xtask test fast          # unit tests and in-process tests (nothing to install)
+//! cargo xtask test integration   # real redis-server, nginx and the release binary
+//! cargo xtask test e2e           # headless Chromium, and the docker compose scenario
+//! cargo xtask test fast integration
+//! ```
+//!
+//! Why an xtask: it is the convention Rust projects use for tasks beyond `cargo test`
+//! (rust-analyzer, cargo itself), it runs wherever cargo runs, and it keeps the tiers, the
+//! packages they need and the commands they run in one readable file. Before running a
+//! tier it checks, once, that the servers the tier needs are installed; as root with apt it
+//! installs the missing Debian packages, otherwise it stops at once naming them.
+
+use std::path::Path;
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+/// A tier: what it needs installed and what it runs.
+struct Tier {
+    name: &'static str,
+    what: &'static str,
+    /// (binary or file, Debian package)
+    needs: &'static [(&'static str, &'static str)],
+}
+
+const TIERS: [Tier; 3] = [
+    Tier {
+        name: "fast",
+        what: "unit tests and in-process tests with the memory store",
+        needs: &[],
+    },
+    Tier {
+        name: "integration",
+        what: "real redis-server, nginx with the shipped nginx.conf, the release binary",
+        needs: &[
+            ("redis-server", "redis-server"),
+            ("redis-cli", "redis-tools"),
+            ("nginx", "nginx"),
+        ],
+    },
+    Tier {
+        name: "e2e",
+        what: "headless Chromium through the loopback fleet; the docker compose scenario",
+        needs: &[
+            ("redis-server", "redis-server"),
+            ("redis-cli", "redis-tools"),
+            ("nginx", "nginx"),
+            ("chromium", "chromium"),
+            ("chromedriver", "chromium-driver"),
+            (
+                "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+                "fonts-dejavu-core",
+            ),
+            ("curl", "curl"),
+            ("docker", "docker.io"),
+        ],
+    },
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask test [fast|integration|e2e|all]...");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn test(names: &[String]) -> ExitCode {
+    let chosen: Vec<&Tier> = if names.is_empty() || names.iter().any(|n| n == "all") {
+        TIERS.iter().collect()
+    } else {
+        let mut chosen = Vec::new();
+        for name in names {
+            match TIERS.iter().find(|tier| tier.name == name) {
+                Some(tier) => chosen.push(tier),
+                None => {
+                    eprintln!("xtask: no tier `{name}` (fast, integration, e2e, all)");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        chosen
+    };
+    if let Err(message) = install(&chosen) {
+        eprintln!("xtask: {message}");
+        return ExitCode::FAILURE;
+    }
+    let mut times = Vec::new();
+    for tier in &chosen {
+        println!("\n=== tier {}: {}", tier.name, tier.what);
+        let started = Instant::now();
+        let ok = run_tier(tier.name);
+        times.push((tier.name, started.elapsed(), ok));
+        if !ok {
+            break;
+        }
+    }
+    println!("\n=== wall time per tier");
+    for (name, took, ok) in &times {
+        let verdict = if *ok { "ok" } else { "FAILED" };
+        println!("  {name:<12} {:>6.0} s  {verdict}", took.as_secs_f64());
+    }
+    if times.iter().all(|(_, _, ok)| *ok) && times.len() == chosen.len() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Runs one tier's commands; true if they all passed.
+fn run_tier(name: &str) -> bool {
+    let cargo_test = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO"));
+        command.args(["test", "--release", "--locked"]).args(args);
+        run(&mut command)
+    };
+    match name {
+        "fast" => cargo_test(&["--workspace", "--lib", "--bins", "--test", "api"]),
+        "integration" => cargo_test(&["--test", "api", "--", "--ignored"]),
+        "e2e" => {
+            cargo_test(&["--test", "e2e", "--", "--ignored"])
+                && run(Command::new("bash").arg("scripts/compose-e2e.sh"))
+        }
+        _ => unreachable!("tiers are checked before they run"),
+    }
+}
+
+/// Runs `command` in the repository, showing it; true on success.
+fn run(command: &mut Command) -> bool {
+    command.current_dir(repository());
+    println!("$ {command:?}");
+    match command.status() {
+        Ok(status) => status.success(),
+        Err(err) => {
+            eprintln!("xtask: cannot run {command:?}: {err}");
+            false
+        }
+    }
+}
+
+fn repository() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the repository")
+}
+
+/// Makes sure what the tiers need is installed: checks once, installs the missing Debian
+/// packages as root with apt, or says which ones to install.
+fn install(tiers: &[&Tier]) -> Result<(), String> {
+    let mut missing: Vec<&str> = tiers
+        .iter()
+        .flat_map(|tier| tier.needs.iter())
+        .filter(|(binary, _)| !installed(binary))
+        .map(|(_, package)| *package)
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.starts_with(b"0\n"));
+    // docker.io is never installed here: a machine with its own Docker Engine keeps it.
+    if !root || !installed("apt-get") || missing.contains(&"docker.io") {
+        return Err(format!(
+            "missing Debian packages: {list}\n  install them (apt-get install {list}), \
+             or run a tier that does not need them (cargo xtask test fast)"
+        ));
+    }
+    println!("xtask: installing {list}");
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    install.extend(&missing);
+    if apt(&["update", "-qq"]) && apt(&install) {
+        Ok(())
+    } else {
+        Err(format!("apt-get could not install {list}"))
+    }
+}
+
+/// Whether `name` (a command on PATH or in the sbin folders, or an absolute path) exists.
+fn installed(name: &str) -> bool {
+    if name.starts_with('/') {
+        return Path::new(name).exists();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(Into::into))
+        .any(|dir| dir.join(name).is_file())
+}
