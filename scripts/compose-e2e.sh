@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end test of the elastic-cart fleet as docker-compose.yml runs it: Redis, three app
 # replicas and nginx round robin. It kills, stops, restarts and scales replicas under load
-# and checks, through nginx, that no request fails and no cart is lost
-# (scripts/fleet_scenario.py has the scenario and prints what each step proves).
+# and checks, through nginx, that no request fails and no cart is lost. The scenario is
+# the one the loopback fleet test runs (testkit/src/scenario.rs), here through its
+# `fleet-scenario` program, which prints what each step proves.
 #
 #   scripts/compose-e2e.sh            # as root; exit 0 only if every check passed
 #
@@ -63,7 +64,7 @@ trap 'exit 143' TERM
 [[ $(id -u) -eq 0 ]] || die "run as root (it may install packages and uses docker)"
 command -v docker >/dev/null || die "docker is not installed"
 docker info >/dev/null 2>&1 || die "the docker daemon does not answer"
-command -v python3 >/dev/null || die "python3 is needed for the scenario"
+command -v cargo >/dev/null || die "cargo is needed to build the scenario"
 command -v curl >/dev/null || die "curl is needed"
 
 # 1. Compose v2.
@@ -91,11 +92,13 @@ log "stack up after $((SECONDS - started_at)) s"
 
 # 4. The scenario. Its exit status is ours (the EXIT trap takes the stack down). Each file
 # and argument is passed on its own, so paths with spaces survive.
+log "building the scenario (cargo build --release -p testkit --bin fleet-scenario)"
+(cd "$REPO_ROOT" && cargo build --release --locked --quiet -p testkit --bin fleet-scenario)
 scenario_args=()
 for file in "${COMPOSE_FILES[@]}"; do scenario_args+=("--compose-file=$file"); done
 for arg in "${COMPOSE_UP_ARGS[@]}"; do scenario_args+=("--compose-up-arg=$arg"); done
-python3 "$SCRIPT_DIR/fleet_scenario.py" \
-    --base-url "http://127.0.0.1:$SHOP_PORT" \
+"$REPO_ROOT/target/release/fleet-scenario" \
+    --shop-url "http://127.0.0.1:$SHOP_PORT" \
     --project "$COMPOSE_PROJECT_NAME" \
-    --repo-root "$REPO_ROOT" \
+    --project-dir "$REPO_ROOT" \
     "${scenario_args[@]}"

@@ -123,9 +123,9 @@ fn static_files(dir: &Path) -> SetResponseHeader<ServeDir, HeaderValue> {
 fn request_span<B>(replica: &str, request: &Request<B>) -> Span {
     let (method, path) = (request.method(), request.uri().path());
     if matches!(path, "/healthz" | "/readyz") {
-        tracing::debug_span!("request", replica, %method, path)
+        tracing::debug_span!("request", replica = %replica, %method, path = %path)
     } else {
-        tracing::info_span!("request", replica, %method, path)
+        tracing::info_span!("request", replica = %replica, %method, path = %path)
     }
 }
 

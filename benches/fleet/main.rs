@@ -19,6 +19,7 @@
 //!
 //! Writes `target/bench/report.md`, `target/bench/report.json` and `target/bench/chart.png`.
 
+mod chart;
 mod report;
 mod servers;
 

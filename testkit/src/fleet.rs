@@ -146,6 +146,7 @@ impl LoopbackFleet {
         });
     }
 
+    /// The ports of the running replicas (nginx's first list).
     fn live_ports(&self) -> Vec<u16> {
         self.slots
             .iter()
@@ -154,9 +155,11 @@ impl LoopbackFleet {
             .collect()
     }
 
+    /// Points nginx at every slot's port, running or not.
     fn reload_balancer(&self) {
         if let Some(nginx) = &self.nginx {
-            nginx.set_upstreams(&self.live_ports());
+            let ports: Vec<u16> = self.slots.iter().map(|slot| slot.port).collect();
+            nginx.set_upstreams(&ports);
         }
     }
 
@@ -230,8 +233,15 @@ impl scenario::Fleet for LoopbackFleet {
             }
             self.start(&id).await;
         }
+        let slots = self.slots.len();
         while self.replicas().await.len() < n {
             self.add_slot().await;
+        }
+        if self.slots.len() > slots {
+            // A reload makes nginx's old workers close their idle client connections, which
+            // a client may be writing a request on at that very instant; so it happens only
+            // when there are new ports to add, as Docker's DNS would add them.
+            self.reload_balancer();
         }
         // In: the newest replicas stop gracefully, all at once, as compose does.
         let mut leaving = Vec::new();
@@ -248,7 +258,8 @@ impl scenario::Fleet for LoopbackFleet {
         for mut replica in leaving {
             replica.wait_for_exit(Duration::from_secs(15)).await;
         }
-        self.reload_balancer();
+        // Removed replicas stay in nginx's list, refusing connections, which nginx passes
+        // on (as it does for a container whose name has not yet left Docker's DNS).
     }
 
     async fn restart_store(&mut self) {

@@ -21,11 +21,13 @@
 //!   changes size.
 //! - [`fleet`]: Redis, replicas and nginx together on loopback.
 //! - [`scenario`]: the kill / drain / scale scenario, written once against [`scenario::Fleet`],
-//!   which the loopback fleet and [`compose`] implement; [`shoppers`] is its checking load.
+//!   which the loopback fleet and [`compose`] implement; [`shoppers`] is its checking load,
+//!   [`checks`] its list of verdicts.
 //! - [`load`]: the benchmark's lean load generator; [`cpu`]: CPU time per process.
 //! - [`http`]: clients with and without a cookie jar, and small request helpers.
 
 pub mod binaries;
+pub mod checks;
 pub mod compose;
 pub mod cpu;
 pub mod fleet;
@@ -58,13 +60,22 @@ pub async fn eventually(what: &str, check: impl AsyncFnMut() -> bool) {
 }
 
 /// [`eventually`] with another limit.
-pub async fn eventually_within(limit: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
+pub async fn eventually_within(limit: Duration, what: &str, check: impl AsyncFnMut() -> bool) {
+    if !poll_until(limit, check).await {
+        panic!("timed out after {limit:?} waiting for {what}");
+    }
+}
+
+/// Polls `check` every 50 ms until it is true (then true) or `limit` passes (then false).
+pub async fn poll_until(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
+    loop {
         if check().await {
-            return;
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("timed out after {limit:?} waiting for {what}");
 }

@@ -159,3 +159,30 @@ impl Nginx {
             .join("\n")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only the upstream server line, the resolver and the listen port change; every other
+    /// line of the shipped file stays as it is.
+    #[test]
+    fn the_loopback_conf_keeps_every_balancer_setting() {
+        let shipped = shipped_conf();
+        let conf = loopback_conf(&shipped, 9000, &[7001, 7002]);
+        assert!(conf.contains("server 127.0.0.1:7001 max_fails=1 fail_timeout=5s;"));
+        assert!(conf.contains("server 127.0.0.1:7002 max_fails=1 fail_timeout=5s;"));
+        assert!(conf.contains("listen 127.0.0.1:9000;"));
+        assert!(!conf.contains("resolver 127.0.0.11"));
+        assert!(!conf.contains("app:3000"));
+        for line in shipped.lines() {
+            let kept = line.trim_start();
+            if !(kept.starts_with("server app:3000")
+                || kept.starts_with("resolver ")
+                || kept == "listen 8080;")
+            {
+                assert!(conf.contains(line), "lost: {line}");
+            }
+        }
+    }
+}

@@ -275,3 +275,20 @@ fn parse_command_calls(info: &str) -> HashMap<String, u64> {
         .filter(|(name, _)| !HOUSEKEEPING.iter().any(|prefix| name.starts_with(prefix)))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_calls_leave_out_housekeeping() {
+        let info = "# Commandstats\r\ncmdstat_get:calls=20,usec=5\r\n\
+                    cmdstat_evalsha:calls=10,usec=9\r\ncmdstat_ping:calls=3,usec=1\r\n\
+                    cmdstat_client|id:calls=1,usec=1\r\n";
+        let calls = parse_command_calls(info);
+        assert_eq!(
+            calls,
+            [("get".to_owned(), 20), ("evalsha".to_owned(), 10)].into()
+        );
+    }
+}

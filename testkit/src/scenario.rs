@@ -10,9 +10,11 @@
 //! "N passed, M failed".
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::time::{Duration, Instant};
 
+pub use crate::checks::Report;
+use crate::checks::timed;
+use crate::poll_until;
 use crate::shoppers::{Shopper, Shoppers};
 
 /// What a fleet can be asked to do. Replica ids are the names replicas answer with in
@@ -34,57 +36,6 @@ pub trait Fleet {
     async fn scale(&mut self, n: usize);
     /// Restarts the session store on its persisted data.
     async fn restart_store(&mut self);
-}
-
-/// The outcome of a scenario run: every check with its verdict.
-#[derive(Debug, Default)]
-pub struct Report {
-    /// Checks that held.
-    pub passed: usize,
-    /// Checks that did not.
-    pub failed: usize,
-    lines: Vec<String>,
-}
-
-impl Report {
-    fn step(&mut self, title: &str, proves: &str) {
-        self.print(format!("\n=== {title}\n    proves: {proves}"));
-    }
-
-    fn check(&mut self, ok: bool, what: impl fmt::Display, detail: impl fmt::Display) -> bool {
-        let detail = detail.to_string();
-        if ok {
-            self.passed += 1;
-        } else {
-            self.failed += 1;
-        }
-        let verdict = if ok { "PASS" } else { "FAIL" };
-        let detail = if detail.is_empty() || ok {
-            String::new()
-        } else {
-            format!("  [{detail}]")
-        };
-        self.print(format!("  {verdict}  {what}{detail}"));
-        ok
-    }
-
-    fn note(&mut self, text: impl fmt::Display) {
-        self.print(format!("      {text}"));
-    }
-
-    fn print(&mut self, line: String) {
-        println!("{line}");
-        self.lines.push(line);
-    }
-}
-
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for line in &self.lines {
-            writeln!(f, "{line}")?;
-        }
-        write!(f, "{} passed, {} failed", self.passed, self.failed)
-    }
 }
 
 /// Which steps to run: compose and the loopback fleet run all of them.
@@ -337,18 +288,12 @@ impl Scenario {
             return;
         };
         fleet.start(&victim).await;
-        let started = Instant::now();
+        let (started, limit) = (Instant::now(), Duration::from_secs(15));
         let seen = self
-            .wait_until_served_by(&[victim.clone()].into(), Duration::from_secs(15))
+            .wait_until_served_by(&[victim.clone()].into(), limit)
             .await;
-        report.check(
-            seen,
-            format!(
-                "{victim} serves again {:.1} s after its start (limit 15 s)",
-                started.elapsed().as_secs_f64()
-            ),
-            "",
-        );
+        let what = format!("{victim} serves again");
+        report.check(seen, timed(&what, started, "its start", limit), "");
         self.check_carts(report, "after the restart").await;
     }
 
@@ -359,18 +304,13 @@ impl Scenario {
              replicas (a graceful stop) costs no request and no cart",
         );
         fleet.scale(5).await;
-        let scaled = Instant::now();
+        let (scaled, limit) = (Instant::now(), Duration::from_secs(10));
         let want = fleet.replicas().await;
         report.check(want.len() == 5, format!("5 replicas run: {want:?}"), "");
-        let seen = self
-            .wait_until_served_by(&want, Duration::from_secs(10))
-            .await;
+        let seen = self.wait_until_served_by(&want, limit).await;
         report.check(
             seen,
-            format!(
-                "all 5 serve within {:.1} s of the scale-out (limit 10 s)",
-                scaled.elapsed().as_secs_f64()
-            ),
+            timed("all 5 serve", scaled, "the scale-out", limit),
             "",
         );
         let load = Shoppers::start(
@@ -403,40 +343,24 @@ impl Scenario {
              by themselves",
         );
         fleet.restart_store().await;
-        let started = Instant::now();
+        let (started, limit) = (Instant::now(), Duration::from_secs(30));
         let probe = &self.readers[0];
-        let mut answered = false;
-        while !answered && started.elapsed() < Duration::from_secs(30) {
-            answered = probe.read(&self.shop).await.is_ok();
-            if !answered {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        report.check(
-            answered,
-            format!(
-                "the shop answers again {:.1} s after the restart (limit 30 s)",
-                started.elapsed().as_secs_f64()
-            ),
-            "",
-        );
+        let answered = poll_until(limit, async || probe.read(&self.shop).await.is_ok()).await;
+        let what = "the shop answers again";
+        report.check(answered, timed(what, started, "the restart", limit), "");
         self.check_carts(report, "after the store restart").await;
     }
 
     /// Reads (as a fresh visitor) until every one of `ids` has answered, or `limit` passes.
     async fn wait_until_served_by(&self, ids: &BTreeSet<String>, limit: Duration) -> bool {
         let probe = Shopper::new("probe");
-        let deadline = Instant::now() + limit;
         let mut seen = BTreeSet::new();
-        while Instant::now() < deadline {
+        poll_until(limit, async || {
             if let Ok((by, _, _)) = probe.read(&self.shop).await {
                 seen.insert(by);
             }
-            if ids.is_subset(&seen) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
+            ids.is_subset(&seen)
+        })
+        .await
     }
 }

@@ -8,7 +8,10 @@ use elastic_cart::CRASH_EXIT_STATUS;
 use reqwest::StatusCode;
 use testkit::Signal;
 
-use crate::helpers::{RedisServer, add_item, bare_client, get_json, start_binary, visitor};
+use crate::helpers::{
+    RedisServer, Replica, ReplicaSpec, add_item, bare_client, binary, get_json, start_binary,
+    visitor,
+};
 
 fn run_with(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_elastic-cart"))
@@ -183,4 +186,29 @@ async fn a_crashed_replica_answers_nothing_more() {
     );
     let status = app.wait_for_exit(Duration::from_secs(5)).await;
     assert_eq!(status.code(), Some(CRASH_EXIT_STATUS));
+}
+
+/// At the default log level every shop request gets a line, and health checks (probed every
+/// few seconds per replica by balancers) get none.
+#[tokio::test]
+#[ignore = "integration tier: cargo xtask test integration"]
+async fn health_checks_are_not_logged_at_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("replica.log");
+    let mut spec = ReplicaSpec::new(binary(), &[("REPLICA_ID", "bin-log")]);
+    spec.log = Some(log.clone());
+    let app = Replica::start(&spec).await;
+    let client = bare_client();
+    for path in ["/healthz", "/readyz", "/healthz", "/api/cart"] {
+        let response = client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+    crate::helpers::eventually("the request line of /api/cart", async || {
+        std::fs::read_to_string(&log).is_ok_and(|text| text.contains("path=/api/cart"))
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("served"), "{text}");
+    assert!(!text.contains("path=/healthz"), "{text}");
+    assert!(!text.contains("path=/readyz"), "{text}");
 }
