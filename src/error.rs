@@ -45,6 +45,19 @@ pub(crate) enum Error {
     /// The session store did not answer in time; the cause is logged, not shown.
     #[error("the session store is unavailable; please retry shortly")]
     StoreUnavailable(String),
+    /// A change was sent to the store, but its answer never came (a timeout, a dropped
+    /// connection): it may or may not have been applied. The cause is logged.
+    #[error(
+        "the session store did not confirm this change, so it may or may not have been \
+         applied; a retry with the same Idempotency-Key is safe (it is applied at most once)"
+    )]
+    OutcomeUnknown(String),
+    /// The same `Idempotency-Key` came with another request.
+    #[error("this Idempotency-Key was already used for another request")]
+    IdempotencyKeyReused,
+    /// An `Idempotency-Key` that is not a short string of visible characters.
+    #[error("the Idempotency-Key header must be 1 to 255 visible ASCII characters")]
+    InvalidIdempotencyKey,
     /// A change lost the race for its session for longer than the configured wait.
     #[error("too many simultaneous changes of this cart; please retry shortly")]
     SessionBusy,
@@ -70,13 +83,17 @@ impl Error {
         match self {
             Self::UnknownProduct(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Cart(_) | Self::InvalidInput(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Cart(_) | Self::InvalidInput(_) | Self::IdempotencyKeyReused => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Self::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
             Self::Malformed(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::StoreUnavailable(_) | Self::SessionBusy | Self::Draining => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::StoreUnavailable(_)
+            | Self::OutcomeUnknown(_)
+            | Self::SessionBusy
+            | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
             Self::CheckedOut => StatusCode::CONFLICT,
             Self::CrossOrigin => StatusCode::FORBIDDEN,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -93,10 +110,13 @@ impl Error {
             Self::Cart(CartError::LineFull { .. }) => "line_full",
             Self::Cart(CartError::TooManyLines) => "too_many_lines",
             Self::InvalidInput(_) => "invalid_input",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::InvalidIdempotencyKey => "invalid_idempotency_key",
             Self::Malformed(_) => "malformed_request",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::StoreUnavailable(_) => "store_unavailable",
+            Self::OutcomeUnknown(_) => "outcome_unknown",
             Self::Draining => "draining",
             Self::SessionBusy => "session_busy",
             Self::CheckedOut => "checked_out",
@@ -169,6 +189,9 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         match &self {
             Self::StoreUnavailable(cause) => tracing::warn!(%cause, "session store unavailable"),
+            Self::OutcomeUnknown(cause) => {
+                tracing::warn!(%cause, "a change's write went unanswered")
+            }
             Self::Internal(cause) => tracing::error!(%cause, "internal error"),
             _ => {}
         }
@@ -177,7 +200,10 @@ impl IntoResponse for Error {
             message: self.to_string(),
         };
         let mut response = (self.status(), Json(ErrorEnvelope { error: &report })).into_response();
-        if matches!(self, Self::StoreUnavailable(_) | Self::SessionBusy) {
+        if matches!(
+            self,
+            Self::StoreUnavailable(_) | Self::OutcomeUnknown(_) | Self::SessionBusy
+        ) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));

@@ -30,3 +30,33 @@ impl<T: serde::Serialize> axum::response::IntoResponse for AppJson<T> {
         axum::Json(self.0).into_response()
     }
 }
+
+/// The `Idempotency-Key` header of a change, if it has one (the IETF draft "The
+/// Idempotency-Key HTTP Header Field": a string, quoted or not). A malformed one is 400.
+#[derive(Debug)]
+pub(crate) struct IdempotencyKey(pub(crate) Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Error> {
+        let Some(value) = parts.headers.get("idempotency-key") else {
+            return Ok(Self(None));
+        };
+        let text = value.to_str().map_err(|_| Error::InvalidIdempotencyKey)?;
+        let key = text
+            .strip_prefix('"')
+            .and_then(|rest| rest.strip_suffix('"'))
+            .unwrap_or(text);
+        let valid = (1..=255).contains(&key.len())
+            && key.bytes().all(|b| b.is_ascii_graphic() && b != b'"');
+        if valid {
+            Ok(Self(Some(key.to_owned())))
+        } else {
+            Err(Error::InvalidIdempotencyKey)
+        }
+    }
+}

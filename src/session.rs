@@ -11,6 +11,7 @@
 //!
 //! Dependencies point one way: routes -> session -> store.
 
+pub(crate) mod ledger;
 pub mod store;
 pub(crate) mod update;
 
@@ -20,6 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
+use self::ledger::{Keyed, Prior};
 use self::store::{Data, SessionBackend};
 use self::update::Outcome;
 use crate::cart::Cart;
@@ -48,7 +50,7 @@ struct CheckedOut {
     order: Order,
 }
 
-fn now_ms() -> i128 {
+pub(crate) fn now_ms() -> i128 {
     time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000
 }
 
@@ -56,6 +58,15 @@ fn now_ms() -> i128 {
 fn checked_out(data: &Data) -> Option<Option<CheckedOut>> {
     data.get(CHECKED_OUT_KEY)
         .map(|value| serde_json::from_value(value.clone()).ok())
+}
+
+/// What a change of the cart came to.
+#[derive(Debug)]
+pub(crate) enum Changed {
+    /// Applied now: the new cart.
+    Now(Cart),
+    /// Applied by an earlier request with the same `Idempotency-Key`: its answer.
+    Before(String),
 }
 
 /// The visitor's session, seen as a cart.
@@ -93,8 +104,34 @@ impl CartSession {
         &self,
         change: impl Fn(&mut Cart) -> Result<()>,
     ) -> Result<Cart> {
+        match self
+            .change_cart_keyed(None, change, |_| String::new())
+            .await?
+        {
+            Changed::Now(cart) => Ok(cart),
+            Changed::Before(_) => unreachable!("only keyed changes are answered from before"),
+        }
+    }
+
+    /// [`Self::change_cart`] for a change made with an `Idempotency-Key`: if the session
+    /// already holds the answer to the same request with the same key, that answer comes
+    /// back and nothing changes; the same key for another request is refused. A new
+    /// keyed change keeps `answer(&new_cart)` in the record with it.
+    pub(crate) async fn change_cart_keyed(
+        &self,
+        keyed: Option<&Keyed>,
+        change: impl Fn(&mut Cart) -> Result<()>,
+        answer: impl Fn(&Cart) -> String,
+    ) -> Result<Changed> {
         if let (Some(id), true) = (self.session.id(), self.changes.serialised) {
             let outcome = update::update(&self.store, &id, self.changes.max_wait, |data| {
+                if let Some(keyed) = keyed {
+                    match ledger::prior(data, keyed) {
+                        Prior::Answered(body) => return Ok(Some(Changed::Before(body))),
+                        Prior::OtherRequest => return Err(Error::IdempotencyKeyReused),
+                        Prior::None => {}
+                    }
+                }
                 match checked_out(data) {
                     Some(Some(mark)) if now_ms() - mark.at_ms < CHECKOUT_GRACE_MS => {
                         return Err(Error::CheckedOut);
@@ -106,11 +143,14 @@ impl CartSession {
                 let mut cart: Cart = value_or_default(data, CART_KEY);
                 change(&mut cart)?;
                 put_cart(data, &cart)?;
-                Ok(Some(cart))
+                if let Some(keyed) = keyed {
+                    ledger::remember(data, keyed, answer(&cart), now_ms());
+                }
+                Ok(Some(Changed::Now(cart)))
             })
             .await?;
             match outcome {
-                Outcome::Applied(Some(cart)) => return Ok(cart),
+                Outcome::Applied(Some(changed)) => return Ok(changed),
                 // A session closed by a checkout that did not finish: move to a new id
                 // (deleting the old record) and start the cart afresh below.
                 Outcome::Applied(None) => {
@@ -133,7 +173,7 @@ impl CartSession {
                 self.session.insert(CART_KEY, &cart).await?;
             }
         }
-        Ok(cart)
+        Ok(Changed::Now(cart))
     }
 
     /// Places the order: takes the cart (atomically with respect to other changes), then

@@ -3,7 +3,9 @@
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::header;
 use axum::middleware;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use serde::{Deserialize, Serialize};
 use tower::ServiceBuilder;
@@ -11,9 +13,10 @@ use tower::ServiceBuilder;
 use crate::cart::{AddQuantity, Cart, LineQuantity};
 use crate::catalog::{self, Product};
 use crate::error::{Error, Result};
-use crate::extract::{AppJson, AppPath};
+use crate::extract::{AppJson, AppPath, IdempotencyKey};
 use crate::security;
-use crate::session::CartSession;
+use crate::session::ledger::Keyed;
+use crate::session::{CartSession, Changed};
 use crate::state::AppState;
 
 /// The JSON API, nested under `/api`. Its errors, and any unknown path under `/api`, are
@@ -54,8 +57,12 @@ pub(crate) struct CartBody {
 
 impl CartBody {
     fn new(cart: &Cart, state: &AppState) -> AppJson<Self> {
+        AppJson(Self::of(cart, state))
+    }
+
+    fn of(cart: &Cart, state: &AppState) -> Self {
         let priced = cart.priced();
-        AppJson(Self {
+        Self {
             items: priced
                 .lines
                 .iter()
@@ -70,7 +77,7 @@ impl CartBody {
             item_count: priced.item_count,
             total_cents: priced.total_cents,
             served_by: state.replica_id.to_string(),
-        })
+        }
     }
 }
 
@@ -100,55 +107,93 @@ async fn show_cart(
     Ok(CartBody::new(&session.cart().await?, &state))
 }
 
+/// Applies a change of the cart made through the API and answers with the new cart. With
+/// an `Idempotency-Key` the answer is kept with the change, and a retry of the same
+/// `request` (method, path, what it asks) with the same key gets it again, changing
+/// nothing, on any replica.
+async fn change(
+    state: &AppState,
+    session: &CartSession,
+    key: IdempotencyKey,
+    request: String,
+    change: impl Fn(&mut Cart) -> Result<()>,
+) -> Result<Response> {
+    let keyed = key.0.map(|key| Keyed::new(&key, &request));
+    let answer =
+        |cart: &Cart| serde_json::to_string(&CartBody::of(cart, state)).unwrap_or_default();
+    Ok(
+        match session
+            .change_cart_keyed(keyed.as_ref(), change, answer)
+            .await?
+        {
+            Changed::Now(cart) => CartBody::new(&cart, state).into_response(),
+            Changed::Before(body) => {
+                ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+            }
+        },
+    )
+}
+
 async fn add_item(
     State(state): State<AppState>,
     session: CartSession,
+    key: IdempotencyKey,
     AppJson(body): AppJson<AddItem>,
-) -> Result<AppJson<CartBody>> {
+) -> Result<Response> {
     let product = known_product(&body.product_id)?;
-    let cart = session
-        .change_cart(|cart| Ok(cart.add(product.id, body.quantity)?))
-        .await?;
-    Ok(CartBody::new(&cart, &state))
+    let quantity = body.quantity;
+    let request = format!("POST /api/cart/items {} {}", product.id, quantity.get());
+    change(&state, &session, key, request, |cart| {
+        Ok(cart.add(product.id, quantity)?)
+    })
+    .await
 }
 
 async fn set_item(
     State(state): State<AppState>,
     session: CartSession,
+    key: IdempotencyKey,
     AppPath(product_id): AppPath<String>,
     AppJson(body): AppJson<SetItem>,
-) -> Result<AppJson<CartBody>> {
+) -> Result<Response> {
     let product = known_product(&product_id)?;
-    let cart = session
-        .change_cart(|cart| Ok(cart.set(product.id, body.quantity)?))
-        .await?;
-    Ok(CartBody::new(&cart, &state))
+    let quantity = body.quantity;
+    let request = format!("PUT /api/cart/items/{} {}", product.id, quantity.get());
+    change(&state, &session, key, request, |cart| {
+        Ok(cart.set(product.id, quantity)?)
+    })
+    .await
 }
 
 async fn remove_item(
     State(state): State<AppState>,
     session: CartSession,
+    key: IdempotencyKey,
     AppPath(product_id): AppPath<String>,
-) -> Result<AppJson<CartBody>> {
+) -> Result<Response> {
     let product = known_product(&product_id)?;
-    let cart = session
-        .change_cart(|cart| {
-            cart.remove(product.id);
-            Ok(())
-        })
-        .await?;
-    Ok(CartBody::new(&cart, &state))
+    let request = format!("DELETE /api/cart/items/{}", product.id);
+    change(&state, &session, key, request, |cart| {
+        cart.remove(product.id);
+        Ok(())
+    })
+    .await
 }
 
 async fn clear_cart(
     State(state): State<AppState>,
     session: CartSession,
-) -> Result<AppJson<CartBody>> {
-    let cart = session
-        .change_cart(|cart| {
+    key: IdempotencyKey,
+) -> Result<Response> {
+    change(
+        &state,
+        &session,
+        key,
+        "DELETE /api/cart".to_owned(),
+        |cart| {
             cart.clear();
             Ok(())
-        })
-        .await?;
-    Ok(CartBody::new(&cart, &state))
+        },
+    )
+    .await
 }

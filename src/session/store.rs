@@ -28,6 +28,7 @@ use tower_sessions::session_store::{self, SessionStore};
 use self::memory::MemorySessions;
 use self::redis::RedisSessions;
 pub use self::redis::RedisSettings;
+use super::ledger::ChangeToken;
 
 /// The values a session holds, by key.
 pub type Data = HashMap<String, Json>;
@@ -84,16 +85,19 @@ impl SessionBackend {
         }
     }
 
-    /// Stores `data` in the snapshot's session, with a fresh expiry, if the session is
-    /// still exactly as the snapshot saw it. `false` if it changed or vanished meanwhile.
-    pub async fn replace_if_unchanged(
+    /// Stores `data` (which carries the change's `token` in its ledger) in the snapshot's
+    /// session, with a fresh expiry, if the session is still exactly as the snapshot saw
+    /// it; `true` also if the session already holds the change (a resent write). `false`
+    /// if another change came first, or the session vanished.
+    pub(crate) async fn replace_if_unchanged(
         &self,
         snapshot: &Snapshot,
         data: Data,
+        token: &ChangeToken,
     ) -> session_store::Result<bool> {
         match &self.0 {
-            Store::Redis(redis) => redis.replace_if_unchanged(snapshot, data).await,
-            Store::Memory(memory) => Ok(memory.replace_if_unchanged(snapshot, data)),
+            Store::Redis(redis) => redis.replace_if_unchanged(snapshot, data, token).await,
+            Store::Memory(memory) => Ok(memory.replace_if_unchanged(snapshot, data, token)),
         }
     }
 

@@ -11,6 +11,9 @@
 //!    of a compare-and-set script, instead of the `SET` a plain save would send);
 //! 4. if another change won the race, start again from 1 after a short random pause.
 //!
+//! Each change carries a token that its write leaves in the record (`ledger`), so a write
+//! resent by the Redis client is answered "already applied" rather than done twice.
+//!
 //! Each change is applied exactly once, to the latest cart: the changes of one session are
 //! serialised in the order their compare-and-sets succeed.
 //!
@@ -29,6 +32,8 @@ use std::time::{Duration, Instant};
 
 use tower_sessions::session::Id;
 
+use super::ledger::{self, ChangeToken};
+use super::now_ms;
 use super::store::{Data, SessionBackend};
 use crate::error::{Error, Result};
 
@@ -46,11 +51,17 @@ pub(crate) enum Outcome<T> {
 }
 
 /// Applies `change` to the data of session `id` atomically with respect to every other
-/// change made through this function, on any replica.
+/// change made through this function, on any replica, and at most once.
 ///
 /// `change` may run several times (once per attempt), each time on fresh data, so it must
 /// not have side effects beyond the data it is given. An error from it is returned as is
 /// and nothing is written. Data that `change` leaves equal is not written at all.
+///
+/// Every attempt writes the same [`ChangeToken`] into the record's ledger, so a write
+/// that the client library resends after a dropped connection is recognised as already
+/// applied instead of being taken for a lost race and applied again. A write whose answer
+/// never came (a timeout, a connection lost for good) may or may not have happened: that
+/// is [`Error::OutcomeUnknown`], not a plain store outage.
 pub(crate) async fn update<T>(
     store: &SessionBackend,
     id: &Id,
@@ -58,6 +69,7 @@ pub(crate) async fn update<T>(
     mut change: impl FnMut(&mut Data) -> Result<T>,
 ) -> Result<Outcome<T>> {
     let deadline = Instant::now() + max_wait;
+    let token = ChangeToken::random();
     let mut lost_races = 0u32;
     loop {
         let Some(snapshot) = store.snapshot(id).await? else {
@@ -65,7 +77,15 @@ pub(crate) async fn update<T>(
         };
         let mut data = snapshot.record.data.clone();
         let value = change(&mut data)?;
-        if data == snapshot.record.data || store.replace_if_unchanged(&snapshot, data).await? {
+        if data == snapshot.record.data {
+            return Ok(Outcome::Applied(value));
+        }
+        ledger::record(&mut data, &token, now_ms());
+        let written = store
+            .replace_if_unchanged(&snapshot, data, &token)
+            .await
+            .map_err(|err| Error::OutcomeUnknown(err.to_string()))?;
+        if written {
             return Ok(Outcome::Applied(value));
         }
         lost_races += 1;

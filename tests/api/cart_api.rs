@@ -248,3 +248,77 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let wrong_method = shopper.patch(app.url("/api/cart")).send().await.unwrap();
     assert_eq!(wrong_method.headers()["allow"], "GET,HEAD,DELETE");
 }
+
+/// With an `Idempotency-Key`, a retry of a change (on any replica) gets the first answer
+/// again, status and body, and changes nothing; the same key with another request is 422;
+/// a malformed key is 400; changes without a key or with another key apply as usual.
+#[tokio::test]
+#[ignore = "integration tier: cargo xtask test integration"]
+async fn a_retry_with_the_same_idempotency_key_changes_nothing() {
+    let (_redis, a, b) = two_replicas().await;
+    let shopper = visitor();
+    add_item(&shopper, &a.url("/api/cart/items"), "ceramic-mug", 1).await;
+    let keyed_add = |app: &crate::helpers::TestApp, key: &str, quantity: u32| {
+        shopper
+            .post(app.url("/api/cart/items"))
+            .header("Idempotency-Key", key)
+            .json(&json!({"product_id": "tea-sampler", "quantity": quantity}))
+            .send()
+    };
+    let first = keyed_add(&a, "\"add-tea-1\"", 2).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let first = first.text().await.unwrap();
+
+    // The retry lands on the other replica and gets the first answer, byte for byte.
+    let retry = keyed_add(&b, "add-tea-1", 2).await.unwrap();
+    assert_eq!(retry.status(), StatusCode::OK);
+    assert_eq!(retry.text().await.unwrap(), first);
+    let cart = json(shopper.get(b.url("/api/cart")).send().await.unwrap()).await;
+    assert_eq!(cart["item_count"], 3, "the retry added nothing");
+
+    let reused = keyed_add(&b, "add-tea-1", 5).await.unwrap();
+    assert_eq!(reused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        json(reused).await["error"]["code"],
+        "idempotency_key_reused"
+    );
+    for bad in ["", "two words", &"x".repeat(256)] {
+        let response = keyed_add(&a, bad, 1).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad:?}");
+        assert_eq!(
+            json(response).await["error"]["code"],
+            "invalid_idempotency_key"
+        );
+    }
+    let cart = json(shopper.get(a.url("/api/cart")).send().await.unwrap()).await;
+    assert_eq!(cart["item_count"], 3, "refused requests changed the cart");
+
+    assert_eq!(
+        keyed_add(&a, "add-tea-2", 2).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let cleared = shopper
+        .delete(b.url("/api/cart"))
+        .header("Idempotency-Key", "clear-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(cleared).await["item_count"], 0);
+    add_item(&shopper, &a.url("/api/cart/items"), "ceramic-mug", 1).await;
+    let again = shopper
+        .delete(a.url("/api/cart"))
+        .header("Idempotency-Key", "clear-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        json(again).await["item_count"],
+        0,
+        "the first answer, replayed"
+    );
+    let cart = json(shopper.get(a.url("/api/cart")).send().await.unwrap()).await;
+    assert_eq!(
+        cart["item_count"], 1,
+        "the replayed clear did not clear again"
+    );
+}

@@ -127,8 +127,13 @@ pub(crate) async fn two_replicas() -> (RedisServer, TestApp, TestApp) {
 
 /// How many simultaneous adds [`simultaneous_adds`] sends.
 pub(crate) const ADDS: usize = 100;
-/// Two products, so no line reaches its 99-unit limit.
-const ADD_PRODUCTS: [&str; 2] = ["ceramic-mug", "tea-sampler"];
+/// Four products, so that even 200 adds leave every line under its 99-unit limit.
+const ADD_PRODUCTS: [&str; 4] = [
+    "ceramic-mug",
+    "tea-sampler",
+    "digital-scale",
+    "milk-frother",
+];
 
 /// Sends [`ADDS`] simultaneous adds of one unit, round robin over `urls`, with the
 /// visitor's session; returns the statuses (502 for a request that got no answer).
@@ -136,21 +141,34 @@ pub(crate) async fn simultaneous_adds(
     shopper: &reqwest::Client,
     urls: &[String],
 ) -> Vec<StatusCode> {
-    let requests = (0..ADDS).map(|i| {
-        shopper
-            .post(&urls[i % urls.len()])
-            .json(&json!({"product_id": ADD_PRODUCTS[i % 2], "quantity": 1}))
-            .send()
-    });
-    join_all(requests)
+    adds_with_codes(shopper, urls, ADDS)
         .await
         .into_iter()
-        .map(|response| {
-            response
-                .map(|r| r.status())
-                .unwrap_or(StatusCode::BAD_GATEWAY)
-        })
+        .map(|(status, _)| status)
         .collect()
+}
+
+/// Sends `count` simultaneous adds of one unit, round robin over `urls`; returns each
+/// status with the error code of a failure (502 and no code for no answer at all).
+pub(crate) async fn adds_with_codes(
+    shopper: &reqwest::Client,
+    urls: &[String],
+    count: usize,
+) -> Vec<(StatusCode, String)> {
+    let requests = (0..count).map(|i| async move {
+        let body = json!({"product_id": ADD_PRODUCTS[i % ADD_PRODUCTS.len()], "quantity": 1});
+        let Ok(response) = shopper.post(&urls[i % urls.len()]).json(&body).send().await else {
+            return (StatusCode::BAD_GATEWAY, String::new());
+        };
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let code = body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        (status, code)
+    });
+    join_all(requests).await
 }
 
 /// Starts a session with its first add (or adds one unit to the visitor's session).

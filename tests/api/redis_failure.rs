@@ -145,3 +145,49 @@ async fn a_replica_started_before_redis_connects_when_it_comes() {
         StatusCode::OK
     );
 }
+
+/// A change whose write Redis holds back past the command timeout (`CLIENT PAUSE ... WRITE`)
+/// answers 503 `outcome_unknown` with `Retry-After`, not `store_unavailable`: the write may
+/// still happen. Retried with the same `Idempotency-Key` as `Retry-After` asks, it is
+/// applied exactly once, whether the held-back write happened or not.
+#[tokio::test]
+#[ignore = "integration tier: cargo xtask test integration"]
+async fn a_write_held_back_past_the_timeout_is_unknown_and_safe_to_retry() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::with_redis(&redis.url(), "replica-a").await;
+    let shopper = visitor();
+    assert_eq!(
+        add(&shopper, &app, "ceramic-mug").await.status(),
+        StatusCode::OK
+    );
+    let keyed_add = || {
+        shopper
+            .post(app.url("/api/cart/items"))
+            .header("Idempotency-Key", "held-back-1")
+            .json(&json!({"product_id": "tea-sampler", "quantity": 1}))
+            .send()
+    };
+    redis.cli(&["CLIENT", "PAUSE", "1500", "WRITE"]);
+    let held = keyed_add().await.unwrap();
+    assert_eq!(held.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(held.headers()["retry-after"], "1");
+    let body: Value = held.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "outcome_unknown", "{body}");
+
+    let mut retried = None;
+    eventually(
+        "the retry to succeed once Redis takes writes again",
+        async || {
+            let response = keyed_add().await.unwrap();
+            let ok = response.status() == StatusCode::OK;
+            if ok {
+                retried = Some(response.json::<Value>().await.unwrap());
+            }
+            ok
+        },
+    )
+    .await;
+    assert_eq!(retried.unwrap()["item_count"], 2);
+    let cart = get_json(&shopper, &app.url("/api/cart")).await;
+    assert_eq!(cart["item_count"], 2, "applied once: {cart}");
+}

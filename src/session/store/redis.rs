@@ -33,13 +33,20 @@ use tower_sessions::session_store::{self, SessionStore};
 use tower_sessions_redis_store::RedisStore;
 
 use super::{Data, Snapshot, needs_refresh};
+use crate::session::ledger::ChangeToken;
 
 /// Replaces a record's value and expiry only if it is still byte for byte the one read.
-/// Returns 1 if it replaced, 0 if the record had changed or vanished.
+/// Returns 1 if it replaced; 2 if the record already holds the change (its token, ARGV[4],
+/// is in the record's ledger: this is a resent copy of a write that happened); 0 if the
+/// record had changed or vanished.
 const REPLACE_IF_UNCHANGED: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
   return 1
+end
+if current and string.find(current, ARGV[4], 1, true) then
+  return 2
 end
 return 0
 ";
@@ -120,6 +127,7 @@ impl RedisSessions {
         &self,
         snapshot: &Snapshot,
         data: Data,
+        token: &ChangeToken,
     ) -> session_store::Result<bool> {
         let record = Record {
             data,
@@ -132,6 +140,7 @@ impl RedisSessions {
             Value::from(snapshot.stored.as_slice()),
             Value::from(bytes.as_slice()),
             Value::from(expire_at_ms as i64),
+            Value::from(token.as_str()),
         ];
         let sha = REPLACE_IF_UNCHANGED_SHA.as_str();
         let replaced: i64 = match self.pool.evalsha(sha, keys.clone(), args.clone()).await {
@@ -147,7 +156,7 @@ impl RedisSessions {
             result => result,
         }
         .map_err(backend_error)?;
-        Ok(replaced == 1)
+        Ok(replaced != 0)
     }
 }
 
@@ -199,7 +208,8 @@ impl SessionStore for RedisSessions {
             // Same data, new expiry; if the record changed meanwhile, the change that did it
             // moved the expiry already. A failure costs only the refresh, not the read.
             let data = snapshot.record.data.clone();
-            if let Err(err) = self.replace_if_unchanged(&snapshot, data).await {
+            let refresh = ChangeToken::random();
+            if let Err(err) = self.replace_if_unchanged(&snapshot, data, &refresh).await {
                 tracing::warn!(%err, "could not refresh a session's expiry");
             }
         }
