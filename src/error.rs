@@ -21,9 +21,9 @@ pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
-    #[error("no product with id '{0}'")]
+    #[error("no product with id '{}'", excerpt(.0))]
     UnknownProduct(String),
-    #[error("no such page: {0}")]
+    #[error("no such page: {}", excerpt(.0))]
     NotFound(String),
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -76,6 +76,15 @@ pub(crate) enum Error {
     /// Another status that a layer outside our handlers answered with an empty body.
     #[error("{}", .0.canonical_reason().unwrap_or("request failed"))]
     Other(StatusCode),
+}
+
+/// At most the first 40 characters of client input, for messages that name it.
+fn excerpt(input: &str) -> String {
+    const MAX: usize = 40;
+    match input.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}...", &input[..end]),
+        None => input.to_owned(),
+    }
 }
 
 impl Error {
@@ -222,6 +231,14 @@ mod tests {
         let response = Error::StoreUnavailable("connection refused".into()).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn messages_show_only_an_excerpt_of_the_input() {
+        let long = "x".repeat(10_000);
+        let message = Error::UnknownProduct(long).to_string();
+        assert!(message.len() < 80, "{message}");
+        assert_eq!(Error::NotFound("/a".into()).to_string(), "no such page: /a");
     }
 
     #[test]

@@ -10,10 +10,28 @@ use crate::error::Error;
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// `axum::Json` with our error for bad JSON (400), wrong types or ranges (422),
-/// a missing content type (415) and oversized bodies (413).
-#[derive(Debug, FromRequest)]
-#[from_request(via(axum::Json), rejection(Error))]
+/// a missing content type (415) and oversized bodies (413). Only a JSON object is a body:
+/// serde would read a struct from an array too (`["ceramic-mug", 1]`), which no client
+/// means.
+#[derive(Debug)]
 pub(crate) struct AppJson<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for AppJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Error> {
+        let axum::Json(value) =
+            axum::Json::<serde_json::Value>::from_request(request, state).await?;
+        if !value.is_object() {
+            return Err(Error::InvalidInput(
+                "the body must be a JSON object".to_owned(),
+            ));
+        }
+        serde_json::from_value(value)
+            .map(Self)
+            .map_err(|err| Error::InvalidInput(err.to_string()))
+    }
+}
 
 /// `axum::Form` with our error for invalid fields (422) and oversized bodies (413).
 #[derive(Debug, FromRequest)]

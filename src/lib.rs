@@ -112,7 +112,8 @@ pub fn app(state: AppState) -> Router {
 /// stylesheet fetches.
 fn static_files(dir: &Path) -> SetResponseHeader<ServeDir, HeaderValue> {
     SetResponseHeader::overriding(
-        ServeDir::new(dir),
+        // A folder is no file: 404, not a redirect to a folder listing we do not serve.
+        ServeDir::new(dir).append_index_html_on_directories(false),
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=300"),
     )

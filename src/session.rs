@@ -12,6 +12,7 @@
 //! Dependencies point one way: routes -> session -> store.
 
 pub(crate) mod ledger;
+pub(crate) mod replays;
 pub mod store;
 pub(crate) mod update;
 
@@ -21,7 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
-use self::ledger::{Keyed, Prior};
+use self::replays::{Keyed, Prior};
 use self::store::{Data, SessionBackend};
 use self::update::Outcome;
 use crate::cart::Cart;
@@ -126,7 +127,7 @@ impl CartSession {
         if let (Some(id), true) = (self.session.id(), self.changes.serialised) {
             let outcome = update::update(&self.store, &id, self.changes.max_wait, |data| {
                 if let Some(keyed) = keyed {
-                    match ledger::prior(data, keyed) {
+                    match replays::prior(data, keyed) {
                         Prior::Answered(body) => return Ok(Some(Changed::Before(body))),
                         Prior::OtherRequest => return Err(Error::IdempotencyKeyReused),
                         Prior::None => {}
@@ -144,7 +145,7 @@ impl CartSession {
                 change(&mut cart)?;
                 put_cart(data, &cart)?;
                 if let Some(keyed) = keyed {
-                    ledger::remember(data, keyed, answer(&cart), now_ms());
+                    replays::remember(data, keyed, answer(&cart), now_ms());
                 }
                 Ok(Some(Changed::Now(cart)))
             })
@@ -171,6 +172,15 @@ impl CartSession {
                 self.session.remove_value(CART_KEY).await?;
             } else {
                 self.session.insert(CART_KEY, &cart).await?;
+            }
+            // The first change of a session is keyed too, so its retry with the new
+            // cookie finds it.
+            if let Some(keyed) = keyed {
+                let mut data = Data::new();
+                replays::remember(&mut data, keyed, answer(&cart), now_ms());
+                if let Some(replays) = data.remove(replays::REPLAYS_KEY) {
+                    self.session.insert(replays::REPLAYS_KEY, replays).await?;
+                }
             }
         }
         Ok(Changed::Now(cart))

@@ -15,7 +15,7 @@ use crate::catalog::{self, Product};
 use crate::error::{Error, Result};
 use crate::extract::{AppJson, AppPath, IdempotencyKey};
 use crate::security;
-use crate::session::ledger::Keyed;
+use crate::session::replays::Keyed;
 use crate::session::{CartSession, Changed};
 use crate::state::AppState;
 

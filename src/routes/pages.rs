@@ -23,6 +23,7 @@ use crate::extract::{AppForm, AppPath};
 use crate::order::Order;
 use crate::security;
 use crate::session::CartSession;
+use crate::session::replays::Keyed;
 use crate::state::AppState;
 
 /// The browser pages. Their errors are HTML pages ([`super::html_errors`]), and so is the
@@ -60,6 +61,10 @@ struct Layout {
     notice: Option<String>,
     /// Whether to offer the "crash this replica" button.
     chaos: bool,
+    /// A fresh token for this page's add forms: the same form sent twice (a double click,
+    /// a resubmission after a 502) adds once. Made here, stored nowhere until it is used,
+    /// so browsing still writes nothing.
+    form_token: String,
 }
 
 impl Layout {
@@ -69,6 +74,7 @@ impl Layout {
             cart_count,
             notice: None,
             chaos: state.chaos,
+            form_token: format!("{:016x}", fastrand::u64(..)),
         }
     }
 
@@ -265,6 +271,9 @@ pub(crate) fn error_page(state: &AppState, status: StatusCode, report: &ErrorRep
 struct AddForm {
     product_id: String,
     quantity: AddQuantity,
+    /// The page's form token ([`Layout::form_token`]); forms from older pages lack it.
+    #[serde(default)]
+    token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -303,8 +312,20 @@ async fn cart_page(
 
 async fn add_item(session: CartSession, AppForm(form): AppForm<AddForm>) -> Result<Redirect> {
     let product = known_product(&form.product_id)?;
+    let quantity = form.quantity;
+    // The same page's add of the same product and quantity, sent again, is the same
+    // change; a malformed token is ignored (it only guards against doubles).
+    let request = format!("POST /cart/items {} {}", product.id, quantity.get());
+    let keyed = form
+        .token
+        .filter(|token| token.len() <= 64 && token.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .map(|token| Keyed::new(&format!("form-{token}-{request}"), &request));
     session
-        .change_cart(|cart| Ok(cart.add(product.id, form.quantity)?))
+        .change_cart_keyed(
+            keyed.as_ref(),
+            |cart| Ok(cart.add(product.id, quantity)?),
+            |_| String::new(),
+        )
         .await?;
     Ok(after("/", "added", Some(product)))
 }

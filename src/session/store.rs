@@ -85,10 +85,10 @@ impl SessionBackend {
         }
     }
 
-    /// Stores `data` (which carries the change's `token` in its ledger) in the snapshot's
-    /// session, with a fresh expiry, if the session is still exactly as the snapshot saw
-    /// it; `true` also if the session already holds the change (a resent write). `false`
-    /// if another change came first, or the session vanished.
+    /// Stores `data` in the snapshot's session, with a fresh expiry, if the session is
+    /// still exactly as the snapshot saw it; `true` also if the session already holds the
+    /// change `token` stands for (a resent write). `false` if another change came first,
+    /// or the session vanished.
     pub(crate) async fn replace_if_unchanged(
         &self,
         snapshot: &Snapshot,
@@ -96,8 +96,12 @@ impl SessionBackend {
         token: &ChangeToken,
     ) -> session_store::Result<bool> {
         match &self.0 {
-            Store::Redis(redis) => redis.replace_if_unchanged(snapshot, data, token).await,
-            Store::Memory(memory) => Ok(memory.replace_if_unchanged(snapshot, data, token)),
+            Store::Redis(redis) => {
+                redis
+                    .replace_if_unchanged(snapshot, data, Some(token))
+                    .await
+            }
+            Store::Memory(memory) => Ok(memory.replace_if_unchanged(snapshot, data)),
         }
     }
 

@@ -11,8 +11,8 @@
 //!    of a compare-and-set script, instead of the `SET` a plain save would send);
 //! 4. if another change won the race, start again from 1 after a short random pause.
 //!
-//! Each change carries a token that its write leaves in the record (`ledger`), so a write
-//! resent by the Redis client is answered "already applied" rather than done twice.
+//! A write that Redis may or may not have done (its answer never came) is never retried:
+//! the change answers `outcome_unknown`, which an `Idempotency-Key` makes safe to retry.
 //!
 //! Each change is applied exactly once, to the latest cart: the changes of one session are
 //! serialised in the order their compare-and-sets succeed.
@@ -32,8 +32,7 @@ use std::time::{Duration, Instant};
 
 use tower_sessions::session::Id;
 
-use super::ledger::{self, ChangeToken};
-use super::now_ms;
+use super::ledger::ChangeToken;
 use super::store::{Data, SessionBackend};
 use crate::error::{Error, Result};
 
@@ -57,11 +56,12 @@ pub(crate) enum Outcome<T> {
 /// not have side effects beyond the data it is given. An error from it is returned as is
 /// and nothing is written. Data that `change` leaves equal is not written at all.
 ///
-/// Every attempt writes the same [`ChangeToken`] into the record's ledger, so a write
-/// that the client library resends after a dropped connection is recognised as already
-/// applied instead of being taken for a lost race and applied again. A write whose answer
-/// never came (a timeout, a connection lost for good) may or may not have happened: that
-/// is [`Error::OutcomeUnknown`], not a plain store outage.
+/// Every attempt carries the same [`ChangeToken`], and the store's compare-and-set
+/// answers "already applied" when it meets that token's marker, so a write that went
+/// through although its answer said otherwise is never done again. A
+/// write whose answer never came (a timeout, a dropped connection) may or may not have
+/// happened: that is [`Error::OutcomeUnknown`], not a plain store outage, and the change
+/// is not tried again.
 pub(crate) async fn update<T>(
     store: &SessionBackend,
     id: &Id,
@@ -80,7 +80,6 @@ pub(crate) async fn update<T>(
         if data == snapshot.record.data {
             return Ok(Outcome::Applied(value));
         }
-        ledger::record(&mut data, &token, now_ms());
         let written = store
             .replace_if_unchanged(&snapshot, data, &token)
             .await

@@ -191,6 +191,12 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
             "invalid_input",
         ),
         (
+            // serde would read the struct from an array; no client means that.
+            shopper.post(&items).json(&json!(["ceramic-mug", 1])),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
             shopper
                 .put(app.url("/api/cart/items/ceramic-mug"))
                 .json(&json!({"quantity": 100})),

@@ -4,7 +4,7 @@ use fred::prelude::KeysInterface;
 use reqwest::StatusCode;
 
 use crate::helpers::{
-    TestApp, get_json, get_text, redis_client, session_cookie, two_replicas, visitor,
+    TestApp, bare_client, get_json, get_text, redis_client, session_cookie, two_replicas, visitor,
 };
 
 /// The catalog shows every product with an add form and the replica that served it.
@@ -277,4 +277,62 @@ async fn cross_origin_changes_are_refused() {
     }
     let cart: serde_json::Value = get_json(&shopper, &app.url("/api/cart")).await;
     assert_eq!(cart["item_count"], 3, "only the allowed adds counted");
+}
+
+/// A folder under /static is not a file: 404 with the JSON error, not a redirect to a
+/// folder listing that does not exist.
+#[tokio::test]
+async fn a_static_folder_is_not_found_rather_than_redirected() {
+    let app = TestApp::in_memory("replica-a").await;
+    for path in [
+        "/static/images",
+        "/static/images/",
+        "/static/no-such-file.css",
+    ] {
+        let response = bare_client().get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_found", "{path}");
+    }
+}
+
+/// The add form carries the page's token: the same form sent twice (a double click, a
+/// resubmission after a 502) adds once, on any replica, also when it was the session's
+/// first change; another page's form (another token) adds again.
+#[tokio::test]
+#[ignore = "integration tier: cargo xtask test integration"]
+async fn the_same_add_form_sent_twice_adds_once() {
+    let (_redis, a, b) = two_replicas().await;
+    let shopper = visitor();
+    let page = get_text(&shopper, &a.url("/")).await;
+    let token = page
+        .split(r#"name="token" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a form token on the catalog page")
+        .to_owned();
+    let send = |app: &TestApp, token: &str| {
+        shopper
+            .post(app.url("/cart/items"))
+            .form(&[
+                ("product_id", "ceramic-mug"),
+                ("quantity", "2"),
+                ("token", token),
+            ])
+            .send()
+    };
+    for app in [&a, &b, &a] {
+        let response = send(app, &token).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    }
+    let cart = get_json(&shopper, &b.url("/api/cart")).await;
+    assert_eq!(cart["item_count"], 2, "one add of 2: {cart}");
+    let other_page = format!("{:016x}", 1234u64);
+    send(&b, &other_page).await.unwrap();
+    send(&a, &other_page).await.unwrap();
+    let cart = get_json(&shopper, &a.url("/api/cart")).await;
+    assert_eq!(
+        cart["item_count"], 4,
+        "another page's form adds again: {cart}"
+    );
 }

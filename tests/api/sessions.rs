@@ -214,6 +214,32 @@ async fn an_undecodable_record_gives_a_fresh_cart() {
     assert_eq!(cart["item_count"], 1);
 }
 
+/// A session key that holds another Redis type (a hash, say) is no session of ours: the
+/// visitor gets a fresh cart, not a 503, and the first change starts a new session.
+#[tokio::test]
+#[ignore = "integration tier: cargo xtask test integration"]
+async fn a_key_of_another_redis_type_gives_a_fresh_cart() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::with_redis(&redis.url(), "replica-a").await;
+    let shopper = visitor();
+    let id = add_mug(&shopper, &app).await;
+    redis.cli(&["DEL", &id]);
+    redis.cli(&["HSET", &id, "field", "value"]);
+
+    let cart = shopper.get(app.url("/api/cart")).send().await.unwrap();
+    assert_eq!(cart.status(), StatusCode::OK);
+    assert_eq!(cart.json::<Value>().await.unwrap()["item_count"], 0);
+    let new_id = add_mug(&shopper, &app).await;
+    assert_ne!(new_id, id);
+    let cart: Value = get_json(&shopper, &app.url("/api/cart")).await;
+    assert_eq!(cart["item_count"], 1);
+    assert_eq!(
+        redis.cli(&["TYPE", &id]).trim(),
+        "hash",
+        "the foreign key is left alone"
+    );
+}
+
 /// A cart value in a format this version does not know reads as an empty cart.
 #[tokio::test]
 #[ignore = "integration tier: cargo xtask test integration"]

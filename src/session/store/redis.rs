@@ -33,19 +33,22 @@ use tower_sessions::session_store::{self, SessionStore};
 use tower_sessions_redis_store::RedisStore;
 
 use super::{Data, Snapshot, needs_refresh};
-use crate::session::ledger::ChangeToken;
+use crate::session::ledger::{ChangeToken, MARKER_TTL, applied_key};
 
-/// Replaces a record's value and expiry only if it is still byte for byte the one read.
-/// Returns 1 if it replaced; 2 if the record already holds the change (its token, ARGV[4],
-/// is in the record's ledger: this is a resent copy of a write that happened); 0 if the
+/// Replaces a record's value and expiry only if it is still byte for byte the one read,
+/// and leaves the change's marker (KEYS[2], for ARGV[4] ms; none for 0, an expiry
+/// refresh, which repeats harmlessly). Returns 1 if it replaced; 2
+/// if the marker is there already (a resent copy of a write that happened); 0 if the
 /// record had changed or vanished.
 const REPLACE_IF_UNCHANGED: &str = r"
-local current = redis.call('GET', KEYS[1])
-if current == ARGV[1] then
+if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
+  if ARGV[4] ~= '0' then
+    redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
+  end
   return 1
 end
-if current and string.find(current, ARGV[4], 1, true) then
+if redis.call('EXISTS', KEYS[2]) == 1 then
   return 2
 end
 return 0
@@ -106,13 +109,15 @@ impl RedisSessions {
     }
 
     pub(super) async fn snapshot(&self, id: &Id) -> session_store::Result<Option<Snapshot>> {
-        let Some(stored) = self
-            .pool
-            .get::<Option<Vec<u8>>, _>(id.to_string())
-            .await
-            .map_err(backend_error)?
-        else {
-            return Ok(None);
+        let stored = match self.pool.get::<Option<Vec<u8>>, _>(id.to_string()).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return Ok(None),
+            // Not a session of ours (another type under the key): a fresh session.
+            Err(err) if err.details().starts_with("WRONGTYPE") => {
+                tracing::warn!(%err, "session key holds another Redis type; starting a fresh session");
+                return Ok(None);
+            }
+            Err(err) => return Err(backend_error(err)),
         };
         match rmp_serde::from_slice(&stored) {
             Ok(record) => Ok(Some(Snapshot { record, stored })),
@@ -127,7 +132,7 @@ impl RedisSessions {
         &self,
         snapshot: &Snapshot,
         data: Data,
-        token: &ChangeToken,
+        token: Option<&ChangeToken>,
     ) -> session_store::Result<bool> {
         let record = Record {
             data,
@@ -135,12 +140,19 @@ impl RedisSessions {
         };
         let bytes = encode(&record)?;
         let expire_at_ms = record.expiry_date.unix_timestamp_nanos() / 1_000_000;
-        let keys = vec![record.id.to_string()];
+        let (marker, marker_ttl_ms) = match token {
+            Some(token) => (
+                applied_key(&record.id, token),
+                MARKER_TTL.as_millis() as i64,
+            ),
+            None => (applied_key(&record.id, &ChangeToken::random()), 0),
+        };
+        let keys = vec![record.id.to_string(), marker];
         let args = vec![
             Value::from(snapshot.stored.as_slice()),
             Value::from(bytes.as_slice()),
             Value::from(expire_at_ms as i64),
-            Value::from(token.as_str()),
+            Value::from(marker_ttl_ms),
         ];
         let sha = REPLACE_IF_UNCHANGED_SHA.as_str();
         let replaced: i64 = match self.pool.evalsha(sha, keys.clone(), args.clone()).await {
@@ -208,8 +220,7 @@ impl SessionStore for RedisSessions {
             // Same data, new expiry; if the record changed meanwhile, the change that did it
             // moved the expiry already. A failure costs only the refresh, not the read.
             let data = snapshot.record.data.clone();
-            let refresh = ChangeToken::random();
-            if let Err(err) = self.replace_if_unchanged(&snapshot, data, &refresh).await {
+            if let Err(err) = self.replace_if_unchanged(&snapshot, data, None).await {
                 tracing::warn!(%err, "could not refresh a session's expiry");
             }
         }
