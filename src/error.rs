@@ -40,6 +40,9 @@ pub(crate) enum Error {
         crate::extract::MAX_BODY_BYTES
     )]
     PayloadTooLarge,
+    /// The body did not arrive within [`crate::BODY_READ_TIMEOUT`].
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     #[error("{0}")]
     UnsupportedMediaType(String),
     /// The session store did not answer in time; the cause is logged, not shown.
@@ -98,6 +101,7 @@ impl Error {
             Self::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
             Self::Malformed(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::StoreUnavailable(_)
             | Self::OutcomeUnknown(_)
@@ -123,6 +127,7 @@ impl Error {
             Self::InvalidIdempotencyKey => "invalid_idempotency_key",
             Self::Malformed(_) => "malformed_request",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::RequestTimeout => "request_timeout",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::StoreUnavailable(_) => "store_unavailable",
             Self::OutcomeUnknown(_) => "outcome_unknown",
@@ -148,14 +153,32 @@ impl Error {
     }
 }
 
+/// Whether a body error comes from the body read timeout.
+fn body_timed_out(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(err) = cause {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
+}
+
 impl From<JsonRejection> for Error {
     fn from(rejection: JsonRejection) -> Self {
+        if body_timed_out(&rejection) {
+            return Self::RequestTimeout;
+        }
         Self::from_rejection(rejection.status(), rejection.body_text())
     }
 }
 
 impl From<FormRejection> for Error {
     fn from(rejection: FormRejection) -> Self {
+        if body_timed_out(&rejection) {
+            return Self::RequestTimeout;
+        }
         Self::from_rejection(rejection.status(), rejection.body_text())
     }
 }

@@ -29,9 +29,10 @@ pub(crate) async fn not_found(request: Request) -> Error {
     Error::NotFound(request.uri().path().to_owned())
 }
 
-/// Gives every error response our JSON body, including the bare (empty-bodied) ones made
-/// outside our handlers: axum's 405, tower-sessions' 500 when saving the session failed
-/// (a store outage, so our 503), a missing static file's 404.
+/// Gives every error response our JSON body, including the ones made outside our
+/// handlers: axum's 405, tower-sessions' 500 when saving the session failed (a store
+/// outage, so our 503), a missing static file's 404, tower-http's 413 for a declared
+/// length over the limit.
 pub(crate) async fn json_errors(request: Request, next: Next) -> Response {
     with_our_body(next.run(request).await)
 }
@@ -56,13 +57,10 @@ pub(crate) async fn html_errors(
     Response::from_parts(parts, Body::from(page))
 }
 
-/// An empty-bodied error response made outside our handlers, with our error's body and
-/// headers, keeping its original status and headers (405's Allow, say).
+/// An error response made outside our handlers, with our error's body and headers,
+/// keeping its original status and headers (405's Allow, say).
 fn with_our_body(response: Response) -> Response {
-    if response.extensions().get::<ErrorReport>().is_some()
-        || response.status().as_u16() < 400
-        || response.headers().contains_key(header::CONTENT_TYPE)
-    {
+    if response.extensions().get::<ErrorReport>().is_some() || response.status().as_u16() < 400 {
         return response;
     }
     let (mut parts, _) = response.into_parts();

@@ -9,12 +9,13 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::Redirect;
 use axum::routing::{get, post};
 use serde::Deserialize;
 use tower::ServiceBuilder;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::cart::{AddQuantity, LineQuantity, MAX_LINE_QUANTITY, PricedCart};
 use crate::catalog::{self, Product, format_price};
@@ -43,6 +44,12 @@ pub(crate) fn router(state: &AppState, sessions: super::Sessions) -> Router<AppS
     }
     router.fallback(super::not_found).layer(
         ServiceBuilder::new()
+            // Never kept by the browser: a page restored by "back" would bring back an
+            // old cart and an add form token that was already used.
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            ))
             .layer(middleware::from_fn_with_state(
                 state.clone(),
                 super::html_errors,

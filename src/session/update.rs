@@ -14,7 +14,7 @@
 //! A write that Redis may or may not have done (its answer never came) is never retried:
 //! the change answers `outcome_unknown`, which an `Idempotency-Key` makes safe to retry.
 //!
-//! Each change is applied exactly once, to the latest cart: the changes of one session are
+//! Each change is applied at most once, to the latest cart: the changes of one session are
 //! serialised in the order their compare-and-sets succeed.
 //!
 //! Why not a per-session lock, as ASP.NET's RedisSessionStateProvider takes? A lock costs

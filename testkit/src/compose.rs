@@ -84,6 +84,11 @@ impl ComposeFleet {
             .args(["--filter", "label=com.docker.compose.service=app"])
             .output()
             .expect("running docker ps");
+        assert!(
+            ids.status.success(),
+            "docker ps failed: {}",
+            String::from_utf8_lossy(&ids.stderr)
+        );
         let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
             .split_whitespace()
             .map(str::to_owned)
@@ -126,6 +131,8 @@ impl Fleet for ComposeFleet {
     async fn kill(&mut self, id: &str) {
         let container = self.container(id);
         self.docker(&["kill", &container]);
+        // `docker kill` returns once the signal is sent; wait for the exit itself.
+        self.docker(&["wait", &container]);
     }
 
     async fn stop(&mut self, id: &str) -> Result<(), String> {

@@ -250,7 +250,11 @@ impl scenario::Fleet for LoopbackFleet {
             if leaving.len() + n >= running {
                 break;
             }
-            if let Some(replica) = slot.replica.take() {
+            let running = slot
+                .replica
+                .as_mut()
+                .is_some_and(|replica| replica.try_wait().is_none());
+            if let (true, Some(replica)) = (running, slot.replica.take()) {
                 replica.signal(Signal::SIGTERM);
                 leaving.push(replica);
             }

@@ -20,10 +20,19 @@ pub struct Process {
 }
 
 impl Process {
-    /// Spawns `command` in a new process group.
+    /// Spawns `command` in a new process group. Its own group keeps the terminal's Ctrl-C
+    /// from reaching it, so it is also told to die with the test process
+    /// (`PR_SET_PDEATHSIG`): an interrupted test run leaves no server behind.
     pub fn spawn(command: &mut Command, stop_with: Signal) -> std::io::Result<Self> {
         use std::os::unix::process::CommandExt;
-        let child = command.process_group(0).spawn()?;
+        command.process_group(0);
+        // SAFETY: prctl is async-signal-safe and touches nothing but the new process.
+        unsafe {
+            command.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            });
+        }
+        let child = command.spawn()?;
         Ok(Self {
             child,
             stop_with,

@@ -114,6 +114,22 @@ impl Scenario {
         );
     }
 
+    /// Waits for the load to make progress; a load that stalls is a failed check (and the
+    /// scenario goes on), not a panic that would lose the report.
+    async fn progress(report: &mut Report, load: &Shoppers, reads: u64, writes: u64) {
+        if !load.wait_for_more(reads, writes).await {
+            report.check(
+                false,
+                format!("{reads} more good reads and {writes} more good adds within the patience"),
+                format!(
+                    "reads: {}; adds: {}",
+                    load.reads.failures(),
+                    load.writes.failures()
+                ),
+            );
+        }
+    }
+
     fn check_load(report: &mut Report, load: &Shoppers, what: &str) {
         let (ok, failed) = (load.reads.ok(), load.reads.failed());
         report.check(
@@ -202,11 +218,11 @@ impl Scenario {
             Vec::new(),
             &[],
         );
-        load.wait_for_more(50, 0).await;
+        Self::progress(report, &load, 50, 0).await;
         report.note(format!("killing {victim} while 5 shoppers read"));
         fleet.kill(&victim).await;
         let after_kill = load.served();
-        load.wait_for_more(150, 0).await;
+        Self::progress(report, &load, 150, 0).await;
         let served = load.served_since(&after_kill);
         Self::check_load(report, &load, "reads during and after the kill");
         report.note(format!("served after the kill: {served:?}"));
@@ -237,7 +253,7 @@ impl Scenario {
             writers,
             &self.products,
         );
-        load.wait_for_more(0, 20).await;
+        Self::progress(report, &load, 0, 20).await;
         report.note(format!("stopping {victim} while 5 shoppers read and 3 add"));
         let started = Instant::now();
         let stopped = fleet.stop(&victim).await;
@@ -250,7 +266,7 @@ impl Scenario {
             format!("{victim} drained and exited cleanly"),
             stopped.err().unwrap_or_default(),
         );
-        load.wait_for_more(50, 30).await;
+        Self::progress(report, &load, 50, 30).await;
         Self::check_load(report, &load, "reads during the stop");
         let (ok, failed) = (load.writes.ok(), load.writes.failed());
         report.check(
@@ -319,11 +335,11 @@ impl Scenario {
             Vec::new(),
             &[],
         );
-        load.wait_for_more(50, 0).await;
+        Self::progress(report, &load, 50, 0).await;
         fleet.scale(2).await;
         let left = fleet.replicas().await;
         let after = load.served();
-        load.wait_for_more(150, 0).await;
+        Self::progress(report, &load, 150, 0).await;
         let served = load.served_since(&after);
         Self::check_load(report, &load, "reads during the scale-in");
         report.note(format!("served after the scale-in: {served:?}"));

@@ -16,8 +16,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-use crate::eventually;
 use crate::http::visitor;
+use crate::poll_until;
 
 /// A cart as product id -> units.
 pub type Lines = BTreeMap<String, u64>;
@@ -230,15 +230,14 @@ impl Shoppers {
     }
 
     /// Waits until `reads` more good reads and `writes` more good adds have happened than
-    /// when this was called.
-    pub async fn wait_for_more(&self, reads: u64, writes: u64) {
+    /// when this was called; false if they did not within [`crate::PATIENCE`].
+    pub async fn wait_for_more(&self, reads: u64, writes: u64) -> bool {
         let reads = self.reads.ok() + reads;
         let writes = self.writes.ok() + writes;
-        eventually(
-            &format!("{reads} good reads and {writes} good adds in all"),
-            async || self.reads.ok() >= reads && self.writes.ok() >= writes,
-        )
-        .await;
+        poll_until(crate::PATIENCE, async || {
+            self.reads.ok() >= reads && self.writes.ok() >= writes
+        })
+        .await
     }
 
     /// Good reads per replica so far.

@@ -328,3 +328,72 @@ async fn a_retry_with_the_same_idempotency_key_changes_nothing() {
         "the replayed clear did not clear again"
     );
 }
+
+/// Sends `head` and `body` on a raw connection, then reads the whole answer (the server
+/// closes or answers within `limit`); returns the status line's code and the body.
+async fn raw_exchange(
+    app: &TestApp,
+    head: &str,
+    body: &[u8],
+    limit: std::time::Duration,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            let n = stream.read(&mut buf).await.unwrap_or(0);
+            answer.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&answer);
+            if n == 0 || text.contains("\r\n\r\n{") && text.trim_end().ends_with('}') {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(limit, read)
+        .await
+        .expect("the server neither answered nor closed");
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .get(9..12)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A declared body over the 16 KiB limit is refused at once, before any of it is read,
+/// and a body that stops arriving ends the request with 408 within the body read timeout;
+/// both answer with the JSON error and leave the cart as it was.
+#[tokio::test]
+async fn oversized_and_slow_bodies_are_refused_promptly() {
+    use std::time::{Duration, Instant};
+    let app = TestApp::in_memory("replica-a").await;
+    let post = |length: usize| {
+        format!(
+            "POST /api/cart/items HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\n\
+             Content-Length: {length}\r\n\r\n"
+        )
+    };
+    let started = Instant::now();
+    let (status, body) = raw_exchange(&app, &post(100_000_000), b"{", Duration::from_secs(3)).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("payload_too_large"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    let started = Instant::now();
+    let limit = elastic_cart::BODY_READ_TIMEOUT + Duration::from_secs(3);
+    let (status, body) = raw_exchange(&app, &post(50), br#"{"product_id":"#, limit).await;
+    assert_eq!(status, 408, "{body}");
+    assert!(body.contains("request_timeout"), "{body}");
+    assert!(started.elapsed() >= elastic_cart::BODY_READ_TIMEOUT);
+
+    let cart = json(visitor().get(app.url("/api/cart")).send().await.unwrap()).await;
+    assert_eq!(cart["item_count"], 0);
+}

@@ -240,7 +240,8 @@ async fn an_uncontended_change_costs_a_get_and_one_evalsha() {
 /// only adds answered `outcome_unknown` may be in it or not; nothing is in it twice. (fred
 /// resends a command that was in flight when its connection dropped; before the change
 /// markers, the resent compare-and-set took its own earlier write for a lost race and the
-/// change was applied again: 1 or 2 units too many in 4 of 6 runs.) The change's marker
+/// change was applied again: 1 or 2 units too many in 4 of 6 runs as first reported, 1 in 2
+/// of 4 runs here.) The change's marker
 /// key lets a resent copy know.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "integration tier: cargo xtask test integration"]

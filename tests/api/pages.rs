@@ -304,7 +304,13 @@ async fn a_static_folder_is_not_found_rather_than_redirected() {
 async fn the_same_add_form_sent_twice_adds_once() {
     let (_redis, a, b) = two_replicas().await;
     let shopper = visitor();
-    let page = get_text(&shopper, &a.url("/")).await;
+    let response = shopper.get(a.url("/")).send().await.unwrap();
+    assert_eq!(
+        response.headers()["cache-control"],
+        "no-store",
+        "pages are not kept"
+    );
+    let page = response.text().await.unwrap();
     let token = page
         .split(r#"name="token" value=""#)
         .nth(1)
