@@ -100,6 +100,12 @@ impl Scenario {
         }
     }
 
+    /// The readers, reading continuously until the load is stopped (they come back then).
+    fn readers_read(&mut self) -> Shoppers {
+        let readers = std::mem::take(&mut self.readers);
+        Shoppers::start(&self.shop, readers, Vec::new(), &[])
+    }
+
     /// Every cart is still what its shopper expects.
     async fn check_carts(&self, report: &mut Report, what: &str) {
         let mut problems = Vec::new();
@@ -212,12 +218,7 @@ impl Scenario {
             .into_iter()
             .next()
             .expect("a replica to kill");
-        let load = Shoppers::start(
-            &self.shop,
-            std::mem::take(&mut self.readers),
-            Vec::new(),
-            &[],
-        );
+        let load = self.readers_read();
         Self::progress(report, &load, 50, 0).await;
         report.note(format!("killing {victim} while 5 shoppers read"));
         fleet.kill(&victim).await;
@@ -329,12 +330,7 @@ impl Scenario {
             timed("all 5 serve", scaled, "the scale-out", limit),
             "",
         );
-        let load = Shoppers::start(
-            &self.shop,
-            std::mem::take(&mut self.readers),
-            Vec::new(),
-            &[],
-        );
+        let load = self.readers_read();
         Self::progress(report, &load, 50, 0).await;
         fleet.scale(2).await;
         let left = fleet.replicas().await;
