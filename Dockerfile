@@ -5,17 +5,24 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
-# Dependencies first: this layer is rebuilt only when Cargo.toml or Cargo.lock change.
+# Dependencies first: this layer is rebuilt only when a manifest or Cargo.lock changes.
+# The workspace's other members (the test kit, the xtask) are only named by the manifest:
+# their manifests come along, with placeholder sources, and nothing of them is built.
 COPY Cargo.toml Cargo.lock ./
+COPY testkit/Cargo.toml testkit/
+COPY xtask/Cargo.toml xtask/
 # (The manifest names a benchmark target, so a placeholder for it too.)
-RUN mkdir -p src benches/fleet && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+RUN mkdir -p src benches/fleet testkit/src/bin xtask/src \
+    && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && echo 'fn main() {}' > benches/fleet/main.rs \
-    && cargo build --release --locked \
+    && touch testkit/src/lib.rs && echo 'fn main() {}' > testkit/src/bin/fleet-scenario.rs \
+    && echo 'fn main() {}' > xtask/src/main.rs \
+    && cargo build --release --locked --package elastic-cart \
     && rm -rf src
 COPY src src
 COPY templates templates
 # Make cargo see the real sources as newer than the placeholder build.
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --package elastic-cart
 
 FROM ${RUNTIME_IMAGE}
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
