@@ -40,7 +40,7 @@ pub(crate) enum Error {
         crate::extract::MAX_BODY_BYTES
     )]
     PayloadTooLarge,
-    /// The body did not arrive within [`crate::BODY_READ_TIMEOUT`].
+    /// The whole body was not there within [`crate::BODY_READ_TIMEOUT`].
     #[error("the request body did not arrive in time")]
     RequestTimeout,
     #[error("{0}")]

@@ -42,10 +42,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Request, Response, header};
 use axum::middleware;
 use tower::ServiceBuilder;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::services::ServeDir;
 use tower_http::set_header::{SetResponseHeader, SetResponseHeaderLayer};
-use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tower_sessions::SessionManagerLayer;
 use tower_sessions::cookie::SameSite;
@@ -56,7 +54,7 @@ pub use crate::routes::chaos::CRASH_EXIT_STATUS;
 pub use crate::session::SESSION_COOKIE;
 pub use crate::state::{AppState, ChangePolicy};
 
-/// Longest a request body may take to arrive.
+/// Longest a whole request body may take to arrive, from the request's start.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Header naming the replica that answered.
@@ -99,12 +97,7 @@ pub fn app(state: AppState) -> Router {
                     shutdown::close_connections_while_draining,
                 ))
                 .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-                .layer(middleware::from_fn(routes::json_errors))
-                // A declared length over the limit is refused before any byte is read, and
-                // a body that does not arrive in time ends the request (408), so a slow
-                // or lying client cannot hold a connection open.
-                .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
-                .layer(RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT)),
+                .layer(middleware::from_fn(routes::json_errors)),
         )
         .with_state(state);
     if chaos {

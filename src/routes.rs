@@ -15,6 +15,10 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tower::ServiceBuilder;
+use tower::layer::util::{Identity, Stack};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::RequestBodyDeadlineLayer;
 use tower_sessions::SessionManagerLayer;
 
 use crate::error::{Error, ErrorReport};
@@ -23,6 +27,19 @@ use crate::state::AppState;
 
 /// The session layer, given to each router that reads or changes sessions.
 pub(crate) type Sessions = SessionManagerLayer<SessionBackend>;
+
+/// The guards of a route that reads a body: a declared length over the limit is refused
+/// before any byte is read (413), and a body that is not all there within
+/// [`crate::BODY_READ_TIMEOUT`] ends the request (408), so a slow or lying client cannot
+/// hold a connection. A deadline for the whole body rather than an idle timeout, which a
+/// byte every few seconds would keep from ever firing. Only on such routes: the others
+/// never read a body, and the guards cost a timer and an allocation per request.
+pub(crate) fn body_guards()
+-> ServiceBuilder<Stack<RequestBodyDeadlineLayer, Stack<RequestBodyLimitLayer, Identity>>> {
+    ServiceBuilder::new()
+        .layer(RequestBodyLimitLayer::new(crate::MAX_BODY_BYTES))
+        .layer(RequestBodyDeadlineLayer::new(crate::BODY_READ_TIMEOUT))
+}
 
 /// Answers unknown paths with our 404.
 pub(crate) async fn not_found(request: Request) -> Error {

@@ -25,10 +25,15 @@ pub(crate) fn router(sessions: super::Sessions) -> Router<AppState> {
     Router::new()
         .route("/products", get(list_products))
         .route("/cart", get(show_cart).delete(clear_cart))
-        .route("/cart/items", axum::routing::post(add_item))
+        .route(
+            "/cart/items",
+            axum::routing::post(add_item).layer(super::body_guards()),
+        )
         .route(
             "/cart/items/{product_id}",
-            put(set_item).delete(remove_item),
+            put(set_item)
+                .layer(super::body_guards())
+                .delete(remove_item),
         )
         .fallback(super::not_found)
         .layer(

@@ -33,8 +33,11 @@ pub(crate) fn router(state: &AppState, sessions: super::Sessions) -> Router<AppS
     let mut router = Router::new()
         .route("/", get(catalog_page))
         .route("/cart", get(cart_page))
-        .route("/cart/items", post(add_item))
-        .route("/cart/items/{product_id}", post(set_item))
+        .route("/cart/items", post(add_item).layer(super::body_guards()))
+        .route(
+            "/cart/items/{product_id}",
+            post(set_item).layer(super::body_guards()),
+        )
         .route("/cart/items/{product_id}/remove", post(remove_item))
         .route("/cart/clear", post(clear_cart))
         .route("/checkout", post(checkout))

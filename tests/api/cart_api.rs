@@ -369,11 +369,13 @@ async fn raw_exchange(
 }
 
 /// A declared body over the 16 KiB limit is refused at once, before any of it is read,
-/// and a body that stops arriving ends the request with 408 within the body read timeout;
-/// both answer with the JSON error and leave the cart as it was.
+/// and a body that is not all there within the body deadline (stalled, or trickling a
+/// byte at a time) ends the request with 408; they answer with the JSON error and leave
+/// the cart as it was.
 #[tokio::test]
 async fn oversized_and_slow_bodies_are_refused_promptly() {
     use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = TestApp::in_memory("replica-a").await;
     let post = |length: usize| {
         format!(
@@ -393,6 +395,33 @@ async fn oversized_and_slow_bodies_are_refused_promptly() {
     assert_eq!(status, 408, "{body}");
     assert!(body.contains("request_timeout"), "{body}");
     assert!(started.elapsed() >= elastic_cart::BODY_READ_TIMEOUT);
+
+    // A byte every 2 s never leaves the connection idle for 5 s; the deadline covers the
+    // whole body, so this client is refused too.
+    let started = Instant::now();
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    stream.write_all(post(50).as_bytes()).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..8 {
+            if writer.write_all(b" ").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    });
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(limit, reader.read(&mut answer))
+        .await
+        .expect("a trickling body was still being read")
+        .unwrap();
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    assert!(started.elapsed() < limit);
+    trickle.abort();
 
     let cart = json(visitor().get(app.url("/api/cart")).send().await.unwrap()).await;
     assert_eq!(cart["item_count"], 0);
