@@ -149,7 +149,7 @@ impl NoticeQuery {
 }
 
 /// Where to go after an action, with its notice.
-pub(crate) fn after(path: &str, notice: &str, product: Option<&Product>) -> Redirect {
+fn after(path: &str, notice: &str, product: Option<&Product>) -> Redirect {
     let product = product
         .map(|p| format!("&product={}", p.id))
         .unwrap_or_default();

@@ -109,11 +109,6 @@ impl LoopbackFleet {
         }
     }
 
-    /// The replica in slot `index`, if it runs.
-    pub fn replica(&self, index: usize) -> Option<&Replica> {
-        self.slots.get(index)?.replica.as_ref()
-    }
-
     /// Process ids of the running replicas (for CPU accounting).
     pub fn replica_pids(&self) -> Vec<u32> {
         self.slots

@@ -56,13 +56,8 @@ pub const PATIENCE: Duration = Duration::from_secs(15);
 
 /// Polls `check` every 50 ms until it is true; panics naming `what` after [`PATIENCE`].
 pub async fn eventually(what: &str, check: impl AsyncFnMut() -> bool) {
-    eventually_within(PATIENCE, what, check).await;
-}
-
-/// [`eventually`] with another limit.
-pub async fn eventually_within(limit: Duration, what: &str, check: impl AsyncFnMut() -> bool) {
-    if !poll_until(limit, check).await {
-        panic!("timed out after {limit:?} waiting for {what}");
+    if !poll_until(PATIENCE, check).await {
+        panic!("timed out after {PATIENCE:?} waiting for {what}");
     }
 }
 

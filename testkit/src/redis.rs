@@ -218,11 +218,6 @@ impl RedisServer {
     pub fn reset_stats(&self) {
         self.cli(&["CONFIG", "RESETSTAT"]);
     }
-
-    /// The folder the server runs in (where its append-only file lives).
-    pub fn data_dir(&self) -> PathBuf {
-        self.data.path().to_owned()
-    }
 }
 
 /// How to reach a [`RedisServer`] with `redis-cli`.
