@@ -43,19 +43,29 @@ impl Shopper {
         }
     }
 
-    /// Adds `quantity` of `product` through `shop`; true (and remembered) on a 200.
-    pub async fn add(&mut self, shop: &str, product: &str, quantity: u64) -> bool {
+    /// Adds `quantity` of `product` through `shop`; remembered on a 200, else why not (the
+    /// status, replica and body, or the connection error).
+    pub async fn add(&mut self, shop: &str, product: &str, quantity: u64) -> Result<(), String> {
         let response = self
             .client
             .post(format!("{shop}/api/cart/items"))
             .json(&json!({"product_id": product, "quantity": quantity}))
             .send()
-            .await;
-        let ok = matches!(response, Ok(r) if r.status() == StatusCode::OK);
-        if ok {
-            *self.expected.entry(product.to_owned()).or_default() += quantity;
+            .await
+            .map_err(|err| format!("no answer: {err}"))?;
+        let status = response.status();
+        if status != StatusCode::OK {
+            let by = response
+                .headers()
+                .get("x-served-by")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("no replica")
+                .to_owned();
+            let body = response.text().await.unwrap_or_default();
+            return Err(format!("{status} from {by}: {body}"));
         }
-        ok
+        *self.expected.entry(product.to_owned()).or_default() += quantity;
+        Ok(())
     }
 
     /// Reads the cart through `shop`: the replica that answered and the lines, or why not.
@@ -210,10 +220,9 @@ impl Shoppers {
                 while running.load(Ordering::Relaxed) {
                     let product = &products[n % products.len()];
                     n += 1;
-                    if writer.add(&shop, product, 1).await {
-                        writes.succeed();
-                    } else {
-                        writes.fail(format!("{} +1 {product}", writer.name));
+                    match writer.add(&shop, product, 1).await {
+                        Ok(()) => writes.succeed(),
+                        Err(why) => writes.fail(format!("{} +1 {product}: {why}", writer.name)),
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
