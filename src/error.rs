@@ -40,6 +40,15 @@ pub(crate) enum Error {
         crate::extract::MAX_BODY_BYTES
     )]
     PayloadTooLarge,
+    /// A request line over hyper's limit (about 64 KiB).
+    #[error("the request's URI is too long")]
+    UriTooLong,
+    /// A request head over [`crate::server::MAX_HEAD_BYTES`], or with too many headers.
+    #[error(
+        "the request's headers are too large or too many (at most 100 headers, {} bytes)",
+        crate::server::MAX_HEAD_BYTES
+    )]
+    HeadersTooLarge,
     /// The whole body was not there within [`crate::BODY_READ_TIMEOUT`].
     #[error("the request body did not arrive in time")]
     RequestTimeout,
@@ -101,6 +110,8 @@ impl Error {
             Self::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
             Self::Malformed(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::StoreUnavailable(_)
@@ -127,6 +138,8 @@ impl Error {
             Self::InvalidIdempotencyKey => "invalid_idempotency_key",
             Self::Malformed(_) => "malformed_request",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::UriTooLong => "uri_too_long",
+            Self::HeadersTooLarge => "headers_too_large",
             Self::RequestTimeout => "request_timeout",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::StoreUnavailable(_) => "store_unavailable",
@@ -217,6 +230,23 @@ struct ErrorEnvelope<'a> {
     error: &'a ErrorReport,
 }
 
+impl Error {
+    fn report(&self) -> ErrorReport {
+        ErrorReport {
+            code: self.code(),
+            message: self.to_string(),
+        }
+    }
+
+    /// The JSON body `{"error":{"code","message"}}`, for answers written outside axum.
+    pub(crate) fn json_body(&self) -> String {
+        serde_json::to_string(&ErrorEnvelope {
+            error: &self.report(),
+        })
+        .expect("an error report always serialises")
+    }
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         match &self {
@@ -227,10 +257,7 @@ impl IntoResponse for Error {
             Self::Internal(cause) => tracing::error!(%cause, "internal error"),
             _ => {}
         }
-        let report = ErrorReport {
-            code: self.code(),
-            message: self.to_string(),
-        };
+        let report = self.report();
         let mut response = (self.status(), Json(ErrorEnvelope { error: &report })).into_response();
         if matches!(
             self,

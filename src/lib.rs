@@ -15,7 +15,8 @@
 //! - [`state`]: what every handler can reach; [`error`]: the one error type;
 //!   [`extract`]: extractors whose rejections are that error.
 //! - [`security`]: cross-origin checks and security headers; [`shutdown`]: draining before a
-//!   replica leaves the balancer; [`config`]: settings from the environment.
+//!   replica leaves the balancer; [`config`]: settings from the environment; [`server`]: the
+//!   HTTP/1.1 connections under the router (deadlines and limits of request heads).
 //!
 //! [`app`] builds the router without any I/O so tests drive exactly what `main` serves;
 //! [`serve`] runs it until a shutdown signal.
@@ -28,6 +29,7 @@ pub(crate) mod extract;
 pub(crate) mod order;
 pub(crate) mod routes;
 pub(crate) mod security;
+pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod startup;
@@ -151,12 +153,8 @@ pub async fn serve<L>(
     listener: L,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()>
-where
+) where
     L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
 {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::serve(listener, app(state), shutdown).await;
 }

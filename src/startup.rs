@@ -60,7 +60,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         tokio::time::sleep(SHUTDOWN_LIMIT).await;
     };
     tokio::select! {
-        result = server => result.map_err(|err| format!("server failed: {err}"))?,
+        () = server => {}
         () = shutdown_limit => tracing::warn!("requests still in flight after {SHUTDOWN_LIMIT:?}; exiting"),
     }
     sessions.close().await;

@@ -1,5 +1,6 @@
 //! The JSON API contract, served by two replicas that share one Redis.
 
+use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -425,4 +426,58 @@ async fn oversized_and_slow_bodies_are_refused_promptly() {
 
     let cart = json(visitor().get(app.url("/api/cart")).send().await.unwrap()).await;
     assert_eq!(cart["item_count"], 0);
+}
+
+/// A request head that never completes is closed within the head deadline, so slow clients
+/// cannot hold descriptors; heads the HTTP layer refuses by itself (unparsable, a URI or
+/// headers over the limits) are answered with the JSON error, not an empty body.
+#[tokio::test]
+async fn slow_and_refused_request_heads_are_answered_promptly() {
+    use std::time::{Duration, Instant};
+    let app = TestApp::in_memory("replica-a").await;
+    let limit = elastic_cart::server::HEADER_READ_TIMEOUT + Duration::from_secs(3);
+
+    let started = Instant::now();
+    let stalled = (0..50).map(|_| {
+        raw_exchange(
+            &app,
+            "GET /api/cart HTTP/1.1\r\nHost: shop\r\nX-Half",
+            b"",
+            limit,
+        )
+    });
+    for (status, body) in join_all(stalled).await {
+        assert_eq!((status, body.as_str()), (0, ""), "a half head was answered");
+    }
+    assert!(started.elapsed() >= elastic_cart::server::HEADER_READ_TIMEOUT);
+    assert!(started.elapsed() < limit);
+
+    let many_headers: String = (0..150).map(|i| format!("X-Header-{i}: 1\r\n")).collect();
+    let cases = [
+        ("GARBAGE\r\n\r\n".to_owned(), 400, "malformed_request"),
+        (
+            format!("GET /{} HTTP/1.1\r\nHost: shop\r\n\r\n", "a".repeat(66_000)),
+            414,
+            "uri_too_long",
+        ),
+        (
+            format!("GET / HTTP/1.1\r\nHost: shop\r\n{many_headers}\r\n"),
+            431,
+            "headers_too_large",
+        ),
+        (
+            format!(
+                "GET / HTTP/1.1\r\nHost: shop\r\nX-Big: {}\r\n\r\n",
+                "a".repeat(elastic_cart::server::MAX_HEAD_BYTES)
+            ),
+            431,
+            "headers_too_large",
+        ),
+    ];
+    for (head, expected, code) in cases {
+        let (status, body) = raw_exchange(&app, &head, b"", Duration::from_secs(3)).await;
+        assert_eq!(status, expected, "{body}");
+        let body: Value = serde_json::from_str(&body).expect("a JSON error body");
+        assert_eq!(body["error"]["code"], code);
+    }
 }

@@ -1,0 +1,73 @@
+//! The HTTP/1.1 server under the router.
+//!
+//! `axum::serve` runs hyper without a timer, so hyper's deadline for a request head never
+//! fires: a client that sends half a header line and waits holds its connection (and a
+//! descriptor) for as long as it likes, and 300 such clients held 300. This loop is
+//! axum's, with the connection settings a replica reachable without nginx needs:
+//!
+//! - the head of each request must arrive within [`HEADER_READ_TIMEOUT`], else the
+//!   connection is closed; on a keep-alive connection the same deadline bounds the idle
+//!   wait for the next request, which is why nginx's upstream `keepalive_timeout` (1 s)
+//!   must stay below it, or nginx could reuse a connection at the moment it is closed;
+//! - a head may be at most [`MAX_HEAD_BYTES`] (nginx's own limit in front is 32 KiB);
+//! - hyper's own answers to heads it cannot take (400, 414, 431) get our JSON error body
+//!   ([`error_bodies`]).
+//!
+//! Bodies have their own deadline and limit, on the routes that read one
+//! (`routes::body_guards`).
+
+pub(crate) mod error_bodies;
+
+use std::future::Future;
+use std::pin::pin;
+use std::time::Duration;
+
+use axum::Router;
+use axum::serve::Listener;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+
+/// Longest a client may take to send a request's head (and longest a keep-alive connection
+/// may sit idle between requests).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest request head (request line and headers) read; a larger one, or one with more
+/// than hyper's 100 headers, is answered 431. Above hyper's own 64 KiB limit of a URI, so a
+/// long URI is answered 414, not 431.
+pub const MAX_HEAD_BYTES: usize = 96 * 1024;
+
+/// Serves `router` on `listener` until `shutdown` completes, then stops accepting, lets
+/// each connection finish its request in flight, and returns once all are closed.
+pub(crate) async fn serve<L>(
+    mut listener: L,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) where
+    L: Listener,
+{
+    let mut connections = http1::Builder::new();
+    connections
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_header_size(MAX_HEAD_BYTES);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let io = tokio::select! {
+            (io, _) = listener.accept() => io,
+            () = &mut shutdown => break,
+        };
+        let io = TokioIo::new(error_bodies::WithErrorBodies::new(io));
+        let connection = connections.serve_connection(io, TowerToHyperService::new(router.clone()));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(%err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
