@@ -57,6 +57,13 @@ pub(crate) enum Error {
     /// The session store did not answer in time; the cause is logged, not shown.
     #[error("the session store is unavailable; please retry shortly")]
     StoreUnavailable(String),
+    /// The store answered but refused to write (out of memory under `noeviction`, a
+    /// read-only replica, a failing snapshot): nothing was written. The cause is logged.
+    #[error(
+        "the session store refuses writes just now, so nothing was changed; please retry \
+         shortly"
+    )]
+    StoreRefusingWrites(String),
     /// A change was sent to the store, but its answer never came (a timeout, a dropped
     /// connection): it may or may not have been applied. The cause is logged.
     #[error(
@@ -115,6 +122,7 @@ impl Error {
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::StoreUnavailable(_)
+            | Self::StoreRefusingWrites(_)
             | Self::OutcomeUnknown(_)
             | Self::SessionBusy
             | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
@@ -143,6 +151,7 @@ impl Error {
             Self::RequestTimeout => "request_timeout",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::StoreUnavailable(_) => "store_unavailable",
+            Self::StoreRefusingWrites(_) => "store_refusing_writes",
             Self::OutcomeUnknown(_) => "outcome_unknown",
             Self::Draining => "draining",
             Self::SessionBusy => "session_busy",
@@ -202,16 +211,47 @@ impl From<PathRejection> for Error {
     }
 }
 
+/// Whether a store error is Redis refusing a write it received, rather than a failure to
+/// reach it: out of memory under `noeviction`, a read-only replica, a failing snapshot with
+/// `stop-writes-on-bgsave-error`. Such a write was not done (a script stops at its first
+/// refused write, before writing anything), so its outcome is known.
+fn refuses_writes(cause: &str) -> bool {
+    ["OOM command not allowed", "READONLY ", "MISCONF "]
+        .iter()
+        .any(|sign| cause.contains(sign))
+}
+
+impl Error {
+    /// The error for a store failure outside a change: refused, or unavailable.
+    pub(crate) fn from_store(cause: String) -> Self {
+        if refuses_writes(&cause) {
+            Self::StoreRefusingWrites(cause)
+        } else {
+            Self::StoreUnavailable(cause)
+        }
+    }
+
+    /// The error for a change's failed write: refused (not applied), or without an answer,
+    /// so it may or may not have been applied.
+    pub(crate) fn from_failed_write(cause: String) -> Self {
+        if refuses_writes(&cause) {
+            Self::StoreRefusingWrites(cause)
+        } else {
+            Self::OutcomeUnknown(cause)
+        }
+    }
+}
+
 impl From<tower_sessions::session_store::Error> for Error {
     fn from(err: tower_sessions::session_store::Error) -> Self {
-        Error::StoreUnavailable(err.to_string())
+        Error::from_store(err.to_string())
     }
 }
 
 impl From<tower_sessions::session::Error> for Error {
     fn from(err: tower_sessions::session::Error) -> Self {
         match err {
-            tower_sessions::session::Error::Store(err) => Self::StoreUnavailable(err.to_string()),
+            tower_sessions::session::Error::Store(err) => Self::from_store(err.to_string()),
             tower_sessions::session::Error::SerdeJson(err) => Self::Internal(err.to_string()),
         }
     }
@@ -251,6 +291,9 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         match &self {
             Self::StoreUnavailable(cause) => tracing::warn!(%cause, "session store unavailable"),
+            Self::StoreRefusingWrites(cause) => {
+                tracing::warn!(%cause, "session store refuses writes")
+            }
             Self::OutcomeUnknown(cause) => {
                 tracing::warn!(%cause, "a change's write went unanswered")
             }
@@ -261,7 +304,10 @@ impl IntoResponse for Error {
         let mut response = (self.status(), Json(ErrorEnvelope { error: &report })).into_response();
         if matches!(
             self,
-            Self::StoreUnavailable(_) | Self::OutcomeUnknown(_) | Self::SessionBusy
+            Self::StoreUnavailable(_)
+                | Self::StoreRefusingWrites(_)
+                | Self::OutcomeUnknown(_)
+                | Self::SessionBusy
         ) {
             response
                 .headers_mut()
@@ -281,6 +327,31 @@ mod tests {
         let response = Error::StoreUnavailable("connection refused".into()).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn refused_writes_are_told_from_outages() {
+        for refused in [
+            "OOM command not allowed when used memory > 'maxmemory'.",
+            "ERR Error running script: OOM command not allowed when used memory > 'maxmemory'",
+            "READONLY You can't write against a read only replica.",
+            "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.",
+        ] {
+            assert_eq!(
+                Error::from_failed_write(refused.into()).code(),
+                "store_refusing_writes"
+            );
+            assert_eq!(
+                Error::from_store(refused.into()).code(),
+                "store_refusing_writes"
+            );
+        }
+        let timeout = "Timeout Error: Request timed out.".to_owned();
+        assert_eq!(
+            Error::from_failed_write(timeout.clone()).code(),
+            "outcome_unknown"
+        );
+        assert_eq!(Error::from_store(timeout).code(), "store_unavailable");
     }
 
     #[test]

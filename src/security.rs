@@ -3,7 +3,9 @@
 //! Forgery protection follows the approach of Go's `CrossOriginProtection`: an unsafe
 //! request (POST, PUT, PATCH, DELETE) is refused if the browser says it comes from another
 //! site (`Sec-Fetch-Site`), or, from browsers that do not send that header, if its `Origin`
-//! is not this host. Clients that send neither (curl, scripts, the API tests) are not
+//! is not this site: the same host and port, and the same scheme as the request's (the
+//! `X-Forwarded-Proto` that the balancer sets, else plain `http`, which is all a replica
+//! serves itself), so a page on `http://shop` cannot post to `https://shop`. Clients that send neither (curl, scripts, the API tests) are not
 //! browsers carrying a victim's cookies, so they pass. No token is needed, so anonymous
 //! browsing still writes nothing to the session store.
 
@@ -35,6 +37,14 @@ fn is_cross_origin(headers: &HeaderMap) -> bool {
         return false;
     };
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let request_scheme = headers
+        .get("x-forwarded-proto")
+        .and_then(|proto| proto.to_str().ok())
+        .and_then(|proto| proto.split(',').next())
+        .map_or_else(
+            || "http".to_owned(),
+            |proto| proto.trim().to_ascii_lowercase(),
+        );
     let origin_authority = origin
         .to_str()
         .ok()
@@ -42,7 +52,7 @@ fn is_cross_origin(headers: &HeaderMap) -> bool {
         .map(|(scheme, authority)| (scheme.to_ascii_lowercase(), authority));
     match (origin_authority, host) {
         (Some((scheme, authority)), Some(host)) => {
-            normalise(&scheme, authority) != normalise(&scheme, host)
+            scheme != request_scheme || normalise(&scheme, authority) != normalise(&scheme, host)
         }
         _ => true,
     }
@@ -121,6 +131,24 @@ mod tests {
             ("origin", "null"),
             ("host", "shop.test")
         ])));
+    }
+
+    #[test]
+    fn origin_must_have_the_requests_scheme() {
+        let https_behind_balancer = [
+            ("origin", "https://shop.test"),
+            ("host", "shop.test"),
+            ("x-forwarded-proto", "https"),
+        ];
+        assert!(!is_cross_origin(&headers(&https_behind_balancer)));
+        let insecure_page = [
+            ("origin", "http://shop.test"),
+            ("host", "shop.test"),
+            ("x-forwarded-proto", "https"),
+        ];
+        assert!(is_cross_origin(&headers(&insecure_page)));
+        let https_origin_on_plain_http = [("origin", "https://shop.test"), ("host", "shop.test")];
+        assert!(is_cross_origin(&headers(&https_origin_on_plain_http)));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Health checks for balancers and orchestrators: `/healthz` (the process answers) and
-//! `/readyz` (the session store answers too).
+//! `/readyz` (the session store takes writes too: a store that answers but refuses writes,
+//! out of memory or read-only, cannot serve changes).
 
 use axum::Router;
 use axum::extract::State;
@@ -26,9 +27,9 @@ async fn readyz(State(state): State<AppState>) -> Result<AppJson<Value>> {
     }
     state
         .sessions
-        .ping()
+        .probe_writes(&state.replica_id)
         .await
-        .map_err(|err| Error::StoreUnavailable(err.to_string()))?;
+        .map_err(|err| Error::from_store(err.to_string()))?;
     Ok(AppJson(
         json!({ "status": "ready", "served_by": &*state.replica_id }),
     ))

@@ -68,10 +68,12 @@ impl SessionBackend {
         Self(Store::Memory(MemorySessions::new(ttl)))
     }
 
-    /// Whether the store answers now (used by `/readyz`).
-    pub async fn ping(&self) -> session_store::Result<()> {
+    /// Whether the store takes a write now (used by `/readyz`): a store that answers but
+    /// refuses writes (out of memory, read-only) cannot serve changes either. `probe` names
+    /// the prober, whose one short-lived key it writes.
+    pub async fn probe_writes(&self, probe: &str) -> session_store::Result<()> {
         match &self.0 {
-            Store::Redis(redis) => redis.ping().await,
+            Store::Redis(redis) => redis.probe_writes(probe).await,
             Store::Memory(_) => Ok(()),
         }
     }

@@ -61,7 +61,8 @@ pub(crate) enum Outcome<T> {
 /// through although its answer said otherwise is never done again. A
 /// write whose answer never came (a timeout, a dropped connection) may or may not have
 /// happened: that is [`Error::OutcomeUnknown`], not a plain store outage, and the change
-/// is not tried again.
+/// is not tried again. A write that Redis refused (out of memory, read-only) was not done:
+/// [`Error::StoreRefusingWrites`].
 pub(crate) async fn update<T>(
     store: &SessionBackend,
     id: &Id,
@@ -83,7 +84,7 @@ pub(crate) async fn update<T>(
         let written = store
             .replace_if_unchanged(&snapshot, data, &token)
             .await
-            .map_err(|err| Error::OutcomeUnknown(err.to_string()))?;
+            .map_err(|err| Error::from_failed_write(err.to_string()))?;
         if written {
             return Ok(Outcome::Applied(value));
         }

@@ -191,3 +191,73 @@ async fn a_write_held_back_past_the_timeout_is_unknown_and_safe_to_retry() {
     let cart = get_json(&shopper, &app.url("/api/cart")).await;
     assert_eq!(cart["item_count"], 2, "applied once: {cart}");
 }
+
+/// Redis answering but refusing writes, out of memory under `noeviction` and then as a
+/// read-only replica: changes answer 503 `store_refusing_writes` with `Retry-After`
+/// (refused, so known not to be applied: not `outcome_unknown`), reads still serve the
+/// stored cart, `/readyz` answers 503, nothing stored changes, and all is well again once
+/// Redis takes writes.
+#[tokio::test]
+#[ignore = "integration tier: cargo xtask test integration"]
+async fn a_redis_refusing_writes_answers_503_and_keeps_every_cart() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::with_redis(&redis.url(), "replica-a").await;
+    let shopper = visitor();
+    assert_eq!(
+        add(&shopper, &app, "ceramic-mug").await.status(),
+        StatusCode::OK
+    );
+    let unused = free_port().to_string();
+    let refusals: [(&[&str], &[&str]); 2] = [
+        (
+            &[
+                "CONFIG",
+                "SET",
+                "maxmemory-policy",
+                "noeviction",
+                "maxmemory",
+                "1",
+            ],
+            &["CONFIG", "SET", "maxmemory", "0"],
+        ),
+        (
+            &["REPLICAOF", "127.0.0.1", &unused],
+            &["REPLICAOF", "NO", "ONE"],
+        ),
+    ];
+    for (refuse, allow) in refusals {
+        redis.cli(refuse);
+        let refused = add(&shopper, &app, "tea-sampler").await;
+        assert_eq!(
+            refused.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{refuse:?}"
+        );
+        assert_eq!(refused.headers()["retry-after"], "1");
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "store_refusing_writes", "{body}");
+        let ready = visitor().get(app.url("/readyz")).send().await.unwrap();
+        assert_eq!(
+            ready.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{refuse:?}"
+        );
+        let ready: Value = ready.json().await.unwrap();
+        assert_eq!(ready["error"]["code"], "store_refusing_writes");
+        let cart = get_json(&shopper, &app.url("/api/cart")).await;
+        assert_eq!(cart["item_count"], 1, "the stored cart is served: {cart}");
+
+        redis.cli(allow);
+        eventually("/readyz to answer 200 again", async || {
+            let ready = visitor().get(app.url("/readyz")).send().await.unwrap();
+            ready.status() == StatusCode::OK
+        })
+        .await;
+    }
+    assert_eq!(
+        add(&shopper, &app, "tea-sampler").await.status(),
+        StatusCode::OK
+    );
+    let cart = get_json(&shopper, &app.url("/api/cart")).await;
+    assert_eq!(cart["item_count"], 2, "only the accepted adds: {cart}");
+}

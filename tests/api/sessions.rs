@@ -284,7 +284,10 @@ async fn saving_a_record_that_vanished_writes_it_again() {
     };
     let store = SessionBackend::redis(&settings, Duration::from_secs(600)).unwrap();
     let client = redis_client(&redis).await;
-    crate::helpers::eventually("the store to connect", async || store.ping().await.is_ok()).await;
+    crate::helpers::eventually("the store to connect", async || {
+        store.probe_writes("test").await.is_ok()
+    })
+    .await;
 
     let mut record = Record {
         id: Id::default(),

@@ -54,6 +54,11 @@ end
 return 0
 ";
 
+/// Where `/readyz` writes its probe, one key per replica, gone a few seconds after the last
+/// probe. Not a session id: those are 22 characters of base64 without a colon.
+const PROBE_KEY_PREFIX: &str = "elastic-cart:readyz:";
+const PROBE_KEY_TTL: Duration = Duration::from_secs(10);
+
 /// The SHA-1 of [`REPLACE_IF_UNCHANGED`], for `EVALSHA`.
 static REPLACE_IF_UNCHANGED_SHA: LazyLock<String> =
     LazyLock::new(|| fred::util::sha1_hash(REPLACE_IF_UNCHANGED));
@@ -93,8 +98,13 @@ impl RedisSessions {
         })
     }
 
-    pub(super) async fn ping(&self) -> session_store::Result<()> {
-        self.pool.ping::<()>(None).await.map_err(backend_error)
+    pub(super) async fn probe_writes(&self, probe: &str) -> session_store::Result<()> {
+        let key = format!("{PROBE_KEY_PREFIX}{probe}");
+        let expire = Some(Expiration::PX(PROBE_KEY_TTL.as_millis() as i64));
+        self.pool
+            .set::<(), _, _>(key, 1, expire, None, false)
+            .await
+            .map_err(backend_error)
     }
 
     pub(super) async fn close(&self) {
