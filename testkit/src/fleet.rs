@@ -11,6 +11,7 @@ use nix::sys::signal::Signal;
 
 use crate::nginx::Nginx;
 use crate::ports::free_port;
+use crate::proxy::FaultProxy;
 use crate::redis::RedisServer;
 use crate::replica::{Replica, ReplicaSpec};
 use crate::scenario;
@@ -31,6 +32,8 @@ pub struct FleetOptions {
     pub balancer: bool,
     /// Environment of every replica, besides `REDIS_URL` and `REPLICA_ID`.
     pub env: Vec<(String, String)>,
+    /// Replicas reach Redis through a [`FaultProxy`] (plain TCP, no TLS or password).
+    pub store_proxy: bool,
 }
 
 impl FleetOptions {
@@ -47,6 +50,7 @@ impl FleetOptions {
                 ("SHUTDOWN_DRAIN_MS".into(), "2000".into()),
                 ("WORKER_THREADS".into(), "1".into()),
             ],
+            store_proxy: false,
         }
     }
 
@@ -73,6 +77,8 @@ pub struct LoopbackFleet {
     pub redis: Option<RedisServer>,
     /// The balancer, if the fleet has one.
     pub nginx: Option<Nginx>,
+    /// Between the replicas and Redis, with [`FleetOptions::store_proxy`].
+    pub proxy: Option<FaultProxy>,
     options: FleetOptions,
     slots: Vec<Slot>,
 }
@@ -86,9 +92,14 @@ impl LoopbackFleet {
             (true, false) => Some(RedisServer::start().await),
             (false, _) => None,
         };
+        let proxy = match (&redis, options.store_proxy) {
+            (Some(redis), true) => Some(FaultProxy::start(redis.port)),
+            _ => None,
+        };
         let mut fleet = Self {
             redis,
             nginx: None,
+            proxy,
             options,
             slots: Vec::new(),
         };
@@ -124,8 +135,12 @@ impl LoopbackFleet {
             log: None,
         }
         .with("REPLICA_ID", id);
-        if let Some(redis) = &self.redis {
-            spec = spec.with("REDIS_URL", &redis.url());
+        match (&self.proxy, &self.redis) {
+            (Some(proxy), _) => {
+                spec = spec.with("REDIS_URL", &format!("redis://127.0.0.1:{}", proxy.port))
+            }
+            (None, Some(redis)) => spec = spec.with("REDIS_URL", &redis.url()),
+            (None, None) => {}
         }
         spec
     }
@@ -206,6 +221,14 @@ impl scenario::Fleet for LoopbackFleet {
     async fn start(&mut self, id: &str) {
         let spec = self.spec(id);
         let slot = self.slot(id);
+        // A replica that exited by itself (the crash button) is started again too.
+        if slot
+            .replica
+            .as_mut()
+            .is_some_and(|replica| replica.try_wait().is_some())
+        {
+            slot.replica = None;
+        }
         if slot.replica.is_none() {
             let port = slot.port;
             slot.replica = Some(Replica::start_on(port, &spec).await);
@@ -218,9 +241,14 @@ impl scenario::Fleet for LoopbackFleet {
         // Out: stopped slots first, then new ones.
         let stopped: Vec<String> = self
             .slots
-            .iter()
-            .filter(|slot| slot.replica.is_none())
-            .map(|slot| slot.id.clone())
+            .iter_mut()
+            .filter_map(|slot| {
+                let gone = slot
+                    .replica
+                    .as_mut()
+                    .is_none_or(|replica| replica.try_wait().is_some());
+                gone.then(|| slot.id.clone())
+            })
             .collect();
         for id in stopped {
             if self.replicas().await.len() >= n {

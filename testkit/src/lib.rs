@@ -36,10 +36,12 @@ pub mod load;
 pub mod nginx;
 pub mod ports;
 pub mod process;
+pub mod proxy;
 pub mod redis;
 pub mod replica;
 pub mod scenario;
 pub mod shoppers;
+pub mod soak;
 pub mod tls;
 
 use std::time::{Duration, Instant};

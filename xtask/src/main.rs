@@ -34,7 +34,8 @@ const TIERS: [Tier; 3] = [
     },
     Tier {
         name: "integration",
-        what: "real redis-server, nginx with the shipped nginx.conf, the release binary",
+        what: "real redis-server, nginx with the shipped nginx.conf, the release binary; \
+               a one-minute fault soak",
         needs: &[
             ("redis-server", "redis-server"),
             ("redis-cli", "redis-tools"),
@@ -126,7 +127,10 @@ fn run_tier(name: &str) -> bool {
     };
     match name {
         "fast" => cargo_test(&["--workspace", "--lib", "--bins", "--test", "api"]),
-        "integration" => cargo_test(&["--test", "api", "--", "--ignored"]),
+        "integration" => {
+            cargo_test(&["--test", "api", "--", "--ignored"])
+                && run(Command::new("bash").args(["scripts/soak.sh", "--minutes", "1"]))
+        }
         "e2e" => {
             cargo_test(&["--test", "e2e", "--", "--ignored"])
                 && run(Command::new("bash").arg("scripts/compose-e2e.sh"))

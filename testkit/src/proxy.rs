@@ -1,0 +1,182 @@
+//! A TCP proxy that injects network faults between the replicas and Redis: added latency,
+//! a stall (bytes held back, as on a link that drops every packet for a while), and every
+//! connection cut at once. Portable where `tc netem` in a network namespace is not (it
+//! needs no privileges), and it injects the faults at the place the replicas see them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::ports::bind_unclaimed_port;
+
+#[derive(Debug, Default)]
+struct Faults {
+    delay_ms: AtomicU64,
+    stalled: AtomicBool,
+}
+
+/// A running proxy from a loopback port to `127.0.0.1:<target>`; stops when dropped.
+#[derive(Debug)]
+pub struct FaultProxy {
+    /// The port clients connect to.
+    pub port: u16,
+    faults: Arc<Faults>,
+    cuts: watch::Sender<u64>,
+    accepting: JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Starts forwarding connections to `target` (a loopback port), without faults.
+    pub fn start(target: u16) -> Self {
+        let listener = bind_unclaimed_port();
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking socket");
+        let listener = TcpListener::from_std(listener).expect("a tokio listener");
+        let port = listener.local_addr().expect("a bound address").port();
+        let faults = Arc::new(Faults::default());
+        let (cuts, cut_rx) = watch::channel(0);
+        let accepting = tokio::spawn(accept(listener, target, faults.clone(), cut_rx));
+        Self {
+            port,
+            faults,
+            cuts,
+            accepting,
+        }
+    }
+
+    /// Every chunk of bytes, either way, waits `delay` before it is passed on.
+    pub fn set_delay(&self, delay: Duration) {
+        self.faults
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// While stalled, no byte is passed on either way (they wait, as retransmissions
+    /// would); connections stay open.
+    pub fn set_stalled(&self, stalled: bool) {
+        self.faults.stalled.store(stalled, Ordering::Relaxed);
+    }
+
+    /// Closes every open connection now, mid-command or not; new ones are accepted.
+    pub fn cut_all(&self) {
+        self.cuts.send_modify(|generation| *generation += 1);
+    }
+
+    /// Back to a plain proxy.
+    pub fn heal(&self) {
+        self.set_delay(Duration::ZERO);
+        self.set_stalled(false);
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.accepting.abort();
+        self.cut_all();
+    }
+}
+
+async fn accept(
+    listener: TcpListener,
+    target: u16,
+    faults: Arc<Faults>,
+    cuts: watch::Receiver<u64>,
+) {
+    loop {
+        let Ok((client, _)) = listener.accept().await else {
+            continue;
+        };
+        let (faults, mut cuts) = (faults.clone(), cuts.clone());
+        tokio::spawn(async move {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
+                return;
+            };
+            let _ = client.set_nodelay(true);
+            let _ = server.set_nodelay(true);
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            cuts.mark_unchanged();
+            tokio::select! {
+                _ = pass_on(client_read, server_write, &faults) => {}
+                _ = pass_on(server_read, client_write, &faults) => {}
+                _ = cuts.changed() => {}
+            }
+        });
+    }
+}
+
+/// Copies `from` to `to`, applying the faults to each chunk, until either side ends.
+async fn pass_on(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    faults: &Faults,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        let delay = faults.delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        while faults.stalled.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        to.write_all(&buf[..n]).await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn forwards_delays_and_cuts() {
+        let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = echo.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = echo.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 64];
+                    while let Ok(n) = stream.read(&mut buf).await {
+                        if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let proxy = FaultProxy::start(target);
+        let mut client = TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
+        let mut buf = [0u8; 4];
+        client.write_all(b"ping").await.unwrap();
+        client.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+
+        proxy.set_delay(Duration::from_millis(150));
+        let started = std::time::Instant::now();
+        client.write_all(b"pong").await.unwrap();
+        client.read_exact(&mut buf).await.unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "both ways delayed"
+        );
+        proxy.heal();
+
+        proxy.cut_all();
+        let n = tokio::time::timeout(Duration::from_secs(2), client.read(&mut buf))
+            .await
+            .expect("a cut connection ends")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+}

@@ -1,0 +1,490 @@
+//! The fault soak: the shop's load through nginx over a loopback fleet while faults come
+//! in a seeded random order, with a ledger of every change each shopper made, checked
+//! against the carts at the end.
+//!
+//! Each shopper is one session, doing one thing at a time: adds, sets and removes with an
+//! `Idempotency-Key` each, and reads. A change whose answer is a 5xx or never came is
+//! resent with the same key until it is answered (as README tells clients to do); only a
+//! 200 enters the ledger. Every 200 answer and every read must equal the fold of the
+//! ledger so far, and at the end every cart must equal it exactly: a unit too few is lost,
+//! a unit too many was applied twice.
+//!
+//! Faults, one at a time with a few seconds of calm between: SIGKILL or SIGTERM of a
+//! replica and its restart, scale out and back in, the crash button, Redis SIGSTOP and
+//! SIGCONT, Redis restarted on its append-only file, `CLIENT KILL`, `CLIENT PAUSE`, and
+//! latency, a stall or cut connections between the replicas and Redis ([`FaultProxy`]).
+//!
+//! [`FaultProxy`]: crate::proxy::FaultProxy
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::fleet::{FleetOptions, LoopbackFleet};
+use crate::scenario::Fleet;
+use crate::shoppers::{Lines, lines_of};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct SoakOptions {
+    /// The elastic-cart binary.
+    pub binary: std::path::PathBuf,
+    /// How long the load and the faults last.
+    pub duration: Duration,
+    /// Seeds the order and the parameters of the faults and the shoppers' choices.
+    pub seed: u64,
+    /// Simultaneous shoppers, one session each.
+    pub shoppers: usize,
+    /// Replicas in the steady state.
+    pub replicas: usize,
+}
+
+/// The kinds of fault, in the order of the report.
+pub const FAULTS: [&str; 12] = [
+    "replica_sigkill",
+    "replica_sigterm",
+    "scale_out_and_in",
+    "crash_button",
+    "redis_sigstop",
+    "redis_restart",
+    "redis_client_kill",
+    "redis_client_pause",
+    "net_delay",
+    "net_stall",
+    "net_cut",
+    "net_loss",
+];
+
+/// What happened, for the report.
+#[derive(Debug, Default)]
+struct Stats {
+    requests: u64,
+    reads: u64,
+    changes_acknowledged: u64,
+    resends: u64,
+    refused_4xx: BTreeMap<String, u64>,
+    errors_5xx: BTreeMap<String, u64>,
+    connection_errors: u64,
+    /// Answers or reads that did not equal the ledger's fold at that moment.
+    disagreements: Vec<String>,
+    /// Units missing from, and units beyond, the ledger's fold, counted where a
+    /// disagreement was seen (the shopper then goes on from what the shop holds, so one
+    /// divergence is counted once) and in the final carts.
+    lost: u64,
+    doubled: u64,
+    /// Changes still unanswered when the soak ended (their outcome is unknown).
+    abandoned: u64,
+    last_ack: Option<Instant>,
+    longest_unavailable: Duration,
+}
+
+/// One change of a cart, as the ledger keeps it.
+#[derive(Debug, Clone)]
+enum Change {
+    Add(String, u64),
+    Set(String, u64),
+    Remove(String),
+}
+
+impl Change {
+    fn apply(&self, cart: &mut Lines) {
+        match self {
+            Self::Add(product, quantity) => *cart.entry(product.clone()).or_default() += quantity,
+            Self::Set(product, quantity) => {
+                cart.insert(product.clone(), *quantity);
+            }
+            Self::Remove(product) => {
+                cart.remove(product);
+            }
+        }
+    }
+
+    fn request(&self, http: &reqwest::Client, shop: &str) -> reqwest::RequestBuilder {
+        match self {
+            Self::Add(product, quantity) => http
+                .post(format!("{shop}/api/cart/items"))
+                .json(&json!({"product_id": product, "quantity": quantity})),
+            Self::Set(product, quantity) => http
+                .put(format!("{shop}/api/cart/items/{product}"))
+                .json(&json!({"quantity": quantity})),
+            Self::Remove(product) => http.delete(format!("{shop}/api/cart/items/{product}")),
+        }
+    }
+}
+
+/// Runs the soak and returns its report (see [`report_ok`]).
+pub async fn run(options: SoakOptions) -> Value {
+    let mut fleet = LoopbackFleet::start(FleetOptions {
+        replicas: options.replicas,
+        store_proxy: true,
+        ..FleetOptions::new(&options.binary).env("DEMO_CHAOS", "1")
+    })
+    .await;
+    let shop = fleet.url("");
+    let products = catalog(&shop).await;
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    let started = Instant::now();
+    let deadline = started + options.duration;
+
+    let shoppers: Vec<_> = (0..options.shoppers)
+        .map(|n| {
+            let (shop, products, stats) = (shop.clone(), products.clone(), stats.clone());
+            let seed = options.seed.wrapping_mul(1000).wrapping_add(n as u64);
+            tokio::spawn(shop_until(shop, products, stats, seed, n, deadline))
+        })
+        .collect();
+    let faults = inject_faults(&mut fleet, options.seed, options.replicas, deadline).await;
+
+    let mut carts_checked = 0u64;
+    for shopper in shoppers {
+        let (http, expected) = shopper.await.expect("a shopper task");
+        let actual = final_cart(&http, &shop).await;
+        carts_checked += 1;
+        if actual != expected {
+            disagree(
+                &mut stats.lock().expect("stats"),
+                "final cart".into(),
+                &expected,
+                &actual,
+            );
+        }
+    }
+
+    let stats = stats.lock().expect("stats");
+    json!({
+        "seed": options.seed,
+        "duration_secs": started.elapsed().as_secs(),
+        "replicas": options.replicas,
+        "shoppers": options.shoppers,
+        "requests": stats.requests,
+        "reads": stats.reads,
+        "changes_acknowledged": stats.changes_acknowledged,
+        "resends": stats.resends,
+        "faults": faults,
+        "faults_total": faults.values().sum::<u64>(),
+        "carts_checked": carts_checked,
+        "lost": stats.lost,
+        "applied_twice": stats.doubled,
+        "abandoned": stats.abandoned,
+        "disagreements": stats.disagreements.len(),
+        "disagreement_examples": stats.disagreements.iter().take(5).collect::<Vec<_>>(),
+        "refused_4xx": stats.refused_4xx,
+        "errors_5xx": stats.errors_5xx,
+        "connection_errors": stats.connection_errors,
+        "longest_unavailable_ms": stats.longest_unavailable.as_millis() as u64,
+    })
+}
+
+/// Whether the report shows a clean run: nothing lost, nothing applied twice, every answer
+/// and read agreeing with the ledger, no change left unanswered, no 500.
+pub fn report_ok(report: &Value) -> bool {
+    let zero = |field: &str| report[field].as_u64() == Some(0);
+    zero("lost")
+        && zero("applied_twice")
+        && zero("abandoned")
+        && zero("disagreements")
+        && report["errors_5xx"]
+            .as_object()
+            .is_some_and(|errors| !errors.keys().any(|kind| kind.starts_with("500")))
+        && report["changes_acknowledged"].as_u64() > Some(0)
+}
+
+/// The product ids, asked of the shop (retrying while the fleet settles).
+async fn catalog(shop: &str) -> Vec<String> {
+    let http = crate::http::visitor();
+    for _ in 0..50 {
+        if let Ok(response) = http.get(format!("{shop}/api/products")).send().await
+            && let Ok(body) = response.json::<Value>().await
+            && let Some(products) = body.as_array()
+        {
+            return products
+                .iter()
+                .filter_map(|product| Some(product["id"].as_str()?.to_owned()))
+                .collect();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the shop did not list its products");
+}
+
+/// Units of `expected` missing from `actual`, and units of `actual` beyond `expected`.
+fn divergence(expected: &Lines, actual: &Lines) -> (u64, u64) {
+    let products: BTreeSet<&String> = expected.keys().chain(actual.keys()).collect();
+    let (mut lost, mut doubled) = (0, 0);
+    for product in products {
+        let want = expected.get(product).copied().unwrap_or(0);
+        let got = actual.get(product).copied().unwrap_or(0);
+        lost += want.saturating_sub(got);
+        doubled += got.saturating_sub(want);
+    }
+    (lost, doubled)
+}
+
+/// Records that the shop holds `actual` where the ledger says `expected`.
+fn disagree(stats: &mut Stats, what: String, expected: &Lines, actual: &Lines) {
+    let (lost, doubled) = divergence(expected, actual);
+    stats.lost += lost;
+    stats.doubled += doubled;
+    stats.disagreements.push(format!(
+        "{what}: the shop holds {actual:?}, the ledger says {expected:?}"
+    ));
+}
+
+/// The cart as the shop reads it once the faults are over (retried until it answers).
+async fn final_cart(http: &reqwest::Client, shop: &str) -> Lines {
+    for _ in 0..100 {
+        if let Ok(response) = http.get(format!("{shop}/api/cart")).send().await
+            && response.status() == reqwest::StatusCode::OK
+            && let Ok(cart) = response.json::<Value>().await
+        {
+            return lines_of(&cart);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the shop did not answer a final read");
+}
+
+/// One shopper: changes and reads until `deadline`, then the last change's resends are
+/// done; returns its client (its session cookie) and the fold of its ledger.
+async fn shop_until(
+    shop: String,
+    products: Vec<String>,
+    stats: Arc<Mutex<Stats>>,
+    seed: u64,
+    n: usize,
+    deadline: Instant,
+) -> (reqwest::Client, Lines) {
+    let http = reqwest::Client::builder()
+        .cookie_store(true)
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("an HTTP client");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut cart = Lines::new();
+    let mut changes = 0u64;
+    while Instant::now() < deadline {
+        let product = products[rng.usize(..products.len())].clone();
+        let roll = rng.u32(..100);
+        if roll >= 70 {
+            read(&http, &shop, &mut cart, &stats).await;
+            continue;
+        }
+        let change = match roll {
+            0..40 => Change::Add(product, rng.u64(1..=3)),
+            40..58 => Change::Set(product, rng.u64(1..=5)),
+            _ => Change::Remove(product),
+        };
+        changes += 1;
+        let key = format!("soak-{seed}-{n}-{changes}");
+        let mut expected = cart.clone();
+        change.apply(&mut expected);
+        if let Some(answered) = send_until_answered(&http, &shop, &change, &key, &stats).await {
+            let answered = lines_of(&answered);
+            if answered != expected {
+                let what = format!("answer to {key} {change:?}");
+                disagree(
+                    &mut stats.lock().expect("stats"),
+                    what,
+                    &expected,
+                    &answered,
+                );
+            }
+            cart = answered;
+        }
+    }
+    (http, cart)
+}
+
+/// A read, compared with the ledger's fold.
+async fn read(http: &reqwest::Client, shop: &str, cart: &mut Lines, stats: &Mutex<Stats>) {
+    let answer = match http.get(format!("{shop}/api/cart")).send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            Some((status, response.json::<Value>().await.ok()))
+        }
+        Err(_) => None,
+    };
+    let mut stats = stats.lock().expect("stats");
+    stats.requests += 1;
+    match answer {
+        Some((200, Some(body))) => {
+            stats.reads += 1;
+            let read = lines_of(&body);
+            if read != *cart {
+                disagree(&mut stats, "read".into(), cart, &read);
+                *cart = read;
+            }
+        }
+        Some((status, body)) => count_error(&mut stats, status, body.as_ref()),
+        None => stats.connection_errors += 1,
+    }
+}
+
+/// Counts an answer that is not a 200 by status and error code.
+fn count_error(stats: &mut Stats, status: u16, body: Option<&Value>) {
+    let code = body
+        .and_then(|body| body["error"]["code"].as_str())
+        .unwrap_or("-");
+    let kind = format!("{status} {code}");
+    let counts = if status >= 500 {
+        &mut stats.errors_5xx
+    } else {
+        &mut stats.refused_4xx
+    };
+    *counts.entry(kind).or_default() += 1;
+}
+
+/// Sends `change` with `key` until it is answered: its cart on a 200, `None` if refused
+/// (a 4xx: not applied). A 5xx, a 408 or no answer is resent with the same key.
+async fn send_until_answered(
+    http: &reqwest::Client,
+    shop: &str,
+    change: &Change,
+    key: &str,
+    stats: &Mutex<Stats>,
+) -> Option<Value> {
+    let give_up = Instant::now() + Duration::from_secs(60);
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let answer = match change
+            .request(http, shop)
+            .header("Idempotency-Key", key)
+            .send()
+            .await
+        {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                Some((status, response.json::<Value>().await.ok()))
+            }
+            Err(_) => None,
+        };
+        {
+            let mut stats = stats.lock().expect("stats");
+            stats.requests += 1;
+            if attempts > 1 {
+                stats.resends += 1;
+            }
+            match answer {
+                Some((200, Some(body))) => {
+                    stats.changes_acknowledged += 1;
+                    let now = Instant::now();
+                    if let Some(last) = stats.last_ack {
+                        stats.longest_unavailable = stats.longest_unavailable.max(now - last);
+                    }
+                    stats.last_ack = Some(now);
+                    return Some(body);
+                }
+                Some((status, body)) if (400..500).contains(&status) && status != 408 => {
+                    count_error(&mut stats, status, body.as_ref());
+                    return None;
+                }
+                Some((status, body)) => count_error(&mut stats, status, body.as_ref()),
+                None => stats.connection_errors += 1,
+            }
+            if Instant::now() > give_up {
+                stats.abandoned += 1;
+                return None;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(
+            100 + 100 * u64::from(attempts.min(5)),
+        ))
+        .await;
+    }
+}
+
+/// Injects faults, one at a time with calm between, until shortly before `deadline`;
+/// after each, the fleet is brought back to `base` running replicas. Returns the count of
+/// each kind.
+async fn inject_faults(
+    fleet: &mut LoopbackFleet,
+    seed: u64,
+    base: usize,
+    deadline: Instant,
+) -> BTreeMap<&'static str, u64> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut counts: BTreeMap<&'static str, u64> = FAULTS.iter().map(|kind| (*kind, 0)).collect();
+    let http = crate::http::visitor();
+    let shop = fleet.url("");
+    let started = Instant::now();
+    let ms = |rng: &mut fastrand::Rng, range: std::ops::Range<u64>| {
+        Duration::from_millis(rng.u64(range))
+    };
+    while Instant::now() + Duration::from_secs(8) < deadline {
+        tokio::time::sleep(ms(&mut rng, 1500..3500)).await;
+        let kind = FAULTS[rng.usize(..FAULTS.len())];
+        *counts.entry(kind).or_default() += 1;
+        println!("{:>7.1} s  {kind}", started.elapsed().as_secs_f64());
+        let running: Vec<String> = fleet.replicas().await.into_iter().collect();
+        let victim = running[rng.usize(..running.len())].clone();
+        match kind {
+            "replica_sigkill" => {
+                fleet.kill(&victim).await;
+                tokio::time::sleep(ms(&mut rng, 500..3000)).await;
+            }
+            "replica_sigterm" => {
+                let _ = fleet.stop(&victim).await;
+            }
+            "scale_out_and_in" => {
+                fleet.scale(base + 2).await;
+                tokio::time::sleep(ms(&mut rng, 2000..4000)).await;
+                fleet.scale(base).await;
+            }
+            "crash_button" => {
+                let _ = http.post(format!("{shop}/chaos/crash")).send().await;
+                tokio::time::sleep(ms(&mut rng, 1000..2000)).await;
+            }
+            "redis_sigstop" => {
+                let redis = fleet.redis.as_ref().expect("the fleet has Redis");
+                redis.pause();
+                tokio::time::sleep(ms(&mut rng, 500..3000)).await;
+                redis.resume();
+            }
+            "redis_restart" => fleet.restart_store().await,
+            "redis_client_kill" => {
+                let redis = fleet.redis.as_ref().expect("the fleet has Redis");
+                for _ in 0..rng.u32(3..10) {
+                    redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                }
+            }
+            "redis_client_pause" => {
+                let redis = fleet.redis.as_ref().expect("the fleet has Redis");
+                let pause = ms(&mut rng, 500..2000);
+                redis.cli(&["CLIENT", "PAUSE", &pause.as_millis().to_string(), "WRITE"]);
+                tokio::time::sleep(pause).await;
+            }
+            "net_delay" | "net_stall" | "net_cut" | "net_loss" => {
+                let proxy = fleet.proxy.as_ref().expect("the fleet has a store proxy");
+                match kind {
+                    "net_delay" => {
+                        proxy.set_delay(ms(&mut rng, 50..600));
+                        tokio::time::sleep(ms(&mut rng, 2000..5000)).await;
+                    }
+                    "net_stall" => {
+                        proxy.set_stalled(true);
+                        tokio::time::sleep(ms(&mut rng, 500..2500)).await;
+                    }
+                    "net_cut" => proxy.cut_all(),
+                    // Lost packets come back as retransmissions: bursts of short stalls.
+                    _ => {
+                        for _ in 0..10 {
+                            proxy.set_stalled(true);
+                            tokio::time::sleep(ms(&mut rng, 50..400)).await;
+                            proxy.set_stalled(false);
+                            tokio::time::sleep(ms(&mut rng, 50..300)).await;
+                        }
+                    }
+                }
+                proxy.heal();
+            }
+            other => unreachable!("unknown fault {other}"),
+        }
+        // Back to the steady state: whatever was killed, stopped or crashed runs again.
+        fleet.scale(base).await;
+    }
+    counts
+}
