@@ -304,3 +304,98 @@ mod tests {
         assert_eq!(priced.total_cents, 1400);
     }
 }
+
+/// The cart's rules against a model: a map from product to units, with the two limits.
+#[cfg(test)]
+mod properties {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Add(u8, u32),
+        Set(u8, u32),
+        Remove(u8),
+        Clear,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        // 60 products, so the 50-line limit is reached; quantities up to the line limit.
+        prop_oneof![
+            4 => (0u8..60, 1..=MAX_LINE_QUANTITY).prop_map(|(p, q)| Op::Add(p, q)),
+            2 => (0u8..60, 0..=MAX_LINE_QUANTITY).prop_map(|(p, q)| Op::Set(p, q)),
+            1 => (0u8..60).prop_map(Op::Remove),
+            1 => Just(Op::Clear),
+        ]
+    }
+
+    /// What the model says `op` does to `model`: `false` if it is refused (and changes
+    /// nothing).
+    fn apply_to_model(model: &mut BTreeMap<String, u32>, op: &Op) -> bool {
+        let has_room = |model: &BTreeMap<String, u32>, id: &str| {
+            model.contains_key(id) || model.len() < MAX_LINES
+        };
+        match op {
+            Op::Add(p, q) => {
+                let id = format!("p{p}");
+                let now = model.get(&id).copied().unwrap_or(0);
+                if now + q > MAX_LINE_QUANTITY || !has_room(model, &id) {
+                    return false;
+                }
+                model.insert(id, now + q);
+            }
+            Op::Set(p, 0) | Op::Remove(p) => {
+                model.remove(&format!("p{p}"));
+            }
+            Op::Set(p, q) => {
+                let id = format!("p{p}");
+                if !has_room(model, &id) {
+                    return false;
+                }
+                model.insert(id, *q);
+            }
+            Op::Clear => model.clear(),
+        }
+        true
+    }
+
+    proptest! {
+        /// Any sequence of changes leaves the cart equal to the model; a refused change
+        /// leaves it as it was; lines always hold 1 to 99 units, at most 50 of them.
+        #[test]
+        fn any_sequence_of_changes_follows_the_model(ops in prop::collection::vec(op(), 0..400)) {
+            let mut cart = Cart::default();
+            let mut model = BTreeMap::new();
+            for op in &ops {
+                let before = cart.clone();
+                let done = match op {
+                    Op::Add(p, q) => cart.add(&format!("p{p}"), AddQuantity(*q)).is_ok(),
+                    Op::Set(p, q) => cart.set(&format!("p{p}"), LineQuantity(*q)).is_ok(),
+                    Op::Remove(p) => {
+                        cart.remove(&format!("p{p}"));
+                        true
+                    }
+                    Op::Clear => {
+                        cart.clear();
+                        true
+                    }
+                };
+                prop_assert_eq!(done, apply_to_model(&mut model, op), "{:?}", op);
+                if !done {
+                    prop_assert_eq!(&cart, &before);
+                }
+                let lines: BTreeMap<String, u32> = cart
+                    .lines()
+                    .iter()
+                    .map(|line| (line.product_id.clone(), line.quantity))
+                    .collect();
+                prop_assert_eq!(&lines, &model);
+                prop_assert!(cart.lines().len() <= MAX_LINES);
+                prop_assert!(cart.lines().iter().all(|l| (1..=MAX_LINE_QUANTITY).contains(&l.quantity)));
+            }
+        }
+    }
+}

@@ -44,6 +44,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Request, Response, header};
 use axum::middleware;
 use tower::ServiceBuilder;
+use tower::util::MapResponse;
 use tower_http::services::ServeDir;
 use tower_http::set_header::{SetResponseHeader, SetResponseHeaderLayer};
 use tower_http::trace::TraceLayer;
@@ -115,13 +116,27 @@ pub fn app(state: AppState) -> Router {
 /// The stylesheet, script and images, cached for a few minutes: a page view is then one
 /// request, so round robin moves on with every reload instead of being absorbed by
 /// stylesheet fetches.
-fn static_files(dir: &Path) -> SetResponseHeader<ServeDir, HeaderValue> {
-    SetResponseHeader::overriding(
+fn static_files(dir: &Path) -> MapResponse<SetResponseHeader<ServeDir, HeaderValue>, StaticAnswer> {
+    let files = SetResponseHeader::overriding(
         // A folder is no file: 404, not a redirect to a folder listing we do not serve.
         ServeDir::new(dir).append_index_html_on_directories(false),
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=300"),
-    )
+    );
+    MapResponse::new(files, unreadable_is_missing as StaticAnswer)
+}
+
+type StaticBody = tower_http::services::fs::ServeFileSystemResponseBody;
+type StaticAnswer = fn(Response<StaticBody>) -> Response<StaticBody>;
+
+/// `ServeDir` answers 500 for a path the file system refuses (a name too long, say); for
+/// a folder that serves only our files that is no such file, a 404, and no server fault.
+fn unreadable_is_missing(mut response: Response<StaticBody>) -> Response<StaticBody> {
+    if response.status() == axum::http::StatusCode::INTERNAL_SERVER_ERROR {
+        *response.status_mut() = axum::http::StatusCode::NOT_FOUND;
+        response.headers_mut().remove(header::CACHE_CONTROL);
+    }
+    response
 }
 
 /// The span of one request: info, but debug for the health checks, which balancers send

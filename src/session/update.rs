@@ -174,4 +174,122 @@ mod tests {
         let missing = update(&store, &Id::default(), Duration::from_secs(1), increment).await;
         assert_eq!(missing.unwrap(), Outcome::NoSession);
     }
+
+    mod properties {
+        use std::collections::BTreeMap;
+
+        use proptest::prelude::*;
+        use serde_json::json;
+
+        use super::*;
+
+        /// A change of one product: add units, set units, or remove the line.
+        #[derive(Debug, Clone, Copy)]
+        enum Change {
+            Add(u8, u64),
+            Set(u8, u64),
+            Remove(u8),
+        }
+
+        type Lines = BTreeMap<String, u64>;
+
+        fn apply(lines: &mut Lines, change: Change) {
+            match change {
+                Change::Add(p, q) => *lines.entry(format!("p{p}")).or_default() += q,
+                Change::Set(p, q) => {
+                    lines.insert(format!("p{p}"), q);
+                }
+                Change::Remove(p) => {
+                    lines.remove(&format!("p{p}"));
+                }
+            }
+        }
+
+        fn change() -> impl Strategy<Value = Change> {
+            prop_oneof![
+                3 => (0u8..4, 1u64..4).prop_map(|(p, q)| Change::Add(p, q)),
+                1 => (0u8..4, 1u64..4).prop_map(|(p, q)| Change::Set(p, q)),
+                1 => (0u8..4).prop_map(Change::Remove),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// Changes from several replicas at once, in any interleaving, give the cart
+            /// that applying them one by one in the order their writes succeeded gives:
+            /// each change is in the record's log exactly once, the record equals the
+            /// fold of the log, and what each change saw is the fold of the log up to it.
+            #[test]
+            fn concurrent_changes_equal_their_serial_order(
+                replicas in prop::collection::vec(prop::collection::vec(change(), 1..12), 2..5)
+            ) {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(3)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let store = Arc::new(SessionBackend::memory(Duration::from_secs(60)));
+                    let mut record = Record {
+                        id: Id::default(),
+                        data: [("lines".to_owned(), json!({})), ("log".to_owned(), json!([]))].into(),
+                        expiry_date: time::OffsetDateTime::now_utc(),
+                    };
+                    store.create(&mut record).await.unwrap();
+                    let id = record.id;
+                    let mut all = BTreeMap::new();
+                    let mut tasks = Vec::new();
+                    for (r, changes) in replicas.iter().enumerate() {
+                        for (n, change) in changes.iter().enumerate() {
+                            all.insert(format!("{r}.{n}"), *change);
+                        }
+                        let (store, changes) = (store.clone(), changes.clone());
+                        tasks.push(tokio::spawn(async move {
+                            let mut seen = Vec::new();
+                            for (n, change) in changes.into_iter().enumerate() {
+                                let name = format!("{r}.{n}");
+                                let outcome = update(&store, &id, Duration::from_secs(10), |data| {
+                                    let mut lines: Lines =
+                                        serde_json::from_value(data["lines"].clone()).unwrap();
+                                    apply(&mut lines, change);
+                                    let mut log: Vec<String> =
+                                        serde_json::from_value(data["log"].clone()).unwrap();
+                                    log.push(name.clone());
+                                    data.insert("lines".into(), json!(lines));
+                                    data.insert("log".into(), json!(log));
+                                    Ok(lines)
+                                })
+                                .await
+                                .unwrap();
+                                let Outcome::Applied(lines) = outcome else {
+                                    panic!("the session is there");
+                                };
+                                seen.push((name, lines));
+                            }
+                            seen
+                        }));
+                    }
+                    let mut seen = BTreeMap::new();
+                    for task in tasks {
+                        seen.extend(task.await.unwrap());
+                    }
+                    let data = store.load(&id).await.unwrap().unwrap().data;
+                    let log: Vec<String> = serde_json::from_value(data["log"].clone()).unwrap();
+                    let stored: Lines = serde_json::from_value(data["lines"].clone()).unwrap();
+                    let mut sorted = log.clone();
+                    sorted.sort();
+                    let mut names: Vec<String> = all.keys().cloned().collect();
+                    names.sort();
+                    assert_eq!(sorted, names, "every change once in the log");
+                    let mut folded = Lines::new();
+                    for name in &log {
+                        apply(&mut folded, all[name]);
+                        assert_eq!(&seen[name], &folded, "what {name} saw");
+                    }
+                    assert_eq!(stored, folded);
+                });
+            }
+        }
+    }
 }

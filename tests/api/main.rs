@@ -15,6 +15,7 @@ mod binary;
 mod cart_api;
 mod concurrency;
 mod fleet;
+mod fuzz;
 mod helpers;
 mod pages;
 mod redis_failure;
