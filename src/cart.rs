@@ -325,9 +325,10 @@ mod properties {
     fn op() -> impl Strategy<Value = Op> {
         // 60 products, so the 50-line limit is reached; quantities up to the line limit.
         prop_oneof![
-            4 => (0u8..60, 1..=MAX_LINE_QUANTITY).prop_map(|(p, q)| Op::Add(p, q)),
-            2 => (0u8..60, 0..=MAX_LINE_QUANTITY).prop_map(|(p, q)| Op::Set(p, q)),
-            1 => (0u8..60).prop_map(Op::Remove),
+            // Clear rarely, so carts grow to the line limit.
+            120 => (0u8..60, 1..=MAX_LINE_QUANTITY).prop_map(|(p, q)| Op::Add(p, q)),
+            60 => (0u8..60, 0..=MAX_LINE_QUANTITY).prop_map(|(p, q)| Op::Set(p, q)),
+            15 => (0u8..60).prop_map(Op::Remove),
             1 => Just(Op::Clear),
         ]
     }
@@ -393,6 +394,7 @@ mod properties {
                     .map(|line| (line.product_id.clone(), line.quantity))
                     .collect();
                 prop_assert_eq!(&lines, &model);
+                prop_assert_eq!(cart.lines().len(), model.len(), "one line per product");
                 prop_assert!(cart.lines().len() <= MAX_LINES);
                 prop_assert!(cart.lines().iter().all(|l| (1..=MAX_LINE_QUANTITY).contains(&l.quantity)));
             }

@@ -44,7 +44,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Request, Response, header};
 use axum::middleware;
 use tower::ServiceBuilder;
-use tower::util::MapResponse;
 use tower_http::services::ServeDir;
 use tower_http::set_header::{SetResponseHeader, SetResponseHeaderLayer};
 use tower_http::trace::TraceLayer;
@@ -82,7 +81,7 @@ pub fn app(state: AppState) -> Router {
         // Health checks get no session layer: a balancer's probe every few seconds must
         // never create a session or read one, and /readyz asks the store itself.
         .merge(routes::health::router())
-        .nest_service("/static", static_files(&state.static_dir))
+        .nest("/static", static_files(&state.static_dir))
         // Top-down: the first layer sees a request first and its response last.
         .layer(
             ServiceBuilder::new()
@@ -116,25 +115,38 @@ pub fn app(state: AppState) -> Router {
 /// The stylesheet, script and images, cached for a few minutes: a page view is then one
 /// request, so round robin moves on with every reload instead of being absorbed by
 /// stylesheet fetches.
-fn static_files(dir: &Path) -> MapResponse<SetResponseHeader<ServeDir, HeaderValue>, StaticAnswer> {
+fn static_files(dir: &Path) -> Router<AppState> {
     let files = SetResponseHeader::overriding(
         // A folder is no file: 404, not a redirect to a folder listing we do not serve.
         ServeDir::new(dir).append_index_html_on_directories(false),
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=300"),
     );
-    MapResponse::new(files, unreadable_is_missing as StaticAnswer)
+    Router::new()
+        .fallback_service(files)
+        .layer(middleware::from_fn(static_errors))
 }
 
-type StaticBody = tower_http::services::fs::ServeFileSystemResponseBody;
-type StaticAnswer = fn(Response<StaticBody>) -> Response<StaticBody>;
+/// Longest file name the file system takes (`NAME_MAX`); `ServeDir` answers a longer one
+/// with a 500, as it does any error of the file system other than a missing file.
+const MAX_FILE_NAME: usize = 255;
 
-/// `ServeDir` answers 500 for a path the file system refuses (a name too long, say); for
-/// a folder that serves only our files that is no such file, a 404, and no server fault.
-fn unreadable_is_missing(mut response: Response<StaticBody>) -> Response<StaticBody> {
+/// A path the file system cannot hold names no file of ours: 404 before `ServeDir` tries.
+/// What `ServeDir` still answers 500 (out of descriptors, an I/O error) is a fault of this
+/// replica, answered as our `internal` error, not as tower-sessions' failed save.
+async fn static_errors(
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = request.uri().path();
+    if path.split('/').any(|name| name.len() > MAX_FILE_NAME) {
+        return error::Error::NotFound(path.to_owned()).into_response();
+    }
+    let response = next.run(request).await;
     if response.status() == axum::http::StatusCode::INTERNAL_SERVER_ERROR {
-        *response.status_mut() = axum::http::StatusCode::NOT_FOUND;
-        response.headers_mut().remove(header::CACHE_CONTROL);
+        return error::Error::Internal("a static file could not be read".to_owned())
+            .into_response();
     }
     response
 }

@@ -38,6 +38,10 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// long URI is answered 414, not 431.
 pub const MAX_HEAD_BYTES: usize = 96 * 1024;
 
+/// How long connections accepted just before the shutdown have to read their first
+/// request before they are told to close.
+const FIRST_READ_GRACE: Duration = Duration::from_millis(100);
+
 /// Serves `router` on `listener` until `shutdown` completes, then stops accepting, lets
 /// each connection finish its request in flight, and returns once all are closed.
 pub(crate) async fn serve<L>(
@@ -69,5 +73,10 @@ pub(crate) async fn serve<L>(
         });
     }
     drop(listener);
+    // The last connections were accepted from the kernel's queue as the listener closed,
+    // most with a request already waiting in them. Signalled before its first poll, hyper
+    // would close such a connection unread (resetting it: nginx cannot resend a POST), so
+    // each first gets a moment to be polled and read its request, which it then finishes.
+    tokio::time::sleep(FIRST_READ_GRACE).await;
     graceful.shutdown().await;
 }

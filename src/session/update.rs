@@ -178,6 +178,8 @@ mod tests {
     mod properties {
         use std::collections::BTreeMap;
 
+        use std::sync::atomic::Ordering;
+
         use proptest::prelude::*;
         use serde_json::json;
 
@@ -213,83 +215,106 @@ mod tests {
             ]
         }
 
-        proptest! {
-            #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Changes from several replicas at once, in any interleaving, give the cart that
+        /// applying them one by one in the order their writes succeeded gives: each change is
+        /// in the record's log exactly once, the record equals the fold of the log, and what
+        /// each change saw is the fold of the log up to it. The changes run on three worker
+        /// threads and yield the thread between read and write, so they do lose races, and
+        /// the test fails if none ever did.
+        #[test]
+        fn concurrent_changes_equal_their_serial_order() {
+            let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let changes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let replicas = prop::collection::vec(prop::collection::vec(change(), 1..12), 2..5);
+            let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(64));
+            runner
+                .run(&replicas, |replicas| {
+                    let (attempts, changes) = (attempts.clone(), changes.clone());
+                    changes.fetch_add(replicas.iter().map(Vec::len).sum(), Ordering::Relaxed);
+                    run_case(replicas, attempts);
+                    Ok(())
+                })
+                .unwrap();
+            assert!(
+                attempts.load(Ordering::Relaxed) > changes.load(Ordering::Relaxed),
+                "no change ever lost a race: nothing was interleaved"
+            );
+        }
 
-            /// Changes from several replicas at once, in any interleaving, give the cart
-            /// that applying them one by one in the order their writes succeeded gives:
-            /// each change is in the record's log exactly once, the record equals the
-            /// fold of the log, and what each change saw is the fold of the log up to it.
-            #[test]
-            fn concurrent_changes_equal_their_serial_order(
-                replicas in prop::collection::vec(prop::collection::vec(change(), 1..12), 2..5)
-            ) {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(3)
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async {
-                    let store = Arc::new(SessionBackend::memory(Duration::from_secs(60)));
-                    let mut record = Record {
-                        id: Id::default(),
-                        data: [("lines".to_owned(), json!({})), ("log".to_owned(), json!([]))].into(),
-                        expiry_date: time::OffsetDateTime::now_utc(),
-                    };
-                    store.create(&mut record).await.unwrap();
-                    let id = record.id;
-                    let mut all = BTreeMap::new();
-                    let mut tasks = Vec::new();
-                    for (r, changes) in replicas.iter().enumerate() {
-                        for (n, change) in changes.iter().enumerate() {
-                            all.insert(format!("{r}.{n}"), *change);
+        fn run_case(replicas: Vec<Vec<Change>>, attempts: Arc<std::sync::atomic::AtomicUsize>) {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(3)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let store = Arc::new(SessionBackend::memory(Duration::from_secs(60)));
+                let mut record = Record {
+                    id: Id::default(),
+                    data: [
+                        ("lines".to_owned(), json!({})),
+                        ("log".to_owned(), json!([])),
+                    ]
+                    .into(),
+                    expiry_date: time::OffsetDateTime::now_utc(),
+                };
+                store.create(&mut record).await.unwrap();
+                let id = record.id;
+                let mut all = BTreeMap::new();
+                let mut tasks = Vec::new();
+                for (r, changes) in replicas.iter().enumerate() {
+                    for (n, change) in changes.iter().enumerate() {
+                        all.insert(format!("{r}.{n}"), *change);
+                    }
+                    let (store, changes) = (store.clone(), changes.clone());
+                    let attempts = attempts.clone();
+                    tasks.push(tokio::spawn(async move {
+                        let mut seen = Vec::new();
+                        for (n, change) in changes.into_iter().enumerate() {
+                            let name = format!("{r}.{n}");
+                            let outcome = update(&store, &id, Duration::from_secs(10), |data| {
+                                attempts.fetch_add(1, Ordering::Relaxed);
+                                // Between this change's read and its write, let others run.
+                                std::thread::yield_now();
+                                let mut lines: Lines =
+                                    serde_json::from_value(data["lines"].clone()).unwrap();
+                                apply(&mut lines, change);
+                                let mut log: Vec<String> =
+                                    serde_json::from_value(data["log"].clone()).unwrap();
+                                log.push(name.clone());
+                                data.insert("lines".into(), json!(lines));
+                                data.insert("log".into(), json!(log));
+                                Ok(lines)
+                            })
+                            .await
+                            .unwrap();
+                            let Outcome::Applied(lines) = outcome else {
+                                panic!("the session is there");
+                            };
+                            seen.push((name, lines));
                         }
-                        let (store, changes) = (store.clone(), changes.clone());
-                        tasks.push(tokio::spawn(async move {
-                            let mut seen = Vec::new();
-                            for (n, change) in changes.into_iter().enumerate() {
-                                let name = format!("{r}.{n}");
-                                let outcome = update(&store, &id, Duration::from_secs(10), |data| {
-                                    let mut lines: Lines =
-                                        serde_json::from_value(data["lines"].clone()).unwrap();
-                                    apply(&mut lines, change);
-                                    let mut log: Vec<String> =
-                                        serde_json::from_value(data["log"].clone()).unwrap();
-                                    log.push(name.clone());
-                                    data.insert("lines".into(), json!(lines));
-                                    data.insert("log".into(), json!(log));
-                                    Ok(lines)
-                                })
-                                .await
-                                .unwrap();
-                                let Outcome::Applied(lines) = outcome else {
-                                    panic!("the session is there");
-                                };
-                                seen.push((name, lines));
-                            }
-                            seen
-                        }));
-                    }
-                    let mut seen = BTreeMap::new();
-                    for task in tasks {
-                        seen.extend(task.await.unwrap());
-                    }
-                    let data = store.load(&id).await.unwrap().unwrap().data;
-                    let log: Vec<String> = serde_json::from_value(data["log"].clone()).unwrap();
-                    let stored: Lines = serde_json::from_value(data["lines"].clone()).unwrap();
-                    let mut sorted = log.clone();
-                    sorted.sort();
-                    let mut names: Vec<String> = all.keys().cloned().collect();
-                    names.sort();
-                    assert_eq!(sorted, names, "every change once in the log");
-                    let mut folded = Lines::new();
-                    for name in &log {
-                        apply(&mut folded, all[name]);
-                        assert_eq!(&seen[name], &folded, "what {name} saw");
-                    }
-                    assert_eq!(stored, folded);
-                });
-            }
+                        seen
+                    }));
+                }
+                let mut seen = BTreeMap::new();
+                for task in tasks {
+                    seen.extend(task.await.unwrap());
+                }
+                let data = store.load(&id).await.unwrap().unwrap().data;
+                let log: Vec<String> = serde_json::from_value(data["log"].clone()).unwrap();
+                let stored: Lines = serde_json::from_value(data["lines"].clone()).unwrap();
+                let mut sorted = log.clone();
+                sorted.sort();
+                let mut names: Vec<String> = all.keys().cloned().collect();
+                names.sort();
+                assert_eq!(sorted, names, "every change once in the log");
+                let mut folded = Lines::new();
+                for name in &log {
+                    apply(&mut folded, all[name]);
+                    assert_eq!(&seen[name], &folded, "what {name} saw");
+                }
+                assert_eq!(stored, folded);
+            });
         }
     }
 }

@@ -94,6 +94,8 @@ async fn accept(
         };
         let (faults, mut cuts) = (faults.clone(), cuts.clone());
         tokio::spawn(async move {
+            // From here on, a cut ends this connection, even one made while connecting.
+            cuts.mark_unchanged();
             let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
                 return;
             };
@@ -101,7 +103,6 @@ async fn accept(
             let _ = server.set_nodelay(true);
             let (client_read, client_write) = client.into_split();
             let (server_read, server_write) = server.into_split();
-            cuts.mark_unchanged();
             tokio::select! {
                 _ = pass_on(client_read, server_write, &faults) => {}
                 _ = pass_on(server_read, client_write, &faults) => {}

@@ -74,8 +74,11 @@ struct Stats {
     /// divergence is counted once) and in the final carts.
     lost: u64,
     doubled: u64,
-    /// Changes still unanswered when the soak ended (their outcome is unknown).
+    /// Changes given up after a minute of resends without an answer (their outcome is
+    /// unknown).
     abandoned: u64,
+    /// 200s whose body was not a cart, and other answers that are neither 4xx nor 5xx.
+    other_answers: BTreeMap<String, u64>,
     last_ack: Option<Instant>,
     longest_unavailable: Duration,
 }
@@ -173,6 +176,7 @@ pub async fn run(options: SoakOptions) -> Value {
         "refused_4xx": stats.refused_4xx,
         "errors_5xx": stats.errors_5xx,
         "connection_errors": stats.connection_errors,
+        "other_answers": stats.other_answers,
         "longest_unavailable_ms": stats.longest_unavailable.as_millis() as u64,
     })
 }
@@ -297,15 +301,16 @@ async fn shop_until(
     (http, cart)
 }
 
+/// The status and JSON body of the answer to `request`; `None` if no answer came.
+async fn answer(request: reqwest::RequestBuilder) -> Option<(u16, Option<Value>)> {
+    let response = request.send().await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.json::<Value>().await.ok()))
+}
+
 /// A read, compared with the ledger's fold.
 async fn read(http: &reqwest::Client, shop: &str, cart: &mut Lines, stats: &Mutex<Stats>) {
-    let answer = match http.get(format!("{shop}/api/cart")).send().await {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            Some((status, response.json::<Value>().await.ok()))
-        }
-        Err(_) => None,
-    };
+    let answer = answer(http.get(format!("{shop}/api/cart"))).await;
     let mut stats = stats.lock().expect("stats");
     stats.requests += 1;
     match answer {
@@ -328,10 +333,10 @@ fn count_error(stats: &mut Stats, status: u16, body: Option<&Value>) {
         .and_then(|body| body["error"]["code"].as_str())
         .unwrap_or("-");
     let kind = format!("{status} {code}");
-    let counts = if status >= 500 {
-        &mut stats.errors_5xx
-    } else {
-        &mut stats.refused_4xx
+    let counts = match status {
+        500.. => &mut stats.errors_5xx,
+        400..500 => &mut stats.refused_4xx,
+        _ => &mut stats.other_answers,
     };
     *counts.entry(kind).or_default() += 1;
 }
@@ -349,18 +354,7 @@ async fn send_until_answered(
     let mut attempts = 0u32;
     loop {
         attempts += 1;
-        let answer = match change
-            .request(http, shop)
-            .header("Idempotency-Key", key)
-            .send()
-            .await
-        {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                Some((status, response.json::<Value>().await.ok()))
-            }
-            Err(_) => None,
-        };
+        let answer = answer(change.request(http, shop).header("Idempotency-Key", key)).await;
         {
             let mut stats = stats.lock().expect("stats");
             stats.requests += 1;

@@ -22,6 +22,18 @@ async fn add(shopper: &reqwest::Client, app: &TestApp, product: &str) -> reqwest
         .unwrap()
 }
 
+/// A Redis, a replica on it, and a shopper whose cart holds one mug.
+async fn a_shopper_with_a_mug() -> (RedisServer, TestApp, reqwest::Client) {
+    let redis = RedisServer::start().await;
+    let app = TestApp::with_redis(&redis.url(), "replica-a").await;
+    let shopper = visitor();
+    assert_eq!(
+        add(&shopper, &app, "ceramic-mug").await.status(),
+        StatusCode::OK
+    );
+    (redis, app, shopper)
+}
+
 /// Asserts that `request` answers 503 with Retry-After, within the bound, as JSON for the
 /// API and as a page for browser routes.
 async fn assert_bounded_503(request: reqwest::RequestBuilder, html: bool) {
@@ -92,13 +104,7 @@ async fn a_stopped_redis_gives_a_bounded_503_then_recovers() {
 #[tokio::test]
 #[ignore = "integration tier: cargo xtask test integration"]
 async fn a_paused_redis_gives_a_bounded_503_then_recovers() {
-    let redis = RedisServer::start().await;
-    let app = TestApp::with_redis(&redis.url(), "replica-a").await;
-    let shopper = visitor();
-    assert_eq!(
-        add(&shopper, &app, "ceramic-mug").await.status(),
-        StatusCode::OK
-    );
+    let (redis, app, shopper) = a_shopper_with_a_mug().await;
 
     redis.pause();
     assert_reads_writes_and_pages_fail_fast(&shopper, &app).await;
@@ -153,13 +159,7 @@ async fn a_replica_started_before_redis_connects_when_it_comes() {
 #[tokio::test]
 #[ignore = "integration tier: cargo xtask test integration"]
 async fn a_write_held_back_past_the_timeout_is_unknown_and_safe_to_retry() {
-    let redis = RedisServer::start().await;
-    let app = TestApp::with_redis(&redis.url(), "replica-a").await;
-    let shopper = visitor();
-    assert_eq!(
-        add(&shopper, &app, "ceramic-mug").await.status(),
-        StatusCode::OK
-    );
+    let (redis, app, shopper) = a_shopper_with_a_mug().await;
     let keyed_add = || {
         shopper
             .post(app.url("/api/cart/items"))
@@ -200,13 +200,7 @@ async fn a_write_held_back_past_the_timeout_is_unknown_and_safe_to_retry() {
 #[tokio::test]
 #[ignore = "integration tier: cargo xtask test integration"]
 async fn a_redis_refusing_writes_answers_503_and_keeps_every_cart() {
-    let redis = RedisServer::start().await;
-    let app = TestApp::with_redis(&redis.url(), "replica-a").await;
-    let shopper = visitor();
-    assert_eq!(
-        add(&shopper, &app, "ceramic-mug").await.status(),
-        StatusCode::OK
-    );
+    let (redis, app, shopper) = a_shopper_with_a_mug().await;
     let unused = free_port().to_string();
     let refusals: [(&[&str], &[&str]); 2] = [
         (
