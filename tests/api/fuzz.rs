@@ -10,7 +10,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, bare_client, session_cookie};
+use crate::helpers::{TestApp, add_item, bare_client, session_cookie};
 
 const PRODUCTS: [&str; 3] = ["ceramic-mug", "tea-sampler", "hand-grinder"];
 
@@ -183,12 +183,7 @@ async fn random_requests_against_redis_never_fail_nor_change_data_on_a_4xx() {
 
 async fn fuzz(app: &TestApp) {
     let client = bare_client();
-    let first = client
-        .post(app.url("/api/cart/items"))
-        .json(&json!({"product_id": "ceramic-mug", "quantity": 2}))
-        .send()
-        .await
-        .unwrap();
+    let first = add_item(&client, &app.url("/api/cart/items"), "ceramic-mug", 2).await;
     let mut cookie = session_cookie(&first).expect("a session cookie");
     // FUZZ_SEED=<n> tries other requests; a failure names the request's number.
     let seed = std::env::var("FUZZ_SEED").map_or(20261202, |seed| {
