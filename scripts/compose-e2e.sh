@@ -13,7 +13,9 @@
 #      then built by compose from the Dockerfile), else local stand-ins built from Debian
 #      packages (scripts/lib/standin-images.sh; cached, so only the first run pays);
 #   3. starts the stack on a project of its own, waits for the shop, runs the scenario;
-#   4. always takes the stack down again, volumes included (a trap), also on failure or ^C.
+#   4. starts it again with docker-compose.ha.yml (Redis with two replicas and three
+#      sentinels) and kills the Redis primary under writes (the scenario's step 7);
+#   5. always takes the stack down again, volumes included (a trap), also on failure or ^C.
 #
 # Safe to rerun: it first removes whatever an interrupted earlier run left of its project.
 #
@@ -90,7 +92,7 @@ compose_up --wait --wait-timeout 120 >/dev/null 2>&1 || {
 wait_for_shop 60 || die "nginx does not answer on http://127.0.0.1:$SHOP_PORT"
 log "stack up after $((SECONDS - started_at)) s"
 
-# 4. The scenario. Its exit status is ours (the EXIT trap takes the stack down). Each file
+# 4. The scenario; a failure ends the script (the EXIT trap takes the stack down). Each file
 # and argument is passed on its own, so paths with spaces survive.
 log "building the scenario (cargo build --release -p testkit --bin fleet-scenario)"
 (cd "$REPO_ROOT" && cargo build --release --locked --quiet -p testkit --bin fleet-scenario)
@@ -101,4 +103,26 @@ for arg in "${COMPOSE_UP_ARGS[@]}"; do scenario_args+=("--compose-up-arg=$arg");
     --shop-url "http://127.0.0.1:$SHOP_PORT" \
     --project "$COMPOSE_PROJECT_NAME" \
     --project-dir "$REPO_ROOT" \
+    "${scenario_args[@]}"
+
+# 5. The same stack on a replicated store (docker-compose.ha.yml: two Redis replicas and
+# three sentinels, the app on the Sentinel URL with REDIS_WAIT_REPLICAS=1): the Redis
+# primary is killed under writes, and every acknowledged change must survive.
+log "the stack again with docker-compose.ha.yml (Sentinel); docker compose down -v first"
+compose down -v --remove-orphans --timeout 15 >/dev/null 2>&1 || true
+COMPOSE_FILES+=("$REPO_ROOT/docker-compose.ha.yml")
+compose_up --wait --wait-timeout 120 >/dev/null 2>&1 || {
+    compose ps -a >&2 || true
+    die "the Sentinel stack did not become healthy"
+}
+wait_for_shop 60 || die "nginx does not answer on http://127.0.0.1:$SHOP_PORT"
+log "Sentinel stack up after $((SECONDS - started_at)) s"
+scenario_args=()
+for file in "${COMPOSE_FILES[@]}"; do scenario_args+=("--compose-file=$file"); done
+for arg in "${COMPOSE_UP_ARGS[@]}"; do scenario_args+=("--compose-up-arg=$arg"); done
+"$REPO_ROOT/target/release/fleet-scenario" \
+    --shop-url "http://127.0.0.1:$SHOP_PORT" \
+    --project "$COMPOSE_PROJECT_NAME" \
+    --project-dir "$REPO_ROOT" \
+    --store-failover \
     "${scenario_args[@]}"

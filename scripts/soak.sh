@@ -6,9 +6,14 @@
 # Redis through a TCP fault proxy). Shoppers resend a change with the same
 # Idempotency-Key until it is answered; a ledger of every acknowledged change is checked
 # against every answer, every read and, at the end, every cart. See testkit/src/soak.rs.
+# With --store sentinel (a primary, two replicas, three sentinels) or --store cluster
+# (three primaries, three replicas) the store's faults are those of a failover instead:
+# the primary SIGKILLed and back as a replica, and SCRIPT FLUSH on every cluster node;
+# --faults redis_failover adds SENTINEL FAILOVER, which can lose changes (README).
 #
 #   scripts/soak.sh --minutes 10 [--seed 1] [--shoppers 12] [--replicas 3]
-#                   [--report target/soak/report.json]
+#                   [--store redis|sentinel|cluster] [--wait-replicas 0]
+#                   [--faults kind,kind...] [--report target/soak/report.json]
 #
 # Needs redis-server, redis-tools and nginx (Debian packages). Exit 0 only if nothing was
 # lost, nothing was applied twice, every answer agreed with the ledger and no 500 came.

@@ -22,8 +22,10 @@ pub struct Config {
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:3000")]
     pub listen_addr: SocketAddr,
 
-    /// Session store: redis://[user:password@]host:port[/db] or rediss://... for TLS.
-    /// Unset: sessions are kept in this process's memory (one replica only).
+    /// Session store, any URL fred takes: redis://[user:password@]host:port[/db] (rediss://
+    /// for TLS), redis-sentinel://host:26379?sentinelServiceName=NAME[&node=host:port...],
+    /// redis-cluster://host:port[?node=host:port...], and the rediss-, valkey- and valkeys-
+    /// forms of each. Unset: sessions are kept in this process's memory (one replica only).
     #[arg(long, env = "REDIS_URL", value_parser = parse_redis_url, hide_env_values = true)]
     pub redis_url: Option<String>,
 
@@ -76,6 +78,19 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=8_000))]
     pub shutdown_drain_ms: u64,
 
+    /// What every Redis key of the app starts with; give each app sharing a Redis its own.
+    /// 1 to 64 printable characters, no spaces or braces.
+    #[arg(long, env = "SESSION_KEY_PREFIX", default_value = crate::session::store::keys::DEFAULT_KEY_PREFIX,
+          value_parser = parse_key_prefix)]
+    pub session_key_prefix: String,
+
+    /// Redis replicas that must confirm each change (WAIT) before it is answered, so a
+    /// failover cannot lose it; 0 answers once the primary has it. A change not confirmed
+    /// in half the command timeout answers 503 `outcome_unknown`.
+    #[arg(long, env = "REDIS_WAIT_REPLICAS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=16))]
+    pub redis_wait_replicas: u32,
+
     /// Milliseconds a Redis command may take before the request fails with 503.
     #[arg(long, env = "REDIS_COMMAND_TIMEOUT_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
@@ -121,13 +136,47 @@ impl Config {
     }
 }
 
-/// Accepts only the schemes the session store speaks, so a typo fails at start, not at
-/// the first request.
+/// The URL schemes of the session store: one server, Sentinel and Cluster, over TCP or
+/// TLS, as Redis or Valkey (they mean the same to fred).
+const REDIS_SCHEMES: [&str; 12] = [
+    "redis",
+    "rediss",
+    "redis-sentinel",
+    "rediss-sentinel",
+    "redis-cluster",
+    "rediss-cluster",
+    "valkey",
+    "valkeys",
+    "valkey-sentinel",
+    "valkeys-sentinel",
+    "valkey-cluster",
+    "valkeys-cluster",
+];
+
+/// Accepts only URLs the session store can use, so a typo fails at start, not at the
+/// first request: a known scheme, and whatever fred requires of it (a host, a Sentinel
+/// service name, ports that are numbers).
 fn parse_redis_url(value: &str) -> Result<String, String> {
     let scheme = value.split_once("://").map(|(scheme, _)| scheme);
-    match scheme {
-        Some("redis" | "rediss") => Ok(value.to_owned()),
-        _ => Err("expected redis://host:port or rediss://host:port".to_owned()),
+    if !scheme.is_some_and(|scheme| REDIS_SCHEMES.contains(&scheme)) {
+        return Err(format!(
+            "expected one of {}:// (see README, \"Session store URLs\")",
+            REDIS_SCHEMES.join("://, ")
+        ));
+    }
+    // fred builds the TLS settings of a rediss URL here, before main names the crypto
+    // provider; name it first (idempotent), as rustls cannot pick when two are compiled in.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    fred::prelude::Config::from_url(value)
+        .map(|_| value.to_owned())
+        .map_err(|err| err.details().to_string())
+}
+
+fn parse_key_prefix(value: &str) -> Result<String, String> {
+    if crate::session::store::keys::is_key_prefix(value) {
+        Ok(value.to_owned())
+    } else {
+        Err("use 1 to 64 printable characters without spaces or braces".to_owned())
     }
 }
 
@@ -181,6 +230,47 @@ mod tests {
         let error = parse(&["--redis-url", "http://localhost:6379"]).unwrap_err();
         assert!(error.to_string().contains("redis://"), "{error}");
         assert!(parse(&["--redis-url", "rediss://u:p@cache:6380"]).is_ok());
+    }
+
+    #[test]
+    fn takes_every_url_form_of_the_session_store() {
+        for url in [
+            "redis://cache:6379/1",
+            "valkeys://user:secret@cache:6380",
+            "redis-sentinel://s1:26379?sentinelServiceName=carts&node=s2:26379&node=s3:26379",
+            "rediss-sentinel://u:p@s1:26379/0?sentinelServiceName=carts&sentinelUsername=su&sentinelPassword=sp",
+            "rediss-cluster://clustercfg.carts.abc123.euw1.cache.amazonaws.com:6379",
+            "valkey-cluster://n1:7000?node=n2:7001",
+        ] {
+            assert!(parse(&["--redis-url", url]).is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn names_redis_url_for_a_url_the_store_cannot_use() {
+        for url in [
+            "redis-sentinel://s1:26379",
+            "redis://cache:notaport",
+            "memcached://cache:11211",
+            "redis-cluster://",
+        ] {
+            let error = parse(&["--redis-url", url]).unwrap_err().to_string();
+            assert!(error.contains("--redis-url"), "{url}: {error}");
+        }
+    }
+
+    #[test]
+    fn key_prefix_defaults_to_the_app_and_refuses_braces() {
+        assert_eq!(parse(&[]).unwrap().session_key_prefix, "elastic-cart:");
+        assert!(parse(&["--session-key-prefix", "shop{1}:"]).is_err());
+        assert!(parse(&["--session-key-prefix", ""]).is_err());
+        assert_eq!(
+            parse(&["--session-key-prefix", "shop-eu:"])
+                .unwrap()
+                .session_key_prefix,
+            "shop-eu:"
+        );
+        assert!(parse(&["--redis-wait-replicas", "17"]).is_err());
     }
 
     #[test]

@@ -216,7 +216,8 @@ impl From<PathRejection> for Error {
 /// `stop-writes-on-bgsave-error`. Such a write was not done (a script stops at its first
 /// refused write, before writing anything), so its outcome is known.
 fn refuses_writes(cause: &str) -> bool {
-    ["OOM command not allowed", "READONLY ", "MISCONF "]
+    // Not `READONLY`: that is a failover under way (a demoted primary), which reconnects.
+    ["OOM command not allowed", "MISCONF "]
         .iter()
         .any(|sign| cause.contains(sign))
 }
@@ -334,7 +335,6 @@ mod tests {
         for refused in [
             "OOM command not allowed when used memory > 'maxmemory'.",
             "ERR Error running script: OOM command not allowed when used memory > 'maxmemory'",
-            "READONLY You can't write against a read only replica.",
             "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.",
         ] {
             assert_eq!(
@@ -352,6 +352,8 @@ mod tests {
             "outcome_unknown"
         );
         assert_eq!(Error::from_store(timeout).code(), "store_unavailable");
+        let failover = "READONLY You can't write against a read only replica.".to_owned();
+        assert_eq!(Error::from_store(failover).code(), "store_unavailable");
     }
 
     #[test]

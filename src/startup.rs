@@ -81,6 +81,8 @@ fn session_store(config: &Config) -> Result<SessionBackend, String> {
         url: url.clone(),
         pool_size: config.redis_pool_size.get(),
         command_timeout: config.redis_command_timeout(),
+        key_prefix: config.session_key_prefix.clone(),
+        wait_replicas: config.redis_wait_replicas,
     };
     SessionBackend::redis(&settings, config.session_ttl())
         .map_err(|err| format!("REDIS_URL is not usable: {err}"))

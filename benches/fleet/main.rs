@@ -2,7 +2,7 @@
 //! `cargo bench --bench fleet -- [--users N] [--warmup S] [--duration S] [--repeats N]
 //! [--worker-threads N] [--redis-pool-size N] [--log FILTER] [--only a,b]`).
 //!
-//! Six configurations, with real servers on loopback, each run `--repeats` times in
+//! Nine configurations, with real servers on loopback, each run `--repeats` times in
 //! alternating order (medians are reported):
 //! 1. `memory-1`: one replica, in-memory sessions, no nginx;
 //! 2. `redis-1`: one replica, Redis sessions, no nginx;
@@ -11,7 +11,10 @@
 //! 4. `fleet-3`: nginx and three replicas with Redis sessions (the product);
 //! 5. `changes-own` and `changes-shared`: the fleet under changes only (`PUT` of a cart
 //!    line), each user in its own session, then all users in one session: the cost of
-//!    serialised changes without and with contention.
+//!    serialised changes without and with contention;
+//! 6. `fleet-3-sentinel`, `fleet-3-sentinel-wait1` and `fleet-3-cluster`: the product on
+//!    a replicated store (a primary, two replicas, three sentinels; three primaries with a
+//!    replica each), without and with `REDIS_WAIT_REPLICAS=1`: what failover costs.
 //!
 //! Replicas get the machine's cores divided among them as worker threads (`WORKER_THREADS`)
 //! unless `--worker-threads` says otherwise. Besides latency and throughput, each run reports
@@ -28,6 +31,7 @@ use std::time::Duration;
 
 use report::{Sample, Settings};
 use servers::ReplicaSettings;
+use testkit::Replicated;
 use testkit::load::{self, Mix};
 
 /// One configuration of the comparison.
@@ -37,15 +41,21 @@ struct Setup {
     redis: bool,
     nginx: bool,
     mix: Mix,
+    /// A replicated store instead of one redis-server.
+    replicated: Option<Replicated>,
+    /// `REDIS_WAIT_REPLICAS` of the replicas.
+    wait_replicas: u32,
 }
 
-const SETUPS: [Setup; 6] = [
+const SETUPS: [Setup; 9] = [
     Setup {
         name: "memory-1",
         replicas: 1,
         redis: false,
         nginx: false,
         mix: Mix::Shop,
+        replicated: None,
+        wait_replicas: 0,
     },
     Setup {
         name: "redis-1",
@@ -53,6 +63,8 @@ const SETUPS: [Setup; 6] = [
         redis: true,
         nginx: false,
         mix: Mix::Shop,
+        replicated: None,
+        wait_replicas: 0,
     },
     Setup {
         name: "sticky-1",
@@ -60,6 +72,8 @@ const SETUPS: [Setup; 6] = [
         redis: false,
         nginx: true,
         mix: Mix::Shop,
+        replicated: None,
+        wait_replicas: 0,
     },
     Setup {
         name: "fleet-3",
@@ -67,6 +81,8 @@ const SETUPS: [Setup; 6] = [
         redis: true,
         nginx: true,
         mix: Mix::Shop,
+        replicated: None,
+        wait_replicas: 0,
     },
     // What a change costs in the fleet, without and with contention (see session_update).
     Setup {
@@ -75,6 +91,8 @@ const SETUPS: [Setup; 6] = [
         redis: true,
         nginx: true,
         mix: Mix::OwnSessionChanges,
+        replicated: None,
+        wait_replicas: 0,
     },
     Setup {
         name: "changes-shared",
@@ -82,6 +100,36 @@ const SETUPS: [Setup; 6] = [
         redis: true,
         nginx: true,
         mix: Mix::SharedSessionChanges,
+        replicated: None,
+        wait_replicas: 0,
+    },
+    // The product on a replicated store: what Sentinel, WAIT and a cluster cost.
+    Setup {
+        name: "fleet-3-sentinel",
+        replicas: 3,
+        redis: true,
+        nginx: true,
+        mix: Mix::Shop,
+        replicated: Some(Replicated::Sentinel),
+        wait_replicas: 0,
+    },
+    Setup {
+        name: "fleet-3-sentinel-wait1",
+        replicas: 3,
+        redis: true,
+        nginx: true,
+        mix: Mix::Shop,
+        replicated: Some(Replicated::Sentinel),
+        wait_replicas: 1,
+    },
+    Setup {
+        name: "fleet-3-cluster",
+        replicas: 3,
+        redis: true,
+        nginx: true,
+        mix: Mix::Shop,
+        replicated: Some(Replicated::Cluster),
+        wait_replicas: 0,
     },
 ];
 
@@ -131,7 +179,14 @@ fn main() {
 }
 
 fn measure(setup: &Setup, settings: &Settings, replica: &ReplicaSettings) -> Sample {
-    let running = servers::start(setup.replicas, setup.redis, setup.nginx, replica);
+    let running = servers::start(
+        setup.replicas,
+        setup.redis,
+        setup.nginx,
+        setup.replicated,
+        setup.wait_replicas,
+        replica,
+    );
     // Redis statistics and CPU times cover the measured window only: read when it opens
     // and when it closes.
     let redis = running.fleet.redis.as_ref().map(|redis| redis.admin());

@@ -248,7 +248,9 @@ pub(crate) fn write(out: &Path, settings: &Settings, samples: &[(&str, Vec<Sampl
          {} rounds in alternating order (medians shown; errors summed), replicas with \
          {}, {} Redis connections and RUST_LOG {} each. Mix: 80% GET /cart, \
          15% POST /api/cart/items, 5% GET /api/cart.\n\n{table}\n\
-         fleet-3 / sticky-1: {}. redis-1 / memory-1: {}.\n",
+         fleet-3 / sticky-1: {}. redis-1 / memory-1: {}. \
+         fleet-3-sentinel / fleet-3: {}. fleet-3-sentinel-wait1 / fleet-3-sentinel: {}. \
+         fleet-3-cluster / fleet-3: {}.\n",
         settings.users,
         settings.warmup_secs,
         settings.duration_secs,
@@ -263,6 +265,9 @@ pub(crate) fn write(out: &Path, settings: &Settings, samples: &[(&str, Vec<Sampl
         settings.log.as_deref().unwrap_or("unset (the default)"),
         ratio("fleet-3", "sticky-1"),
         ratio("redis-1", "memory-1"),
+        ratio("fleet-3-sentinel", "fleet-3"),
+        ratio("fleet-3-sentinel-wait1", "fleet-3-sentinel"),
+        ratio("fleet-3-cluster", "fleet-3"),
     );
     std::fs::write(out.join("report.md"), &md).unwrap();
 

@@ -33,10 +33,11 @@ impl ChangeToken {
     }
 }
 
-/// The marker key of change `token` of session `id`: `applied:{<id>}:<token>`, in the
-/// session key's cluster slot (the part in braces is what Redis Cluster hashes).
-pub(crate) fn applied_key(id: &Id, token: &ChangeToken) -> String {
-    format!("applied:{{{id}}}:{}", token.0)
+/// The marker key of change `token` of session `id`: `<prefix>applied:{<id>}:<token>`, in
+/// the session key's cluster slot (the part in braces is what Redis Cluster hashes; the
+/// session key is `<prefix>session:{<id>}`, see `store::keys`).
+pub(crate) fn applied_key(prefix: &str, id: &Id, token: &ChangeToken) -> String {
+    format!("{prefix}applied:{{{id}}}:{}", token.0)
 }
 
 #[cfg(test)]
@@ -47,8 +48,12 @@ mod tests {
     fn markers_are_unique_and_hash_with_their_session() {
         let id = Id::default();
         let (first, second) = (ChangeToken::random(), ChangeToken::random());
-        assert_ne!(applied_key(&id, &first), applied_key(&id, &second));
-        let key = applied_key(&id, &first);
+        assert_ne!(
+            applied_key("p:", &id, &first),
+            applied_key("p:", &id, &second)
+        );
+        let key = applied_key("p:", &id, &first);
+        assert!(key.starts_with("p:applied:"), "{key}");
         let tag = key
             .split_once('{')
             .and_then(|(_, rest)| rest.split_once('}'));

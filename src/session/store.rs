@@ -12,6 +12,7 @@
 //! [`SessionBackend::snapshot`] reads a record together with what a later
 //! [`SessionBackend::replace_if_unchanged`] needs to detect that it changed meanwhile.
 
+pub mod keys;
 mod memory;
 mod redis;
 

@@ -3,6 +3,10 @@
 //! Binaries are looked up on `PATH` first, then in the system folders that a non-root
 //! `PATH` often lacks (nginx lives in /usr/sbin). A missing one fails with the Debian
 //! package that provides it; `cargo xtask test` checks them all once, up front.
+//!
+//! The session store's server is Redis, or Valkey when `TESTKIT_STORE=valkey`: the
+//! integration tier runs its Redis tests once with each (Valkey speaks the same protocol
+//! and has the same commands, Sentinel and Cluster).
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +16,33 @@ pub const SERVERS: [(&str, &str); 3] = [
     ("redis-cli", "redis-tools"),
     ("nginx", "nginx"),
 ];
+
+/// Which server the store fixtures start: `redis` (default) or `valkey`
+/// (`TESTKIT_STORE`); any other value panics naming the two.
+fn store_flavour() -> &'static str {
+    match std::env::var("TESTKIT_STORE").as_deref() {
+        Err(_) | Ok("") | Ok("redis") => "redis",
+        Ok("valkey") => "valkey",
+        Ok(other) => panic!("TESTKIT_STORE={other}: use redis or valkey"),
+    }
+}
+
+/// The store's server binary (`redis-server` or `valkey-server`); panics naming the Debian
+/// package if it is missing.
+pub fn store_server() -> PathBuf {
+    match store_flavour() {
+        "valkey" => require("valkey-server", "valkey-server"),
+        _ => require("redis-server", "redis-server"),
+    }
+}
+
+/// The store's command-line client (`redis-cli` or `valkey-cli`).
+pub fn store_cli() -> PathBuf {
+    match store_flavour() {
+        "valkey" => require("valkey-cli", "valkey-tools"),
+        _ => require("redis-cli", "redis-tools"),
+    }
+}
 
 /// The path of `binary`, if it is installed.
 pub fn find(binary: &str) -> Option<PathBuf> {

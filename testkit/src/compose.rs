@@ -163,4 +163,60 @@ impl Fleet for ComposeFleet {
     async fn restart_store(&mut self) {
         self.compose(&["restart", "redis"]);
     }
+
+    async fn kill_store_primary(&mut self) {
+        // The sentinels name the primary: the `redis` service by name at first, a promoted
+        // replica by its address after a failover.
+        let answer = self.compose(&[
+            "exec",
+            "-T",
+            "sentinel",
+            "redis-cli",
+            "-p",
+            "26379",
+            "SENTINEL",
+            "get-master-addr-by-name",
+            "carts",
+        ]);
+        let host = answer
+            .lines()
+            .next()
+            .map(str::trim)
+            .filter(|host| !host.is_empty())
+            .unwrap_or_else(|| panic!("the sentinels name no primary: {answer:?}"))
+            .to_owned();
+        let victim = ["redis", "redis-replica"]
+            .into_iter()
+            .flat_map(|service| self.containers_of(service))
+            .find(|(id, hostname)| *hostname == host || self.addresses(id).contains(&host))
+            .map(|(id, _)| id)
+            .or_else(|| (host == "redis").then(|| self.containers_of("redis")[0].0.clone()))
+            .unwrap_or_else(|| panic!("no store container answers to {host}"));
+        self.docker(&["kill", &victim]);
+        self.docker(&["wait", &victim]);
+    }
+}
+
+impl ComposeFleet {
+    /// The running containers of `service`: (id, hostname).
+    fn containers_of(&self, service: &str) -> Vec<(String, String)> {
+        let project = format!("label=com.docker.compose.project={}", self.project);
+        let service = format!("label=com.docker.compose.service={service}");
+        let ids = self.docker(&["ps", "-q", "--filter", &project, "--filter", &service]);
+        ids.split_whitespace()
+            .map(|id| {
+                let hostname = self.docker(&["inspect", "-f", "{{.Config.Hostname}}", id]);
+                (id.to_owned(), hostname.trim().to_owned())
+            })
+            .collect()
+    }
+
+    /// The container's addresses on its networks.
+    fn addresses(&self, id: &str) -> Vec<String> {
+        let format = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}";
+        self.docker(&["inspect", "-f", format, id])
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    }
 }

@@ -1,5 +1,6 @@
-//! The fleet on loopback, without Docker: a real redis-server, replicas of the release
-//! binary, and nginx running the shipped nginx.conf in front of them. It implements
+//! The fleet on loopback, without Docker: a real redis-server (or a Sentinel set, or a
+//! Redis Cluster), replicas of the release binary, and nginx running the shipped
+//! nginx.conf in front of them. It implements
 //! [`scenario::Fleet`], so the one elasticity scenario runs against it; the browser test
 //! and the benchmark use it too.
 
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use crate::ha::{RedisCluster, SentinelSet};
 use crate::nginx::Nginx;
 use crate::ports::free_port;
 use crate::proxy::FaultProxy;
@@ -34,6 +36,17 @@ pub struct FleetOptions {
     pub env: Vec<(String, String)>,
     /// Replicas reach Redis through a [`FaultProxy`] (plain TCP, no TLS or password).
     pub store_proxy: bool,
+    /// A replicated store instead of the one redis-server (with `redis`).
+    pub replicated: Option<Replicated>,
+}
+
+/// The replicated stores a fleet can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replicated {
+    /// A primary, two replicas, three sentinels: `redis-sentinel://`.
+    Sentinel,
+    /// Three primaries with a replica each: `redis-cluster://`.
+    Cluster,
 }
 
 impl FleetOptions {
@@ -51,6 +64,7 @@ impl FleetOptions {
                 ("WORKER_THREADS".into(), "1".into()),
             ],
             store_proxy: false,
+            replicated: None,
         }
     }
 
@@ -79,6 +93,10 @@ pub struct LoopbackFleet {
     pub nginx: Option<Nginx>,
     /// Between the replicas and Redis, with [`FleetOptions::store_proxy`].
     pub proxy: Option<FaultProxy>,
+    /// The Sentinel set, with [`Replicated::Sentinel`].
+    pub sentinel: Option<SentinelSet>,
+    /// The cluster, with [`Replicated::Cluster`].
+    pub cluster: Option<RedisCluster>,
     options: FleetOptions,
     slots: Vec<Slot>,
 }
@@ -87,10 +105,16 @@ impl LoopbackFleet {
     /// Starts Redis, the replicas (one after the other, each answering before the next)
     /// and nginx.
     pub async fn start(options: FleetOptions) -> Self {
-        let redis = match (options.redis, options.persist) {
-            (true, true) => Some(RedisServer::builder().aof().start().await),
-            (true, false) => Some(RedisServer::start().await),
-            (false, _) => None,
+        let (mut sentinel, mut cluster) = (None, None);
+        match (options.redis, options.replicated) {
+            (true, Some(Replicated::Sentinel)) => sentinel = Some(SentinelSet::start(2, 3).await),
+            (true, Some(Replicated::Cluster)) => cluster = Some(RedisCluster::start(3).await),
+            _ => {}
+        }
+        let redis = match (options.redis, options.replicated, options.persist) {
+            (true, None, true) => Some(RedisServer::builder().aof().start().await),
+            (true, None, false) => Some(RedisServer::start().await),
+            _ => None,
         };
         let proxy = match (&redis, options.store_proxy) {
             (Some(redis), true) => Some(FaultProxy::start(redis.port)),
@@ -100,6 +124,8 @@ impl LoopbackFleet {
             redis,
             nginx: None,
             proxy,
+            sentinel,
+            cluster,
             options,
             slots: Vec::new(),
         };
@@ -129,20 +155,23 @@ impl LoopbackFleet {
     }
 
     fn spec(&self, id: &str) -> ReplicaSpec {
-        let mut spec = ReplicaSpec {
+        let spec = ReplicaSpec {
             binary: self.options.binary.clone(),
             env: self.options.env.clone(),
             log: None,
         }
         .with("REPLICA_ID", id);
-        match (&self.proxy, &self.redis) {
-            (Some(proxy), _) => {
-                spec = spec.with("REDIS_URL", &format!("redis://127.0.0.1:{}", proxy.port))
-            }
-            (None, Some(redis)) => spec = spec.with("REDIS_URL", &redis.url()),
-            (None, None) => {}
+        let url = match (&self.proxy, &self.redis, &self.sentinel, &self.cluster) {
+            (Some(proxy), ..) => Some(format!("redis://127.0.0.1:{}", proxy.port)),
+            (None, Some(redis), ..) => Some(redis.url()),
+            (None, None, Some(sentinel), _) => Some(sentinel.url()),
+            (None, None, None, Some(cluster)) => Some(cluster.url()),
+            (None, None, None, None) => None,
+        };
+        match url {
+            Some(url) => spec.with("REDIS_URL", &url),
+            None => spec,
         }
-        spec
     }
 
     async fn add_slot(&mut self) {
@@ -292,6 +321,17 @@ impl scenario::Fleet for LoopbackFleet {
     async fn restart_store(&mut self) {
         if let Some(redis) = &mut self.redis {
             redis.restart().await;
+        }
+    }
+
+    async fn kill_store_primary(&mut self) {
+        // The killed node stays down (its data gone): the set goes on with one replica.
+        if let Some(sentinel) = &mut self.sentinel {
+            sentinel.kill_primary().await;
+        } else if let Some(cluster) = &mut self.cluster {
+            cluster.kill_primary().await;
+        } else {
+            panic!("this fleet's store has no replica to take over");
         }
     }
 }

@@ -19,7 +19,10 @@
 //! - [`replica`]: the release binary as a child process, answering `/healthz` as its id.
 //! - [`nginx`]: the shipped nginx.conf rewritten for loopback, and reloaded when a fleet
 //!   changes size.
-//! - [`fleet`]: Redis, replicas and nginx together on loopback.
+//! - [`ha`]: the replicated stores, a Sentinel set and a Redis Cluster, with their faults
+//!   (primary killed and back as a replica, failover on command, scripts flushed).
+//! - [`fleet`]: Redis (one server or a replicated store), replicas and nginx together on
+//!   loopback.
 //! - [`scenario`]: the kill / drain / scale scenario, written once against [`scenario::Fleet`],
 //!   which the loopback fleet and [`compose`] implement; [`shoppers`] is its checking load,
 //!   [`checks`] its list of verdicts.
@@ -31,6 +34,7 @@ pub mod checks;
 pub mod compose;
 pub mod cpu;
 pub mod fleet;
+pub mod ha;
 pub mod http;
 pub mod load;
 pub mod nginx;
@@ -46,7 +50,8 @@ pub mod tls;
 
 use std::time::{Duration, Instant};
 
-pub use crate::fleet::{FleetOptions, LoopbackFleet};
+pub use crate::fleet::{FleetOptions, LoopbackFleet, Replicated};
+pub use crate::ha::{RedisCluster, SentinelSet};
 pub use crate::nginx::Nginx;
 pub use crate::ports::{bind_unclaimed_port, free_port};
 pub use crate::redis::RedisServer;

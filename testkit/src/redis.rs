@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 
 use nix::sys::signal::Signal;
 
-use crate::binaries::require;
+use crate::binaries::{store_cli, store_server};
 use crate::eventually;
 use crate::ports::free_port;
 use crate::process::Process;
@@ -98,7 +98,7 @@ impl RedisServer {
     }
 
     async fn launch(&mut self) {
-        let binary = require("redis-server", "redis-server");
+        let binary = store_server();
         let settings = &self.settings;
         let port = self.port.to_string();
         let mut command = Command::new(binary);
@@ -187,9 +187,14 @@ impl RedisServer {
         self.process.take();
     }
 
-    /// Starts the server again on the same port, with the same data folder.
+    /// Starts the server again on the same port, with the same data folder: with its
+    /// append-only file, or empty without one (a replica's full sync leaves a `dump.rdb`
+    /// behind, which a server without persistence must not come back with).
     pub async fn restart(&mut self) {
         self.stop();
+        if !self.settings.aof {
+            let _ = std::fs::remove_file(self.data.path().join("dump.rdb"));
+        }
         self.launch().await;
     }
 
@@ -231,7 +236,7 @@ pub struct RedisAdmin {
 impl RedisAdmin {
     /// Runs `redis-cli` with `args` and returns what it printed.
     pub fn cli(&self, args: &[&str]) -> String {
-        let mut command = Command::new(require("redis-cli", "redis-tools"));
+        let mut command = Command::new(store_cli());
         command.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
         if let Some(ca_cert) = &self.ca_cert {
             command.arg("--tls").arg("--cacert").arg(ca_cert);

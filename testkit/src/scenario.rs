@@ -1,5 +1,6 @@
 //! The elasticity scenario, written once: what must hold when replicas are killed,
-//! drained, restarted and scaled under load, and when the store restarts. It runs against
+//! drained, restarted and scaled under load, when the store restarts, and when a
+//! replicated store loses its primary. It runs against
 //! anything that implements [`Fleet`]: the loopback fleet of the integration tests
 //! ([`crate::LoopbackFleet`]), docker compose ([`crate::compose::ComposeFleet`], run by
 //! `scripts/compose-e2e.sh`), and later Swarm. It waits on observable counts (good reads,
@@ -10,6 +11,8 @@
 //! "N passed, M failed".
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use crate::checks::Report;
@@ -36,19 +39,30 @@ pub trait Fleet {
     async fn scale(&mut self, n: usize);
     /// Restarts the session store on its persisted data.
     async fn restart_store(&mut self);
+    /// SIGKILLs the primary of a replicated store (Sentinel, Cluster); it may come back
+    /// later as a replica. Panics on a store without replicas.
+    async fn kill_store_primary(&mut self);
 }
 
-/// Which steps to run: compose and the loopback fleet run all of them.
+/// Which steps to run: by default steps 1 to 6, which every fleet on one persisted Redis
+/// runs; a fleet on a replicated store adds step 7.
 #[derive(Debug, Clone, Copy)]
 pub struct Steps {
+    /// Steps 1 to 5: round robin, SIGKILL, SIGTERM with writes, restart, scale.
+    pub replicas: bool,
     /// Step 6: restart the store and find every cart again (needs a persisted store).
     pub store_restart: bool,
+    /// Step 7: kill the store's primary under writes (needs a replicated store whose
+    /// changes a replica confirms, `REDIS_WAIT_REPLICAS` >= 1).
+    pub store_failover: bool,
 }
 
 impl Default for Steps {
     fn default() -> Self {
         Self {
+            replicas: true,
             store_restart: true,
+            store_failover: false,
         }
     }
 }
@@ -57,13 +71,18 @@ impl Default for Steps {
 pub async fn run(fleet: &mut impl Fleet, steps: Steps) -> Report {
     let mut state = Scenario::new(fleet.shop_url()).await;
     let mut report = Report::default();
-    state.round_robin(fleet, &mut report).await;
-    state.sigkill(fleet, &mut report).await;
-    state.sigterm_with_writes(fleet, &mut report).await;
-    state.restart(fleet, &mut report).await;
-    state.scale(fleet, &mut report).await;
+    if steps.replicas {
+        state.round_robin(fleet, &mut report).await;
+        state.sigkill(fleet, &mut report).await;
+        state.sigterm_with_writes(fleet, &mut report).await;
+        state.restart(fleet, &mut report).await;
+        state.scale(fleet, &mut report).await;
+    }
     if steps.store_restart {
         state.store_restart(fleet, &mut report).await;
+    }
+    if steps.store_failover {
+        state.store_failover(fleet, &mut report).await;
     }
     report.print(String::new());
     report
@@ -363,6 +382,62 @@ impl Scenario {
         self.check_carts(report, "after the store restart").await;
     }
 
+    async fn store_failover(&mut self, fleet: &mut impl Fleet, report: &mut Report) {
+        report.step(
+            "Step 7: kill the session store's primary under writes",
+            "a replica takes over and the replicas find it by themselves; every change \
+             answered before, during and after the kill is in its cart (each was confirmed by \
+             a replica), and none is applied twice",
+        );
+        // Carts filled before the kill, read again after it.
+        for i in 0..4 {
+            let mut reader = Shopper::new(&format!("failover-reader{i}"));
+            let product = &self.products[i % self.products.len()];
+            let added = reader.add(&self.shop, product, 2).await;
+            report.check(
+                added.is_ok(),
+                format!("{} filled", reader.name),
+                format!("{added:?}"),
+            );
+            self.readers.push(reader);
+        }
+        let load = KeyedWriters::start(&self.shop, &self.products, 4);
+        let steady = poll_until(crate::PATIENCE, async || load.acked() >= 20).await;
+        report.check(steady, "changes acknowledged before the kill", "");
+        let killed_at = Instant::now();
+        fleet.kill_store_primary().await;
+        let acked = load.acked();
+        let limit = Duration::from_secs(30);
+        let resumed = poll_until(limit, async || {
+            load.acked_since(killed_at) && load.acked() >= acked + 50
+        })
+        .await;
+        report.check(
+            resumed,
+            timed("changes acknowledged again", killed_at, "the kill", limit),
+            "",
+        );
+        report.note(format!(
+            "longest time without an acknowledged change: {:.1} s",
+            load.longest_gap().as_secs_f64()
+        ));
+        let writers = load.stop().await;
+        let resends: u64 = writers.iter().map(|w| w.resends).sum();
+        let acknowledged: usize = writers.iter().map(|w| w.acknowledged).sum();
+        report.note(format!(
+            "{acknowledged} changes acknowledged, {resends} resent with their Idempotency-Key"
+        ));
+        report.check(
+            writers.iter().all(|w| w.abandoned == 0),
+            "every change was answered in the end (resent until a 200)",
+            "",
+        );
+        for writer in writers {
+            self.writers.push(writer.shopper);
+        }
+        self.check_carts(report, "after the failover").await;
+    }
+
     /// Reads (as a fresh visitor) until every one of `ids` has answered, or `limit` passes.
     async fn wait_until_served_by(&self, ids: &BTreeSet<String>, limit: Duration) -> bool {
         let probe = Shopper::new("probe");
@@ -374,5 +449,114 @@ impl Scenario {
             ids.is_subset(&seen)
         })
         .await
+    }
+}
+
+/// One writer of step 7: its shopper (whose `expected` holds the acknowledged adds) and
+/// what its sends took.
+#[derive(Debug)]
+struct KeyedWriter {
+    shopper: Shopper,
+    acknowledged: usize,
+    resends: u64,
+    abandoned: u64,
+}
+
+/// Writers that add one unit at a time, each add with an `Idempotency-Key` and resent with
+/// it on a 5xx or no answer until it is answered, as README tells clients to do.
+struct KeyedWriters {
+    running: Arc<AtomicBool>,
+    acks: Arc<Mutex<Vec<Instant>>>,
+    tasks: Vec<tokio::task::JoinHandle<KeyedWriter>>,
+}
+
+impl KeyedWriters {
+    fn start(shop: &str, products: &[String], n: usize) -> Self {
+        let running = Arc::new(AtomicBool::new(true));
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let tasks = (0..n)
+            .map(|i| {
+                let (shop, products) = (shop.to_owned(), products.to_vec());
+                let (running, acks) = (running.clone(), acks.clone());
+                tokio::spawn(async move {
+                    let mut writer = KeyedWriter {
+                        shopper: Shopper::new(&format!("failover-writer{i}")),
+                        acknowledged: 0,
+                        resends: 0,
+                        abandoned: 0,
+                    };
+                    let mut n = i;
+                    while running.load(Ordering::Relaxed) {
+                        let product = products[n % products.len()].clone();
+                        let key = format!("{}-{n}", writer.shopper.name);
+                        n += 1;
+                        let give_up = Instant::now() + Duration::from_secs(30);
+                        loop {
+                            let answer = writer
+                                .shopper
+                                .client
+                                .post(format!("{shop}/api/cart/items"))
+                                .header("Idempotency-Key", &key)
+                                .json(&serde_json::json!({"product_id": product, "quantity": 1}))
+                                .send()
+                                .await;
+                            let status = answer.as_ref().map(|r| r.status().as_u16()).ok();
+                            if status == Some(200) {
+                                *writer.shopper.expected.entry(product.clone()).or_default() += 1;
+                                writer.acknowledged += 1;
+                                acks.lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .push(Instant::now());
+                                break;
+                            }
+                            if status.is_some_and(|s| (400..500).contains(&s) && s != 408) {
+                                break;
+                            }
+                            if Instant::now() > give_up {
+                                writer.abandoned += 1;
+                                break;
+                            }
+                            writer.resends += 1;
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    writer
+                })
+            })
+            .collect();
+        Self {
+            running,
+            acks,
+            tasks,
+        }
+    }
+
+    fn acked(&self) -> usize {
+        self.acks.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn acked_since(&self, since: Instant) -> bool {
+        let acks = self.acks.lock().unwrap_or_else(|e| e.into_inner());
+        acks.last().is_some_and(|last| *last > since)
+    }
+
+    /// The longest time between two acknowledged changes of any writer.
+    fn longest_gap(&self) -> Duration {
+        let mut acks = self.acks.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        acks.sort_unstable();
+        acks.windows(2)
+            .map(|pair| pair[1] - pair[0])
+            .max()
+            .unwrap_or_default()
+    }
+
+    async fn stop(self) -> Vec<KeyedWriter> {
+        self.running.store(false, Ordering::Relaxed);
+        let mut writers = Vec::new();
+        for task in self.tasks {
+            writers.push(task.await.expect("a writer task"));
+        }
+        writers
     }
 }

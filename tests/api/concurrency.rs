@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use testkit::Signal;
 
 use crate::helpers::{
-    ADDS, RedisServer, TestApp, add_item, get_json, redis_client, simultaneous_adds, start_binary,
-    start_session, visitor,
+    ADDS, RedisServer, TestApp, add_item, get_json, record_key, redis_client, simultaneous_adds,
+    start_binary, start_session, visitor,
 };
 
 async fn item_count(shopper: &reqwest::Client, url: &str) -> u64 {
@@ -126,7 +126,7 @@ async fn mark_checked_out(redis: &RedisServer, id: &str, age_ms: i128) -> Vec<u8
     use tower_sessions::session::Record;
 
     let client = redis_client(redis).await;
-    let stored: Vec<u8> = client.get(id).await.unwrap();
+    let stored: Vec<u8> = client.get(record_key(id)).await.unwrap();
     let mut record: Record = rmp_serde::from_slice(&stored).unwrap();
     record.data.remove("cart");
     let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
@@ -139,7 +139,7 @@ async fn mark_checked_out(redis: &RedisServer, id: &str, age_ms: i128) -> Vec<u8
     let marked = rmp_serde::to_vec(&record).unwrap();
     let _: () = client
         .set(
-            id,
+            record_key(id),
             marked.as_slice(),
             Some(Expiration::EX(600)),
             None,

@@ -6,7 +6,7 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 use testkit::scenario::{self, Steps};
-use testkit::{FleetOptions, LoopbackFleet};
+use testkit::{FleetOptions, LoopbackFleet, Replicated};
 
 use crate::helpers::{binary, get_json, simultaneous_adds, start_session, visitor};
 
@@ -42,6 +42,34 @@ async fn simultaneous_adds_through_the_fleet_all_count() {
 async fn the_fleet_survives_kills_drains_scaling_and_a_store_restart() {
     let mut fleet = LoopbackFleet::start(FleetOptions::new(binary())).await;
     let report = scenario::run(&mut fleet, Steps::default()).await;
+    let nginx = fleet.nginx.as_ref().expect("a balancer");
+    assert_eq!(
+        report.failed,
+        0,
+        "{report}\nnginx said:\n{}",
+        nginx.upstream_errors()
+    );
+}
+
+/// The scenario on a Sentinel store (a primary, two replicas, three sentinels) with
+/// `REDIS_WAIT_REPLICAS=1`: the replica steps as above, then the store's primary SIGKILLed
+/// under writes resent with their `Idempotency-Key`: changes are acknowledged again within
+/// seconds, without restarting a replica, and every cart holds exactly its acknowledged
+/// changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "integration tier: cargo xtask test integration"]
+async fn the_fleet_on_sentinel_survives_its_primary_killed() {
+    let mut fleet = LoopbackFleet::start(FleetOptions {
+        replicated: Some(Replicated::Sentinel),
+        ..FleetOptions::new(binary()).env("REDIS_WAIT_REPLICAS", "1")
+    })
+    .await;
+    let steps = Steps {
+        replicas: true,
+        store_restart: false,
+        store_failover: true,
+    };
+    let report = scenario::run(&mut fleet, steps).await;
     let nginx = fleet.nginx.as_ref().expect("a balancer");
     assert_eq!(
         report.failed,

@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use elastic_cart::session::store::keys::{DEFAULT_KEY_PREFIX, session_key};
 use elastic_cart::session::store::{RedisSettings, SessionBackend};
 use elastic_cart::{AppState, ChangePolicy, serve};
 use fred::prelude::{ClientLike, Config as RedisConfig, Pool};
@@ -33,6 +34,12 @@ pub(crate) fn binary() -> &'static str {
 /// Starts the real binary with `env` on a free port and waits until it answers.
 pub(crate) async fn start_binary(env: &[(&str, &str)]) -> Replica {
     Replica::start(&ReplicaSpec::new(binary(), env)).await
+}
+
+/// The Redis key of the session whose cookie value is `id` (under the default prefix).
+pub(crate) fn record_key(id: &str) -> String {
+    let id = id.parse().expect("a session id");
+    session_key(DEFAULT_KEY_PREFIX, &id)
 }
 
 /// A connected client of `redis`, for inspecting what the app stored.
@@ -69,6 +76,8 @@ impl TestApp {
             url: redis_url.to_owned(),
             pool_size: 2,
             command_timeout: COMMAND_TIMEOUT,
+            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            wait_replicas: 0,
         };
         let sessions = SessionBackend::redis(&settings, ttl).expect("a valid redis url");
         Self::spawn(sessions, replica_id, changes).await

@@ -14,6 +14,7 @@
 mod binary;
 mod cart_api;
 mod concurrency;
+mod failover;
 mod fleet;
 mod fuzz;
 mod helpers;

@@ -4,7 +4,8 @@ use fred::prelude::KeysInterface;
 use reqwest::StatusCode;
 
 use crate::helpers::{
-    TestApp, bare_client, get_json, get_text, redis_client, session_cookie, two_replicas, visitor,
+    TestApp, bare_client, get_json, get_text, record_key, redis_client, session_cookie,
+    two_replicas, visitor,
 };
 
 /// The catalog shows every product with an add form and the replica that served it.
@@ -115,8 +116,14 @@ async fn checkout_confirms_the_order_and_cycles_the_session_id() {
     assert_ne!(new_id, old_id);
 
     let client = redis_client(&redis).await;
-    assert_eq!(client.exists::<u32, _>(&old_id).await.unwrap(), 0);
-    assert_eq!(client.exists::<u32, _>(&new_id).await.unwrap(), 1);
+    assert_eq!(
+        client.exists::<u32, _>(record_key(&old_id)).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        client.exists::<u32, _>(record_key(&new_id)).await.unwrap(),
+        1
+    );
 
     let confirmation = shopper
         .get(a.url("/checkout/complete"))

@@ -13,7 +13,7 @@ use tower_sessions::SessionStore;
 use tower_sessions::session::{Id, Record};
 
 use crate::helpers::{
-    RedisServer, TestApp, bare_client, get_json, redis_client, session_cookie, visitor,
+    RedisServer, TestApp, bare_client, get_json, record_key, redis_client, session_cookie, visitor,
 };
 
 async fn add_mug(shopper: &reqwest::Client, app: &TestApp) -> String {
@@ -103,19 +103,25 @@ async fn reads_refresh_the_expiry_only_past_half_the_ttl() {
     }
 
     // Age the session: 200 s left of 600.
-    let stored: Vec<u8> = client.get(&id).await.unwrap();
+    let stored: Vec<u8> = client.get(record_key(&id)).await.unwrap();
     let mut record: Record = rmp_serde::from_slice(&stored).unwrap();
     record.expiry_date = OffsetDateTime::now_utc() + Duration::from_secs(200);
     let aged = rmp_serde::to_vec(&record).unwrap();
     let _: () = client
-        .set(&id, aged.as_slice(), Some(Expiration::EX(200)), None, false)
+        .set(
+            record_key(&id),
+            aged.as_slice(),
+            Some(Expiration::EX(200)),
+            None,
+            false,
+        )
         .await
         .unwrap();
 
     redis.reset_stats();
     let cart: Value = get_json(&shopper, &app.url("/api/cart")).await;
     assert_eq!(cart["item_count"], 1);
-    let refreshed: i64 = client.ttl(&id).await.unwrap();
+    let refreshed: i64 = client.ttl(record_key(&id)).await.unwrap();
     assert!(refreshed > 590, "ttl after refresh {refreshed}");
     shopper.get(app.url("/api/cart")).send().await.unwrap();
     let calls = redis.command_calls();
@@ -249,7 +255,7 @@ async fn a_cart_in_an_unknown_format_reads_as_empty() {
     let shopper = visitor();
     let id = add_mug(&shopper, &app).await;
     let client = redis_client(&redis).await;
-    let stored: Vec<u8> = client.get(&id).await.unwrap();
+    let stored: Vec<u8> = client.get(record_key(&id)).await.unwrap();
     let mut record: Record = rmp_serde::from_slice(&stored).unwrap();
     record
         .data
@@ -281,6 +287,8 @@ async fn saving_a_record_that_vanished_writes_it_again() {
         url: redis.url(),
         pool_size: 1,
         command_timeout: Duration::from_secs(1),
+        key_prefix: "elastic-cart:".to_owned(),
+        wait_replicas: 0,
     };
     let store = SessionBackend::redis(&settings, Duration::from_secs(600)).unwrap();
     let client = redis_client(&redis).await;
@@ -295,7 +303,13 @@ async fn saving_a_record_that_vanished_writes_it_again() {
         expiry_date: OffsetDateTime::now_utc(),
     };
     store.create(&mut record).await.unwrap();
-    let _: () = client.del(record.id.to_string()).await.unwrap();
+    let _: () = client
+        .del(elastic_cart::session::store::keys::session_key(
+            "elastic-cart:",
+            &record.id,
+        ))
+        .await
+        .unwrap();
 
     record
         .data
@@ -307,6 +321,89 @@ async fn saving_a_record_that_vanished_writes_it_again() {
         .unwrap()
         .expect("written again");
     assert_eq!(loaded.data, record.data);
-    let ttl: i64 = client.ttl(record.id.to_string()).await.unwrap();
+    let ttl: i64 = client
+        .ttl(elastic_cart::session::store::keys::session_key(
+            "elastic-cart:",
+            &record.id,
+        ))
+        .await
+        .unwrap();
     assert!(ttl > 590, "ttl {ttl}");
+}
+
+/// Every key the app writes (records, change markers, the readiness probe) starts with
+/// `SESSION_KEY_PREFIX`, and two apps with their own prefixes share one Redis without
+/// seeing each other's carts.
+#[tokio::test]
+#[ignore = "integration tier: cargo xtask test integration"]
+async fn every_key_starts_with_the_prefix_and_apps_sharing_redis_stay_apart() {
+    let redis = RedisServer::start().await;
+    let eu = crate::helpers::start_binary(&[
+        ("REDIS_URL", &redis.url()),
+        ("REPLICA_ID", "eu"),
+        ("SESSION_KEY_PREFIX", "shop-eu:"),
+    ])
+    .await;
+    let us = crate::helpers::start_binary(&[
+        ("REDIS_URL", &redis.url()),
+        ("REPLICA_ID", "us"),
+        ("SESSION_KEY_PREFIX", "shop-us:"),
+    ])
+    .await;
+    let shopper = visitor();
+    // The first add creates the session; the second is a change with its marker.
+    let mut cookie = None;
+    for key in ["prefix-1", "prefix-2"] {
+        let response = shopper
+            .post(eu.url("/api/cart/items"))
+            .header("Idempotency-Key", key)
+            .json(&json!({"product_id": "ceramic-mug", "quantity": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::OK);
+        cookie = cookie.or(session_cookie(&response));
+    }
+    assert_eq!(
+        visitor()
+            .get(eu.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        reqwest::StatusCode::OK
+    );
+    let keys = redis.cli(&["--scan"]);
+    let keys: Vec<&str> = keys.lines().collect();
+    assert!(
+        keys.iter().any(|key| key.starts_with("shop-eu:session:{")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter().any(|key| key.starts_with("shop-eu:applied:{")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter().any(|key| key.starts_with("shop-eu:readyz:")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter().all(|key| key.starts_with("shop-eu:")),
+        "{keys:?}"
+    );
+
+    // The same cookie sent to the other app finds no cart there.
+    let cookie = format!("cart_session={}", cookie.expect("a session cookie"));
+    let elsewhere: Value = bare_client()
+        .get(us.url("/api/cart"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere["item_count"], 0, "{elsewhere}");
+    let here: Value = get_json(&shopper, &eu.url("/api/cart")).await;
+    assert_eq!(here["item_count"], 2, "{here}");
 }

@@ -34,11 +34,14 @@ const TIERS: [Tier; 3] = [
     },
     Tier {
         name: "integration",
-        what: "real redis-server, nginx with the shipped nginx.conf, the release binary; \
-               a one-minute fault soak",
+        what: "real redis-server (one, Sentinel, Cluster), the same tests on valkey-server, \
+               nginx with the shipped nginx.conf, the release binary; a one-minute fault soak \
+               on one Redis and one on Sentinel",
         needs: &[
             ("redis-server", "redis-server"),
             ("redis-cli", "redis-tools"),
+            ("valkey-server", "valkey-server"),
+            ("valkey-cli", "valkey-tools"),
             ("nginx", "nginx"),
         ],
     },
@@ -129,7 +132,19 @@ fn run_tier(name: &str) -> bool {
         "fast" => cargo_test(&["--workspace", "--lib", "--bins", "--test", "api"]),
         "integration" => {
             cargo_test(&["--test", "api", "--", "--ignored"])
+                && valkey_pass(&cargo_test)
                 && run(Command::new("bash").args(["scripts/soak.sh", "--minutes", "1"]))
+                && run(Command::new("bash").args([
+                    "scripts/soak.sh",
+                    "--minutes",
+                    "1",
+                    "--store",
+                    "sentinel",
+                    "--wait-replicas",
+                    "1",
+                    "--report",
+                    "target/soak/sentinel.json",
+                ]))
         }
         "e2e" => {
             cargo_test(&["--test", "e2e", "--", "--ignored"])
@@ -156,6 +171,23 @@ fn repository() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the repository")
+}
+
+/// The integration tests that start a store, again on Valkey (`TESTKIT_STORE=valkey`
+/// makes the test kit start `valkey-server` and use `valkey-cli`).
+fn valkey_pass(cargo_test: &dyn Fn(&[&str]) -> bool) -> bool {
+    let version = Command::new("valkey-server")
+        .arg("--version")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .unwrap_or_default();
+    println!("\n=== the integration tests again on Valkey: {version}");
+    // SAFETY: xtask is single-threaded; the variable is read by the test binary it starts.
+    unsafe { std::env::set_var("TESTKIT_STORE", "valkey") };
+    let ok = cargo_test(&["--test", "api", "--", "--ignored"]);
+    // SAFETY: as above.
+    unsafe { std::env::remove_var("TESTKIT_STORE") };
+    ok
 }
 
 /// Makes sure what a tier needs is installed: checks once, installs the missing Debian
@@ -192,13 +224,73 @@ fn install(tier: &Tier) -> Result<(), String> {
             .status()
             .is_ok_and(|status| status.success())
     };
+    if !apt(&["update", "-qq"]) {
+        return Err("apt-get update failed".to_owned());
+    }
+    // Packages the release lacks (Valkey, on bookworm) come from its backports.
+    let (current, backported): (Vec<&str>, Vec<&str>) =
+        missing.iter().partition(|package| has_candidate(package));
     let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
-    install.extend(&missing);
+    install.extend(&current);
+    if !current.is_empty() && !apt(&install) {
+        return Err(format!("apt-get could not install {}", current.join(" ")));
+    }
+    if backported.is_empty() {
+        return Ok(());
+    }
+    let backports = add_backports()?;
+    let mut install = vec![
+        "install",
+        "-y",
+        "-qq",
+        "--no-install-recommends",
+        "-t",
+        &backports,
+    ];
+    install.extend(&backported);
     if apt(&["update", "-qq"]) && apt(&install) {
         Ok(())
     } else {
-        Err(format!("apt-get could not install {list}"))
+        Err(format!(
+            "apt-get could not install {} (not in this release, nor in {backports})",
+            backported.join(" ")
+        ))
     }
+}
+
+/// Whether apt has a version of `package` to install.
+fn has_candidate(package: &str) -> bool {
+    Command::new("apt-cache")
+        .args(["policy", package])
+        .output()
+        .is_ok_and(|out| {
+            let text = String::from_utf8_lossy(&out.stdout);
+            text.lines()
+                .any(|line| line.trim().starts_with("Candidate:") && !line.contains("(none)"))
+        })
+}
+
+/// Adds this Debian release's backports to apt's sources (once) and returns its suite
+/// name, e.g. `bookworm-backports`. Only packages asked for with `-t` come from it.
+fn add_backports() -> Result<String, String> {
+    let release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    let codename = release
+        .lines()
+        .find_map(|line| line.strip_prefix("VERSION_CODENAME="))
+        .map(|name| name.trim_matches('"').to_owned())
+        .filter(|name| !name.is_empty())
+        .ok_or("no VERSION_CODENAME in /etc/os-release: not Debian?")?;
+    let suite = format!("{codename}-backports");
+    let source = "/etc/apt/sources.list.d/elastic-cart-backports.list";
+    if !Path::new(source).exists() {
+        println!("xtask: adding {suite} to apt's sources ({source})");
+        std::fs::write(
+            source,
+            format!("deb http://deb.debian.org/debian {suite} main\n"),
+        )
+        .map_err(|err| format!("writing {source}: {err}"))?;
+    }
+    Ok(suite)
 }
 
 /// Whether `name` (a command on PATH or in the sbin folders, or an absolute path) exists.

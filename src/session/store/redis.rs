@@ -1,37 +1,49 @@
-//! Sessions in Redis, shared by every replica: one key per session (its id) holding the
-//! MessagePack record of the stock `tower_sessions_redis_store::RedisStore`, whose key
-//! layout and format it keeps and which it uses to create and delete records. On top of it:
+//! Sessions in Redis, shared by every replica: one key per session
+//! (`<prefix>session:{<id>}`, see [`super::keys`]) holding the MessagePack record of
+//! tower-sessions. On top of a plain store:
 //!
 //! - **Compare-and-set.** [`RedisSessions::snapshot`] reads a record with the exact bytes
 //!   it came from, and [`RedisSessions::replace_if_unchanged`] writes new data only if the
-//!   stored bytes are still those (one `EVALSHA` of a small script). Cart changes build on
-//!   it (see `session::update`), and so does the expiry refresh.
+//!   stored bytes are still those (one `EVALSHA` of a small script; `EVAL` when the node
+//!   does not know it, which is also right on a cluster, where a script load would go to
+//!   one node only). Cart changes build on it (see `session::update`), and so does the
+//!   expiry refresh.
 //! - **Expiry on inactivity that counts reads, without a write per read.** The record
 //!   carries its expiry date. A load whose record has less than half its TTL left moves
 //!   the expiry with a compare-and-set (so a refresh never overwrites a concurrent
 //!   change). Most reads stay one `GET`.
 //! - **Undecodable records are a fresh session, not a 500.** Old formats or corruption
 //!   are logged and treated as absent.
-//! - **A record that vanished between load and save is written again.** The stock store
-//!   saves with `SET .. XX` and drops the nil reply, losing the change silently.
+//! - **A record that vanished between load and save is written again.** A plain
+//!   `SET .. XX` would drop the nil reply and lose the change silently.
 //! - **Bounded waits and self-healing.** Every command has a timeout and the pool
 //!   reconnects forever, so a dead or paused Redis costs a request at most the timeout
-//!   (it answers 503) and the replica recovers by itself when Redis returns.
+//!   (it answers 503) and the replica recovers by itself when Redis returns. The errors
+//!   of a failover (`READONLY` from a demoted primary, `CLUSTERDOWN`, `LOADING`,
+//!   `MASTERDOWN`, `TRYAGAIN`) make the connection reconnect, which asks Sentinel or the
+//!   cluster where the primary is now.
+//! - **Changes confirmed by replicas, if asked.** Redis replicates asynchronously: a
+//!   change acknowledged just before a primary dies can be lost in a failover. With
+//!   `wait_replicas` > 0 every change is answered only once `WAIT` says that many replicas
+//!   hold it; otherwise the change fails as "outcome unknown", which a retry with the same
+//!   `Idempotency-Key` settles.
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use fred::clients::Client;
 use fred::prelude::{
-    Builder, ClientLike, Config as RedisConfig, Expiration, KeysInterface, LuaInterface, Pool,
-    ReconnectPolicy, SetOptions,
+    Builder, ClientLike, Config as RedisConfig, Expiration, KeysInterface, LuaInterface, Options,
+    Pool, ReconnectPolicy, SetOptions,
 };
-use fred::types::Value;
+use fred::types::config::ReconnectError;
+use fred::types::{ClusterHash, CustomCommand, Value};
 use time::OffsetDateTime;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
-use tower_sessions_redis_store::RedisStore;
 
+use super::keys::{probe_key, session_key};
 use super::{Data, Snapshot, needs_refresh};
 use crate::session::ledger::{ChangeToken, MARKER_TTL, applied_key};
 
@@ -54,9 +66,7 @@ end
 return 0
 ";
 
-/// Where `/readyz` writes its probe, one key per replica, gone a few seconds after the last
-/// probe. Not a session id: those are 22 characters of base64 without a colon.
-const PROBE_KEY_PREFIX: &str = "elastic-cart:readyz:";
+/// How long the key `/readyz` writes (one per replica) outlives the last probe.
 const PROBE_KEY_TTL: Duration = Duration::from_secs(10);
 
 /// The SHA-1 of [`REPLACE_IF_UNCHANGED`], for `EVALSHA`.
@@ -72,15 +82,22 @@ pub struct RedisSettings {
     pub pool_size: usize,
     /// Longest any one command may take before the request answers 503.
     pub command_timeout: Duration,
+    /// What every key of the app starts with.
+    pub key_prefix: String,
+    /// Replicas that must confirm a change (`WAIT`) before it is answered; 0: none.
+    pub wait_replicas: u32,
 }
 
-/// Sessions in Redis, one key per session (the id), holding the MessagePack record.
+/// Sessions in Redis, one key per session, holding the MessagePack record.
 #[derive(Debug, Clone)]
 pub(super) struct RedisSessions {
-    /// The stock store: creates records (retrying id collisions) and deletes them.
-    store: RedisStore<Pool>,
     pool: Pool,
     ttl: Duration,
+    prefix: String,
+    wait_replicas: u32,
+    /// How long `WAIT` may block: half the command timeout, so the commands queued behind
+    /// it on the connection still finish in theirs.
+    wait_timeout: Duration,
 }
 
 impl RedisSessions {
@@ -92,14 +109,52 @@ impl RedisSessions {
         let pool = build_pool(settings)?;
         pool.connect();
         Ok(Self {
-            store: RedisStore::new(pool.clone()),
             pool,
             ttl,
+            prefix: settings.key_prefix.clone(),
+            wait_replicas: settings.wait_replicas,
+            wait_timeout: settings.command_timeout / 2,
         })
     }
 
+    fn key(&self, id: &Id) -> String {
+        session_key(&self.prefix, id)
+    }
+
+    /// Waits until `wait_replicas` replicas hold every write `client` sent so far (the
+    /// caller's write among them); an error if they do not within the wait timeout, or if
+    /// the connection is lost meanwhile (a `WAIT` resent on a new connection would count
+    /// none of the old one's writes, so it is never resent).
+    async fn confirm_replicated(&self, client: &Client, key: &str) -> session_store::Result<()> {
+        if self.wait_replicas == 0 {
+            return Ok(());
+        }
+        let slot = fred::util::redis_keyslot(key.as_bytes());
+        // Not fred's blocking `wait`, which would hold back every other command of the
+        // connection until it returns: Redis itself keeps the order.
+        let command = CustomCommand::new_static("WAIT", ClusterHash::Custom(slot), false);
+        let options = Options {
+            max_attempts: Some(1),
+            fail_fast: true,
+            ..Options::default()
+        };
+        let timeout_ms = self.wait_timeout.as_millis() as i64;
+        let confirmed: i64 = client
+            .with_options(&options)
+            .custom(command, vec![i64::from(self.wait_replicas), timeout_ms])
+            .await
+            .map_err(|err| backend_error(format!("WAIT for replicas: {err}")))?;
+        if confirmed < i64::from(self.wait_replicas) {
+            return Err(backend_error(format!(
+                "WAIT: {confirmed} of {} replicas confirmed the write within {timeout_ms} ms",
+                self.wait_replicas
+            )));
+        }
+        Ok(())
+    }
+
     pub(super) async fn probe_writes(&self, probe: &str) -> session_store::Result<()> {
-        let key = format!("{PROBE_KEY_PREFIX}{probe}");
+        let key = probe_key(&self.prefix, probe);
         let expire = Some(Expiration::PX(PROBE_KEY_TTL.as_millis() as i64));
         self.pool
             .set::<(), _, _>(key, 1, expire, None, false)
@@ -119,7 +174,7 @@ impl RedisSessions {
     }
 
     pub(super) async fn snapshot(&self, id: &Id) -> session_store::Result<Option<Snapshot>> {
-        let stored = match self.pool.get::<Option<Vec<u8>>, _>(id.to_string()).await {
+        let stored = match self.pool.get::<Option<Vec<u8>>, _>(self.key(id)).await {
             Ok(Some(stored)) => stored,
             Ok(None) => return Ok(None),
             // Not a session of ours (another type under the key): a fresh session.
@@ -152,12 +207,16 @@ impl RedisSessions {
         let expire_at_ms = record.expiry_date.unix_timestamp_nanos() / 1_000_000;
         let (marker, marker_ttl_ms) = match token {
             Some(token) => (
-                applied_key(&record.id, token),
+                applied_key(&self.prefix, &record.id, token),
                 MARKER_TTL.as_millis() as i64,
             ),
-            None => (applied_key(&record.id, &ChangeToken::random()), 0),
+            None => (
+                applied_key(&self.prefix, &record.id, &ChangeToken::random()),
+                0,
+            ),
         };
-        let keys = vec![record.id.to_string(), marker];
+        let key = self.key(&record.id);
+        let keys = vec![key.clone(), marker];
         let args = vec![
             Value::from(snapshot.stored.as_slice()),
             Value::from(bytes.as_slice()),
@@ -165,19 +224,21 @@ impl RedisSessions {
             Value::from(marker_ttl_ms),
         ];
         let sha = REPLACE_IF_UNCHANGED_SHA.as_str();
-        let replaced: i64 = match self.pool.evalsha(sha, keys.clone(), args.clone()).await {
-            // The server does not know the script yet (first use, or Redis restarted).
+        // One connection for the write and its `WAIT`, which counts that connection's writes.
+        let client = self.pool.next();
+        let replaced: i64 = match client.evalsha(sha, keys.clone(), args.clone()).await {
+            // The node does not know the script yet (first use, a restart, a failover, a
+            // node of a cluster that never ran it): `EVAL` sends it along, to the node that
+            // owns the key, and the node keeps it for the next `EVALSHA`.
             Err(err) if err.details().starts_with("NOSCRIPT") => {
-                let _: String = self
-                    .pool
-                    .script_load(REPLACE_IF_UNCHANGED)
-                    .await
-                    .map_err(backend_error)?;
-                self.pool.evalsha(sha, keys, args).await
+                client.eval(REPLACE_IF_UNCHANGED, keys, args).await
             }
             result => result,
         }
         .map_err(backend_error)?;
+        if replaced != 0 && token.is_some() {
+            self.confirm_replicated(client, &key).await?;
+        }
         Ok(replaced != 0)
     }
 }
@@ -186,16 +247,36 @@ impl RedisSessions {
 impl SessionStore for RedisSessions {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
         record.expiry_date = OffsetDateTime::now_utc() + self.ttl;
-        self.store.create(record).await
+        let expire = Expiration::EXAT(record.expiry_date.unix_timestamp());
+        let bytes = encode(record)?;
+        let client = self.pool.next();
+        // An id already taken (128 random bits: in theory only) gets another.
+        loop {
+            let key = self.key(&record.id);
+            let created: Value = client
+                .set(
+                    &key,
+                    bytes.as_slice(),
+                    Some(expire.clone()),
+                    Some(SetOptions::NX),
+                    false,
+                )
+                .await
+                .map_err(backend_error)?;
+            if !created.is_null() {
+                return self.confirm_replicated(client, &key).await;
+            }
+            record.id = Id::default();
+        }
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let record = self.with_new_expiry(record);
         let bytes = encode(&record)?;
         let expire = Expiration::EXAT(record.expiry_date.unix_timestamp());
-        let key = record.id.to_string();
-        let replaced: Value = self
-            .pool
+        let key = self.key(&record.id);
+        let client = self.pool.next();
+        let replaced: Value = client
             .set(
                 &key,
                 bytes.as_slice(),
@@ -209,13 +290,12 @@ impl SessionStore for RedisSessions {
             // The key expired or was deleted after this request loaded it. The request's
             // change is still the user's latest intent: write it back rather than drop it.
             tracing::info!("session record vanished before save; writing it again");
-            let _: Value = self
-                .pool
+            let _: Value = client
                 .set(&key, bytes.as_slice(), Some(expire), None, false)
                 .await
                 .map_err(backend_error)?;
         }
-        Ok(())
+        self.confirm_replicated(client, &key).await
     }
 
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
@@ -238,7 +318,12 @@ impl SessionStore for RedisSessions {
     }
 
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
-        self.store.delete(session_id).await
+        let _: i64 = self
+            .pool
+            .del(self.key(session_id))
+            .await
+            .map_err(backend_error)?;
+        Ok(())
     }
 }
 
@@ -260,6 +345,15 @@ fn build_pool(settings: &RedisSettings) -> Result<Pool, fred::error::Error> {
             // and reopened rather than waited on forever.
             conn.unresponsive.max_timeout = Some(timeout * 2);
             conn.unresponsive.interval = (timeout / 2).max(Duration::from_millis(50));
+            // What a failover answers for a while: reconnect, which finds the new primary
+            // (Sentinel, cluster slots) and retries the command there.
+            conn.reconnect_errors = vec![
+                ReconnectError::ReadOnly,
+                ReconnectError::ClusterDown,
+                ReconnectError::Loading,
+                ReconnectError::MasterDown,
+                ReconnectError::Custom("TRYAGAIN"),
+            ];
         })
         // Retry forever (0 attempts = no limit), 100 ms doubling up to 2 s between tries.
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))

@@ -4,8 +4,11 @@
 //!
 //! ```text
 //! fleet-scenario --shop-url http://127.0.0.1:8080 --project elastic-cart-e2e \
-//!     --project-dir . [--compose-file FILE]... [--compose-up-arg ARG]...
+//!     --project-dir . [--compose-file FILE]... [--compose-up-arg ARG]... [--store-failover]
 //! ```
+//!
+//! `--store-failover`: only step 7, killing the primary of the stack's Sentinel store
+//! (docker-compose.ha.yml), instead of steps 1 to 6.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,8 +22,17 @@ fn main() -> ExitCode {
     let mut project_dir = PathBuf::from(".");
     let mut files = Vec::new();
     let mut up_args = Vec::new();
+    let mut steps = Steps::default();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
+        if arg == "--store-failover" {
+            steps = Steps {
+                replicas: false,
+                store_restart: false,
+                store_failover: true,
+            };
+            continue;
+        }
         let (name, inline) = match arg.split_once('=') {
             Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
             None => (arg.clone(), None),
@@ -49,7 +61,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let report = runtime.block_on(scenario::run(&mut fleet, Steps::default()));
+    let report = runtime.block_on(scenario::run(&mut fleet, steps));
     println!("{} passed, {} failed", report.passed, report.failed);
     if report.failed == 0 {
         ExitCode::SUCCESS
@@ -62,7 +74,7 @@ fn usage(problem: &str) -> ! {
     eprintln!("fleet-scenario: {problem}");
     eprintln!(
         "usage: fleet-scenario --project NAME [--shop-url URL] [--project-dir DIR] \
-         [--compose-file FILE]... [--compose-up-arg ARG]..."
+         [--compose-file FILE]... [--compose-up-arg ARG]... [--store-failover]"
     );
     std::process::exit(2)
 }

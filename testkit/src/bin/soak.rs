@@ -3,19 +3,22 @@
 //!
 //! ```text
 //! soak --binary target/release/elastic-cart [--minutes 10] [--seed 1] [--shoppers 12]
-//!      [--replicas 3] [--report target/soak/report.json]
+//!      [--replicas 3] [--store redis|sentinel|cluster] [--wait-replicas 0]
+//!      [--faults kind,kind...] [--report target/soak/report.json]
 //! ```
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use testkit::Replicated;
 use testkit::soak::{self, SoakOptions};
 
 fn usage(why: &str) -> ! {
     eprintln!(
         "soak: {why}\nusage: soak --binary PATH [--minutes N] [--seed S] [--shoppers N] \
-         [--replicas N] [--report PATH]"
+         [--replicas N] [--store redis|sentinel|cluster] [--wait-replicas N] \
+         [--faults KIND,...] [--report PATH]"
     );
     std::process::exit(2)
 }
@@ -33,6 +36,9 @@ fn main() -> ExitCode {
     let mut shoppers = 12usize;
     let mut replicas = 3usize;
     let mut report_path = PathBuf::from("target/soak/report.json");
+    let mut replicated = None;
+    let mut wait_replicas = 0u32;
+    let mut faults = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(name) = args.next() {
         let value = args
@@ -45,6 +51,18 @@ fn main() -> ExitCode {
             "--shoppers" => shoppers = number(&name, &value),
             "--replicas" => replicas = number(&name, &value),
             "--report" => report_path = PathBuf::from(value),
+            "--store" => {
+                replicated = match value.as_str() {
+                    "redis" => None,
+                    "sentinel" => Some(Replicated::Sentinel),
+                    "cluster" => Some(Replicated::Cluster),
+                    other => usage(&format!(
+                        "--store takes redis, sentinel or cluster, not {other}"
+                    )),
+                }
+            }
+            "--wait-replicas" => wait_replicas = number(&name, &value),
+            "--faults" => faults = value.split(',').map(str::to_owned).collect(),
             other => usage(&format!("unknown argument {other}")),
         }
     }
@@ -54,15 +72,31 @@ fn main() -> ExitCode {
     if shoppers == 0 || replicas == 0 {
         usage("--shoppers and --replicas must be at least 1");
     }
+    let applicable = soak::faults_for(replicated);
+    let faults = faults
+        .iter()
+        .map(|kind| {
+            applicable
+                .iter()
+                .copied()
+                .find(|known| known == kind)
+                .unwrap_or_else(|| usage(&format!("--faults: {kind} is not one of {applicable:?}")))
+        })
+        .collect();
     let options = SoakOptions {
         binary: binary.unwrap_or_else(|| usage("--binary is required")),
         duration: Duration::from_secs_f64(minutes * 60.0),
         seed,
         shoppers,
         replicas,
+        replicated,
+        wait_replicas,
+        faults,
     };
     println!(
-        "soak: {minutes} min, seed {seed}, {shoppers} shoppers, {replicas} replicas behind nginx"
+        "soak: {minutes} min, seed {seed}, {shoppers} shoppers, {replicas} replicas behind nginx, \
+         store {:?}, REDIS_WAIT_REPLICAS={wait_replicas}",
+        replicated
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
