@@ -3,10 +3,11 @@
 #
 #   scripts/demo.sh                 # as root; about a minute once the images exist
 #
-# It brings up the compose stack (Redis, 3 app replicas, nginx round robin without sticky
-# sessions), fills a cart through nginx with curl, shows which replicas answer, kills one,
-# shows the cart intact and served by the others, scales to 5 and back to 2, and tears
-# everything down. Each step says what it proves.
+# It brings up the compose stack (Redis with two replicas and three sentinels, 3 app
+# replicas, nginx round robin without sticky sessions), fills a cart through nginx with
+# curl, shows which replicas answer, kills one, shows the cart intact and served by the
+# others, scales to 5 and back to 2, kills the Redis primary and shows the cart survive
+# the failover, and tears everything down. Each step says what it proves.
 #
 # It prepares Compose v2 and the images exactly like scripts/compose-e2e.sh
 # (scripts/lib/standin-images.sh): official images where a registry is reachable, local
@@ -18,6 +19,8 @@
 #   DEMO_PAUSE           seconds to pause between steps (default 2; 0 for none)
 #   DEMO_STEP=1          wait for Enter between steps instead (when a person drives it)
 #   KEEP_STACK=1         leave the stack running at the end, to shop in a browser
+#   DEMO_STORE=single    docker-compose.yml alone (one Redis), without the failover step;
+#                        default `ha`: with docker-compose.ha.yml
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -28,6 +31,12 @@ export SHOP_PORT="${SHOP_PORT:-8080}"
 export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-elastic-cart-demo}"
 SHOP="http://127.0.0.1:$SHOP_PORT"
 COOKIES="$(mktemp)" # the demo shopper's cookie jar: one browser, one session
+DEMO_STORE="${DEMO_STORE:-ha}"
+case $DEMO_STORE in
+ha) COMPOSE_FILES+=("$REPO_ROOT/docker-compose.ha.yml") ;;
+single) ;;
+*) die "DEMO_STORE=$DEMO_STORE: use ha or single" ;;
+esac
 
 if [[ -t 1 ]]; then BOLD=$'\033[1m' DIM=$'\033[2m' RESET=$'\033[0m'; else BOLD="" DIM="" RESET=""; fi
 
@@ -149,7 +158,12 @@ ensure_compose_v2
 prepare_images
 compose down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || true
 
-narrate "Starting the fleet" "One Redis, three identical replicas, nginx round robin in front, no stickiness."
+if [[ $DEMO_STORE == ha ]]; then
+    fleet_is="Redis with two replicas and three sentinels, three identical app replicas, nginx round robin in front, no stickiness."
+else
+    fleet_is="One Redis, three identical replicas, nginx round robin in front, no stickiness."
+fi
+narrate "Starting the fleet" "$fleet_is"
 show docker compose up -d "${COMPOSE_UP_ARGS[@]}" --wait ||
     die "the stack did not start"
 wait_for_shop 60 || die "nginx does not answer at $SHOP"
@@ -192,5 +206,49 @@ sleep 3
 read_cart 6
 pause
 
-printf '\n%sThe cart survived a kill, a scale-out and a scale-in: it lives in Redis, not in any replica.%s\n' \
-    "$BOLD" "$RESET"
+# The container of the store's primary, as the sentinels name it (its service name at
+# first, a promoted replica's address after a failover).
+store_primary() {
+    local host id
+    host=$(compose exec -T sentinel redis-cli -p 26379 SENTINEL get-master-addr-by-name carts |
+        head -1 | tr -d '\r')
+    for id in $(compose ps -q redis redis-replica); do
+        if [[ $(docker inspect -f '{{.Config.Hostname}}' "$id") == "$host" ]] ||
+            docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' "$id" |
+            grep -qw -- "$host"; then
+            docker inspect -f '{{.Name}}' "$id" | tr -d /
+            return 0
+        fi
+    done
+    [[ $host == redis ]] && docker inspect -f '{{.Name}}' "$(compose ps -q redis)" | tr -d /
+}
+
+# Reads the cart every half second until it answers 200 (at most $1 s), showing each answer.
+read_until_served() {
+    local limit=$1 start=$SECONDS status
+    while ((SECONDS - start < limit)); do
+        status=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -b "$COOKIES" "$SHOP/api/cart") || status=000
+        printf '   %3d s  GET /api/cart -> %s\n' $((SECONDS - start)) "$status"
+        [[ $status == 200 ]] && return 0
+        sleep 0.5
+    done
+    return 1
+}
+
+if [[ $DEMO_STORE == ha ]]; then
+    primary=$(store_primary) || die "the sentinels name no primary"
+    narrate "Killing the Redis primary ($primary, SIGKILL)" \
+        "The sentinels promote a replica within seconds; the replicas find it by themselves. Each
+   change was confirmed by a replica before it was answered (REDIS_WAIT_REPLICAS=1): the cart survives."
+    show docker kill "$primary"
+    read_until_served 30 || printf '   the shop did not answer within 30 s\n'
+    printf '   the primary now: %s\n' "$(store_primary || echo unknown)"
+    read_cart 3
+    add_item pour-over-kettle 1
+    pause
+    printf '\n%sThe cart survived a replica kill, a scale-out, a scale-in and the loss of the Redis primary.%s\n' \
+        "$BOLD" "$RESET"
+else
+    printf '\n%sThe cart survived a kill, a scale-out and a scale-in: it lives in Redis, not in any replica.%s\n' \
+        "$BOLD" "$RESET"
+fi

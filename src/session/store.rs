@@ -108,6 +108,21 @@ impl SessionBackend {
         }
     }
 
+    /// Makes sure the session as `snapshot` read it is safe to answer from when a change
+    /// writes nothing (a replayed `Idempotency-Key`, a change that changes nothing): with
+    /// `REDIS_WAIT_REPLICAS` set, that the replicas hold it, so the answer cannot rest on a
+    /// write a failover will drop. Otherwise nothing to do.
+    pub(crate) async fn confirm_unchanged(
+        &self,
+        snapshot: &Snapshot,
+        token: &ChangeToken,
+    ) -> session_store::Result<()> {
+        match &self.0 {
+            Store::Redis(redis) => redis.confirm_unchanged(snapshot, token).await,
+            Store::Memory(_) => Ok(()),
+        }
+    }
+
     /// Closes the Redis connections, if any.
     pub async fn close(&self) {
         if let Store::Redis(redis) = &self.0 {

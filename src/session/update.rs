@@ -79,6 +79,12 @@ pub(crate) async fn update<T>(
         let mut data = snapshot.record.data.clone();
         let value = change(&mut data)?;
         if data == snapshot.record.data {
+            // Answered from what is stored (a replay, a change that changes nothing): with
+            // replicas to confirm changes, only once they hold it.
+            store
+                .confirm_unchanged(&snapshot, &token)
+                .await
+                .map_err(|err| Error::from_failed_write(err.to_string()))?;
             return Ok(Outcome::Applied(value));
         }
         let written = store

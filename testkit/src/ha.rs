@@ -50,6 +50,10 @@ impl Sentinel {
              sentinel parallel-syncs {SENTINEL_SERVICE} 1\n",
             dir = dir.path().display()
         );
+        let text = match std::env::var("TESTKIT_REDIS_LOGS") {
+            Ok(dir) => format!("{text}logfile {dir}/sentinel-{port}.log\n"),
+            Err(_) => text,
+        };
         std::fs::write(&config, text).expect("writing sentinel.conf");
         let mut command = Command::new(store_server());
         command

@@ -15,7 +15,8 @@
 //! - [`process`]: a child process in its own process group, signalled through `nix`, and
 //!   gone with its children when dropped (also when a test fails).
 //! - [`redis`]: `RedisServer` with a builder (port, TLS, password, AOF); [`tls`] makes its
-//!   certificates with rcgen.
+//!   certificates with rcgen. `TESTKIT_STORE=valkey` starts Valkey instead, and
+//!   `TESTKIT_REDIS_LOGS=DIR` keeps every server's and sentinel's log in `DIR`.
 //! - [`replica`]: the release binary as a child process, answering `/healthz` as its id.
 //! - [`nginx`]: the shipped nginx.conf rewritten for loopback, and reloaded when a fleet
 //!   changes size.

@@ -124,6 +124,11 @@ impl RedisServer {
         if let Some(password) = &settings.password {
             command.args(["--requirepass", password]);
         }
+        // For a post-mortem: each server's log in a folder of one's choice.
+        if let Some(dir) = std::env::var_os("TESTKIT_REDIS_LOGS") {
+            let log = std::path::Path::new(&dir).join(format!("redis-{}.log", self.port));
+            command.arg("--logfile").arg(log);
+        }
         command
             .args(&settings.extra_args)
             .stdout(Stdio::null())

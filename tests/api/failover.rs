@@ -187,8 +187,9 @@ async fn a_demoted_primary_gives_a_503_then_recovers() {
 
 /// `REDIS_WAIT_REPLICAS=1`: while its one replica is paused, a change answers 503
 /// `outcome_unknown` within the command timeout (the write is on the primary, not
-/// confirmed); once the replica runs again, the same change resent with its
-/// `Idempotency-Key` answers 200 and counts once.
+/// confirmed), and so does its resend (not the stored answer, which no replica holds yet);
+/// once the replica runs again, the same change resent with its `Idempotency-Key` answers
+/// 200 and counts once.
 #[tokio::test]
 #[ignore = "integration tier: cargo xtask test integration"]
 async fn an_unconfirmed_change_answers_outcome_unknown_then_counts_once() {
@@ -230,6 +231,12 @@ async fn an_unconfirmed_change_answers_outcome_unknown_then_counts_once() {
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(response.headers()["retry-after"], "1");
     let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "outcome_unknown", "{body}");
+    // Resent while the replica is still away: the primary holds the change and its answer,
+    // but answering from them would acknowledge what a failover could still drop.
+    let resent = add("wait-2").await.unwrap();
+    assert_eq!(resent.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = resent.json().await.unwrap();
     assert_eq!(body["error"]["code"], "outcome_unknown", "{body}");
 
     follower.resume();

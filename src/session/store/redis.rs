@@ -153,6 +153,28 @@ impl RedisSessions {
         Ok(())
     }
 
+    /// With `wait_replicas` > 0: writes this change's marker (a key of the session's slot,
+    /// which nothing else reads) and waits until the replicas confirm it. Replication keeps
+    /// the primary's order, so a replica that has the marker has the record as it was
+    /// before it, which is what an answer without a write rests on.
+    pub(super) async fn confirm_unchanged(
+        &self,
+        snapshot: &Snapshot,
+        token: &ChangeToken,
+    ) -> session_store::Result<()> {
+        if self.wait_replicas == 0 {
+            return Ok(());
+        }
+        let marker = applied_key(&self.prefix, &snapshot.record.id, token);
+        let client = self.pool.next();
+        let expire = Some(Expiration::PX(MARKER_TTL.as_millis() as i64));
+        client
+            .set::<(), _, _>(&marker, 1, expire, None, false)
+            .await
+            .map_err(backend_error)?;
+        self.confirm_replicated(client, &marker).await
+    }
+
     pub(super) async fn probe_writes(&self, probe: &str) -> session_store::Result<()> {
         let key = probe_key(&self.prefix, probe);
         let expire = Some(Expiration::PX(PROBE_KEY_TTL.as_millis() as i64));
