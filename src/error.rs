@@ -58,7 +58,7 @@ pub(crate) enum Error {
     #[error("the session store is unavailable; please retry shortly")]
     StoreUnavailable(String),
     /// The store answered but refused to write (out of memory under `noeviction`, a
-    /// read-only replica, a failing snapshot): nothing was written. The cause is logged.
+    /// failing snapshot): nothing was written. The cause is logged.
     #[error(
         "the session store refuses writes just now, so nothing was changed; please retry \
          shortly"
@@ -212,7 +212,7 @@ impl From<PathRejection> for Error {
 }
 
 /// Whether a store error is Redis refusing a write it received, rather than a failure to
-/// reach it: out of memory under `noeviction`, a read-only replica, a failing snapshot with
+/// reach it: out of memory under `noeviction`, a failing snapshot with
 /// `stop-writes-on-bgsave-error`. Such a write was not done (a script stops at its first
 /// refused write, before writing anything), so its outcome is known.
 fn refuses_writes(cause: &str) -> bool {

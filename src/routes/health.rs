@@ -1,6 +1,6 @@
 //! Health checks for balancers and orchestrators: `/healthz` (the process answers) and
 //! `/readyz` (the session store takes writes too: a store that answers but refuses writes,
-//! out of memory or read-only, cannot serve changes).
+//! out of memory or a primary demoted by a failover, cannot serve changes).
 
 use axum::Router;
 use axum::extract::State;

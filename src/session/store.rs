@@ -70,7 +70,7 @@ impl SessionBackend {
     }
 
     /// Whether the store takes a write now (used by `/readyz`): a store that answers but
-    /// refuses writes (out of memory, read-only) cannot serve changes either. `probe` names
+    /// refuses writes (out of memory, a demoted primary) cannot serve changes either. `probe` names
     /// the prober, whose one short-lived key it writes.
     pub async fn probe_writes(&self, probe: &str) -> session_store::Result<()> {
         match &self.0 {
@@ -118,7 +118,7 @@ impl SessionBackend {
         token: &ChangeToken,
     ) -> session_store::Result<()> {
         match &self.0 {
-            Store::Redis(redis) => redis.confirm_unchanged(snapshot, token).await,
+            Store::Redis(redis) => redis.confirm_unchanged(&snapshot.record.id, token).await,
             Store::Memory(_) => Ok(()),
         }
     }

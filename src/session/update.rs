@@ -61,8 +61,8 @@ pub(crate) enum Outcome<T> {
 /// through although its answer said otherwise is never done again. A
 /// write whose answer never came (a timeout, a dropped connection) may or may not have
 /// happened: that is [`Error::OutcomeUnknown`], not a plain store outage, and the change
-/// is not tried again. A write that Redis refused (out of memory, read-only) was not done:
-/// [`Error::StoreRefusingWrites`].
+/// is not tried again; so is a write that too few replicas confirmed (`WAIT`). A write
+/// that Redis refused (out of memory) was not done: [`Error::StoreRefusingWrites`].
 pub(crate) async fn update<T>(
     store: &SessionBackend,
     id: &Id,

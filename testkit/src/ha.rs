@@ -21,10 +21,18 @@ use crate::process::Process;
 use crate::redis::RedisServer;
 use crate::{eventually, poll_until};
 
-/// Longest a set takes to settle after a fault: a killed primary that comes back is told
-/// to turn replica only when a sentinel next asks it for `INFO` (every 10 s), and then
-/// syncs (a diskless full sync waits 5 s for more replicas).
+/// Longest a set or cluster takes to settle after a fault: a killed primary that comes
+/// back is told to turn replica only when a sentinel next asks it for `INFO` (every 10 s),
+/// and then syncs (a diskless full sync waits 5 s for more replicas); a failed election is
+/// tried again after twice the failover timeout.
 const SETTLE: Duration = Duration::from_secs(60);
+
+/// Polls `check` until it holds; panics naming `what` after [`SETTLE`].
+async fn settle(what: &str, check: impl AsyncFnMut() -> bool) {
+    if !poll_until(SETTLE, check).await {
+        panic!("timed out after {SETTLE:?} waiting for {what}");
+    }
+}
 
 /// The name the sentinels monitor the primary under (`sentinelServiceName` in the URL).
 pub const SENTINEL_SERVICE: &str = "carts";
@@ -250,7 +258,7 @@ impl SentinelSet {
     pub async fn kill_primary(&mut self) -> u16 {
         let old = self.primary_port().expect("the sentinels name a primary");
         self.node(old).stop();
-        eventually("a replica to be promoted", async || {
+        settle("a replica to be promoted", async || {
             self.agreed_primary().is_some_and(|now| now != old)
         })
         .await;
@@ -286,20 +294,6 @@ impl SentinelSet {
         }
         assert!(moved, "no sentinel failed over: {}", self.state());
         self.wait_until_settled(Some(old)).await;
-    }
-
-    /// SIGSTOP, then SIGCONT after `pause`, of the primary (no failover if shorter than
-    /// the 1 s down-after).
-    pub async fn pause_primary(&self, pause: Duration) {
-        let port = self.primary_port().expect("the sentinels name a primary");
-        let node = self
-            .nodes
-            .iter()
-            .find(|node| node.port == port)
-            .expect("a node");
-        node.pause();
-        tokio::time::sleep(pause).await;
-        node.resume();
     }
 }
 
@@ -391,7 +385,7 @@ impl RedisCluster {
     /// many as there are replicas) and every replica is in sync.
     async fn wait_until_healthy(&self) {
         let half = self.nodes.len() / 2;
-        eventually("the cluster to be healthy", async || {
+        settle("the cluster to be healthy", async || {
             let expected = self.primary_ports();
             expected.len() == half
                 && self.nodes.iter().all(|node| {
@@ -423,7 +417,7 @@ impl RedisCluster {
             .filter(|port| *port != victim)
             .collect();
         let half = self.nodes.len() / 2;
-        eventually(
+        settle(
             "a replica to take over the killed primary's slots",
             async || {
                 others.iter().all(|port| {

@@ -167,9 +167,10 @@ async fn a_change_racing_a_checkout_is_refused() {
     assert_eq!(late.status(), StatusCode::CONFLICT);
     let body: Value = late.json().await.unwrap();
     assert_eq!(body["error"]["code"], "checked_out");
-    let after: Vec<u8> = fred::prelude::KeysInterface::get(&redis_client(&redis).await, &id)
-        .await
-        .unwrap();
+    let after: Vec<u8> =
+        fred::prelude::KeysInterface::get(&redis_client(&redis).await, record_key(&id))
+            .await
+            .unwrap();
     assert_eq!(after, marked, "the closed session was written");
 }
 

@@ -48,7 +48,7 @@ fn assert_clean_with_bounded_window(report: &Value) {
 /// and later comes back as a replica. Every acknowledged change survives (each was
 /// confirmed by a replica with `REDIS_WAIT_REPLICAS=1`), nothing is applied twice, no 500,
 /// and the fleet answers changes again within the window without any restart.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "integration tier: cargo xtask test integration"]
 async fn a_killed_sentinel_primary_loses_no_acknowledged_change() {
     let report = failover_soak(Replicated::Sentinel, &["redis_primary_kill"], 40).await;
@@ -61,7 +61,7 @@ async fn a_killed_sentinel_primary_loses_no_acknowledged_change() {
 /// promotes first and demotes after, and the changes the old primary (and the replica
 /// still following it) took in between are dropped when they follow the new one; the
 /// report's `lost` shows how many (README, "Failover").
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "integration tier: cargo xtask test integration"]
 async fn a_sentinel_failover_on_command_gives_no_500_and_recovers() {
     let report = failover_soak(Replicated::Sentinel, &["redis_failover"], 30).await;
@@ -82,7 +82,7 @@ async fn a_sentinel_failover_on_command_gives_no_500_and_recovers() {
 /// Cluster (three primaries, three replicas): a primary SIGKILLed under load, its replica
 /// takes over its slots, and it later rejoins as a replica: nothing lost or doubled, no
 /// 500, a bounded window.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "integration tier: cargo xtask test integration"]
 async fn a_killed_cluster_primary_loses_no_acknowledged_change() {
     let report = failover_soak(Replicated::Cluster, &["redis_primary_kill"], 40).await;

@@ -76,7 +76,11 @@ async fn the_session_key_ttl_follows_the_configured_ttl() {
     let redis = RedisServer::start().await;
     let app = TestApp::with_redis_ttl(&redis.url(), "replica-a", Duration::from_secs(600)).await;
     let id = add_mug(&visitor(), &app).await;
-    let ttl: i64 = redis_client(&redis).await.ttl(&id).await.unwrap();
+    let ttl: i64 = redis_client(&redis)
+        .await
+        .ttl(record_key(&id))
+        .await
+        .unwrap();
     assert!((590..=600).contains(&ttl), "ttl {ttl}");
 }
 
@@ -204,7 +208,13 @@ async fn an_undecodable_record_gives_a_fresh_cart() {
     let id = add_mug(&shopper, &app).await;
     let client = redis_client(&redis).await;
     let _: () = client
-        .set(&id, "{\"old\": \"json format\"}", None, None, false)
+        .set(
+            record_key(&id),
+            "{\"old\": \"json format\"}",
+            None,
+            None,
+            false,
+        )
         .await
         .unwrap();
 
@@ -229,8 +239,9 @@ async fn a_key_of_another_redis_type_gives_a_fresh_cart() {
     let app = TestApp::with_redis(&redis.url(), "replica-a").await;
     let shopper = visitor();
     let id = add_mug(&shopper, &app).await;
-    redis.cli(&["DEL", &id]);
-    redis.cli(&["HSET", &id, "field", "value"]);
+    let key = record_key(&id);
+    redis.cli(&["DEL", &key]);
+    redis.cli(&["HSET", &key, "field", "value"]);
 
     let cart = shopper.get(app.url("/api/cart")).send().await.unwrap();
     assert_eq!(cart.status(), StatusCode::OK);
@@ -240,7 +251,7 @@ async fn a_key_of_another_redis_type_gives_a_fresh_cart() {
     let cart: Value = get_json(&shopper, &app.url("/api/cart")).await;
     assert_eq!(cart["item_count"], 1);
     assert_eq!(
-        redis.cli(&["TYPE", &id]).trim(),
+        redis.cli(&["TYPE", &key]).trim(),
         "hash",
         "the foreign key is left alone"
     );
@@ -263,7 +274,7 @@ async fn a_cart_in_an_unknown_format_reads_as_empty() {
     let rewritten = rmp_serde::to_vec(&record).unwrap();
     let _: () = client
         .set(
-            &id,
+            record_key(&id),
             rewritten.as_slice(),
             Some(Expiration::EX(600)),
             None,

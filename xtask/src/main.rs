@@ -128,11 +128,18 @@ fn run_tier(name: &str) -> bool {
         command.args(["test", "--release", "--locked"]).args(args);
         run(&mut command)
     };
+    // The same, with `TESTKIT_STORE=valkey`: the test kit starts valkey-server.
+    let on_valkey = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO"));
+        command.args(["test", "--release", "--locked"]).args(args);
+        command.env("TESTKIT_STORE", "valkey");
+        run(&mut command)
+    };
     match name {
         "fast" => cargo_test(&["--workspace", "--lib", "--bins", "--test", "api"]),
         "integration" => {
             cargo_test(&["--test", "api", "--", "--ignored"])
-                && valkey_pass(&cargo_test)
+                && valkey_pass(&on_valkey)
                 && run(Command::new("bash").args(["scripts/soak.sh", "--minutes", "1"]))
                 && run(Command::new("bash").args([
                     "scripts/soak.sh",
@@ -173,21 +180,17 @@ fn repository() -> &'static Path {
         .expect("xtask lives in the repository")
 }
 
-/// The integration tests that start a store, again on Valkey (`TESTKIT_STORE=valkey`
-/// makes the test kit start `valkey-server` and use `valkey-cli`).
-fn valkey_pass(cargo_test: &dyn Fn(&[&str]) -> bool) -> bool {
+/// The integration tests that start a store, again on Valkey (`on_valkey` runs cargo
+/// with `TESTKIT_STORE=valkey`, which makes the test kit start `valkey-server` and use
+/// `valkey-cli`).
+fn valkey_pass(on_valkey: &dyn Fn(&[&str]) -> bool) -> bool {
     let version = Command::new("valkey-server")
         .arg("--version")
         .output()
         .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
         .unwrap_or_default();
     println!("\n=== the integration tests again on Valkey: {version}");
-    // SAFETY: xtask is single-threaded; the variable is read by the test binary it starts.
-    unsafe { std::env::set_var("TESTKIT_STORE", "valkey") };
-    let ok = cargo_test(&["--test", "api", "--", "--ignored"]);
-    // SAFETY: as above.
-    unsafe { std::env::remove_var("TESTKIT_STORE") };
-    ok
+    on_valkey(&["--test", "api", "--", "--ignored"])
 }
 
 /// Makes sure what a tier needs is installed: checks once, installs the missing Debian

@@ -28,7 +28,8 @@
 //!   hold it; otherwise the change fails as "outcome unknown", which a retry with the same
 //!   `Idempotency-Key` settles.
 
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -76,7 +77,8 @@ static REPLACE_IF_UNCHANGED_SHA: LazyLock<String> =
 /// Settings for connecting to Redis.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    /// `redis://` or `rediss://` URL, with credentials if any.
+    /// The store's URL (one server, Sentinel or Cluster; see `Config::redis_url`), with
+    /// credentials if any.
     pub url: String,
     /// Connections of this replica; fred pipelines commands over each.
     pub pool_size: usize,
@@ -95,9 +97,12 @@ pub(super) struct RedisSessions {
     ttl: Duration,
     prefix: String,
     wait_replicas: u32,
-    /// How long `WAIT` may block: half the command timeout, so the commands queued behind
-    /// it on the connection still finish in theirs.
+    /// How long `WAIT` may block: half the command timeout. Redis answers a connection's
+    /// commands in order, so the commands queued behind a `WAIT` wait for it too.
     wait_timeout: Duration,
+    /// When a shortfall of replicas last made the connections reconnect (ms since the
+    /// epoch), so it happens at most once a second.
+    last_forced_reconnect_ms: Arc<AtomicU64>,
 }
 
 impl RedisSessions {
@@ -114,6 +119,7 @@ impl RedisSessions {
             prefix: settings.key_prefix.clone(),
             wait_replicas: settings.wait_replicas,
             wait_timeout: settings.command_timeout / 2,
+            last_forced_reconnect_ms: Arc::default(),
         })
     }
 
@@ -145,6 +151,7 @@ impl RedisSessions {
             .await
             .map_err(|err| backend_error(format!("WAIT for replicas: {err}")))?;
         if confirmed < i64::from(self.wait_replicas) {
+            self.reconnect_soon();
             return Err(backend_error(format!(
                 "WAIT: {confirmed} of {} replicas confirmed the write within {timeout_ms} ms",
                 self.wait_replicas
@@ -159,13 +166,13 @@ impl RedisSessions {
     /// before it, which is what an answer without a write rests on.
     pub(super) async fn confirm_unchanged(
         &self,
-        snapshot: &Snapshot,
+        id: &Id,
         token: &ChangeToken,
     ) -> session_store::Result<()> {
         if self.wait_replicas == 0 {
             return Ok(());
         }
-        let marker = applied_key(&self.prefix, &snapshot.record.id, token);
+        let marker = applied_key(&self.prefix, id, token);
         let client = self.pool.next();
         let expire = Some(Expiration::PX(MARKER_TTL.as_millis() as i64));
         client
@@ -173,6 +180,30 @@ impl RedisSessions {
             .await
             .map_err(backend_error)?;
         self.confirm_replicated(client, &marker).await
+    }
+
+    /// Too few replicas confirm: this may be a primary that a failover left behind (fred
+    /// learns of a new primary only when its connection fails, and a `SENTINEL FAILOVER`
+    /// leaves the old one running for seconds). Reconnecting asks the sentinels or the
+    /// cluster again; at most once a second, in the background.
+    fn reconnect_soon(&self) {
+        let now_ms = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        let now_ms = u64::try_from(now_ms).unwrap_or_default();
+        let last = self.last_forced_reconnect_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) < 1_000
+            || self
+                .last_forced_reconnect_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            if let Err(err) = pool.force_reconnection().await {
+                tracing::warn!(%err, "reconnecting after too few replicas confirmed");
+            }
+        });
     }
 
     pub(super) async fn probe_writes(&self, probe: &str) -> session_store::Result<()> {
@@ -258,8 +289,13 @@ impl RedisSessions {
             result => result,
         }
         .map_err(backend_error)?;
-        if replaced != 0 && token.is_some() {
-            self.confirm_replicated(client, &key).await?;
+        match (replaced, token) {
+            // Written by this copy: confirm what this connection wrote.
+            (1, Some(_)) => self.confirm_replicated(client, &key).await?,
+            // A copy resent by the client on a new connection found its marker: that
+            // connection wrote nothing, so confirm with a write of its own.
+            (2, Some(token)) => self.confirm_unchanged(&snapshot.record.id, token).await?,
+            _ => {}
         }
         Ok(replaced != 0)
     }
