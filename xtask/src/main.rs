@@ -232,7 +232,7 @@ fn install(tier: &Tier) -> Result<(), String> {
     }
     // Packages the release lacks (Valkey, on bookworm) come from its backports.
     let (current, backported): (Vec<&str>, Vec<&str>) =
-        missing.iter().partition(|package| has_candidate(package));
+        missing.iter().partition(|package| in_release(package));
     let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
     install.extend(&current);
     if !current.is_empty() && !apt(&install) {
@@ -261,28 +261,42 @@ fn install(tier: &Tier) -> Result<(), String> {
     }
 }
 
-/// Whether apt has a version of `package` to install.
-fn has_candidate(package: &str) -> bool {
+/// Whether this Debian release itself (its main suite, updates or security) has `package`.
+/// Not just "apt has a candidate": a machine may also list a later suite (the stand-in
+/// images add unstable, pinned low), which must not be where a server comes from.
+fn in_release(package: &str) -> bool {
+    let Some(codename) = codename() else {
+        return true;
+    };
+    let suites = [
+        format!(" {codename}/"),
+        format!(" {codename}-updates/"),
+        format!(" {codename}-security/"),
+    ];
     Command::new("apt-cache")
-        .args(["policy", package])
+        .args(["madison", package])
         .output()
         .is_ok_and(|out| {
-            let text = String::from_utf8_lossy(&out.stdout);
-            text.lines()
-                .any(|line| line.trim().starts_with("Candidate:") && !line.contains("(none)"))
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|line| suites.iter().any(|suite| line.contains(suite.as_str())))
         })
+}
+
+/// This Debian release's code name (`bookworm`), from /etc/os-release.
+fn codename() -> Option<String> {
+    let release = std::fs::read_to_string("/etc/os-release").ok()?;
+    release
+        .lines()
+        .find_map(|line| line.strip_prefix("VERSION_CODENAME="))
+        .map(|name| name.trim_matches('"').to_owned())
+        .filter(|name| !name.is_empty())
 }
 
 /// Adds this Debian release's backports to apt's sources (once) and returns its suite
 /// name, e.g. `bookworm-backports`. Only packages asked for with `-t` come from it.
 fn add_backports() -> Result<String, String> {
-    let release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
-    let codename = release
-        .lines()
-        .find_map(|line| line.strip_prefix("VERSION_CODENAME="))
-        .map(|name| name.trim_matches('"').to_owned())
-        .filter(|name| !name.is_empty())
-        .ok_or("no VERSION_CODENAME in /etc/os-release: not Debian?")?;
+    let codename = codename().ok_or("no VERSION_CODENAME in /etc/os-release: not Debian?")?;
     let suite = format!("{codename}-backports");
     let source = "/etc/apt/sources.list.d/elastic-cart-backports.list";
     if !Path::new(source).exists() {
