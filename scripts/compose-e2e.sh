@@ -96,14 +96,18 @@ log "stack up after $((SECONDS - started_at)) s"
 # and argument is passed on its own, so paths with spaces survive.
 log "building the scenario (cargo build --release -p testkit --bin fleet-scenario)"
 (cd "$REPO_ROOT" && cargo build --release --locked --quiet -p testkit --bin fleet-scenario)
-scenario_args=()
-for file in "${COMPOSE_FILES[@]}"; do scenario_args+=("--compose-file=$file"); done
-for arg in "${COMPOSE_UP_ARGS[@]}"; do scenario_args+=("--compose-up-arg=$arg"); done
-"$REPO_ROOT/target/release/fleet-scenario" \
-    --shop-url "http://127.0.0.1:$SHOP_PORT" \
-    --project "$COMPOSE_PROJECT_NAME" \
-    --project-dir "$REPO_ROOT" \
-    "${scenario_args[@]}"
+# Runs the scenario on the stack of COMPOSE_FILES, with any extra arguments ("$@").
+run_scenario() {
+    local file arg args=()
+    for file in "${COMPOSE_FILES[@]}"; do args+=("--compose-file=$file"); done
+    for arg in "${COMPOSE_UP_ARGS[@]}"; do args+=("--compose-up-arg=$arg"); done
+    "$REPO_ROOT/target/release/fleet-scenario" \
+        --shop-url "http://127.0.0.1:$SHOP_PORT" \
+        --project "$COMPOSE_PROJECT_NAME" \
+        --project-dir "$REPO_ROOT" \
+        "${args[@]}" "$@"
+}
+run_scenario
 
 # 5. The same stack on a replicated store (docker-compose.ha.yml: two Redis replicas and
 # three sentinels, the app on the Sentinel URL with REDIS_WAIT_REPLICAS=1): the Redis
@@ -117,12 +121,4 @@ compose_up --wait --wait-timeout 120 >/dev/null 2>&1 || {
 }
 wait_for_shop 60 || die "nginx does not answer on http://127.0.0.1:$SHOP_PORT"
 log "Sentinel stack up after $((SECONDS - started_at)) s"
-scenario_args=()
-for file in "${COMPOSE_FILES[@]}"; do scenario_args+=("--compose-file=$file"); done
-for arg in "${COMPOSE_UP_ARGS[@]}"; do scenario_args+=("--compose-up-arg=$arg"); done
-"$REPO_ROOT/target/release/fleet-scenario" \
-    --shop-url "http://127.0.0.1:$SHOP_PORT" \
-    --project "$COMPOSE_PROJECT_NAME" \
-    --project-dir "$REPO_ROOT" \
-    --store-failover \
-    "${scenario_args[@]}"
+run_scenario --store-failover
