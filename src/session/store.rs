@@ -3,10 +3,11 @@
 //! [`SessionBackend`] is the `tower_sessions::SessionStore` the session layer uses, and the
 //! one seam between the session logic above and the two stores below:
 //!
-//! - [`redis`]: every replica shares one Redis; adds compare-and-set, expiry that counts
-//!   reads without a write per read, bounded waits and self-healing connections to the
-//!   stock `tower_sessions_redis_store::RedisStore`.
+//! - [`redis`]: every replica shares one Redis (one server, Sentinel or Cluster):
+//!   compare-and-set, expiry that counts reads without a write per read, changes confirmed
+//!   by replicas if asked, bounded waits and self-healing connections.
 //! - [`memory`]: the same rules in this process's memory, for one replica without Redis.
+//! - [`keys`]: the name of every Redis key, under the configured prefix.
 //!
 //! Both offer the two operations that cart changes are built on (see `session::update`):
 //! [`SessionBackend::snapshot`] reads a record together with what a later
