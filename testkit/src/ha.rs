@@ -18,7 +18,7 @@ use nix::sys::signal::Signal;
 use crate::binaries::{store_cli, store_server};
 use crate::ports::free_port;
 use crate::process::Process;
-use crate::redis::RedisServer;
+use crate::redis::{RedisAdmin, RedisServer};
 use crate::{eventually, poll_until};
 
 /// Longest a set or cluster takes to settle after a fault: a killed primary that comes
@@ -91,12 +91,7 @@ impl Sentinel {
 /// `redis-cli -p port args...` on loopback; what it printed, or an empty string if it
 /// could not connect (a node being killed or restarted).
 fn cli(port: u16, args: &[&str]) -> String {
-    let output = Command::new(store_cli())
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("running redis-cli");
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    RedisAdmin::plain(port).try_cli(args)
 }
 
 /// The value of `field` in the text of an `INFO` section.

@@ -239,8 +239,33 @@ pub struct RedisAdmin {
 }
 
 impl RedisAdmin {
-    /// Runs `redis-cli` with `args` and returns what it printed.
+    /// A server or sentinel on loopback `port` without TLS or password.
+    pub(crate) fn plain(port: u16) -> Self {
+        Self {
+            port,
+            ca_cert: None,
+            password: None,
+        }
+    }
+
+    /// Runs `redis-cli` with `args` and returns what it printed; panics if it fails.
     pub fn cli(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "redis-cli {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// What `redis-cli` with `args` printed, empty if it could not connect (a node being
+    /// killed or restarted), for polling.
+    pub(crate) fn try_cli(&self, args: &[&str]) -> String {
+        String::from_utf8_lossy(&self.run(args).stdout).into_owned()
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
         let mut command = Command::new(store_cli());
         command.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
         if let Some(ca_cert) = &self.ca_cert {
@@ -249,13 +274,7 @@ impl RedisAdmin {
         if let Some(password) = &self.password {
             command.args(["--no-auth-warning", "-a", password]);
         }
-        let output = command.args(args).output().expect("running redis-cli");
-        assert!(
-            output.status.success(),
-            "redis-cli {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        command.args(args).output().expect("running redis-cli")
     }
 
     /// Calls per command from `INFO commandstats`.
