@@ -25,6 +25,9 @@ COPY templates templates
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --package elastic-cart
 
 FROM ${RUNTIME_IMAGE}
+# The version each replica shows on its pages and in /healthz (empty: the crate's), so a
+# rolling update can be watched: docker build --build-arg APP_VERSION=1.4.0 .
+ARG APP_VERSION=
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin app
@@ -32,7 +35,8 @@ WORKDIR /app
 COPY --from=build /src/target/release/elastic-cart /usr/local/bin/elastic-cart
 COPY static static
 USER app
-ENV LISTEN_ADDR=0.0.0.0:3000 STATIC_DIR=/app/static
+ENV LISTEN_ADDR=0.0.0.0:3000 STATIC_DIR=/app/static APP_VERSION=${APP_VERSION}
+LABEL org.opencontainers.image.version=${APP_VERSION}
 EXPOSE 3000
 HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 \
     CMD ["elastic-cart", "healthcheck"]

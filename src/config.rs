@@ -34,6 +34,12 @@ pub struct Config {
     #[arg(long, env = "REPLICA_ID", value_parser = parse_replica_id)]
     pub replica_id: Option<String>,
 
+    /// The version this replica shows on every page and in /healthz, so a rolling update
+    /// can be watched replica by replica. Images set it at build time (the Dockerfile's
+    /// APP_VERSION build argument); default: the crate's version.
+    #[arg(long, env = "APP_VERSION", value_parser = parse_app_version)]
+    pub app_version: Option<String>,
+
     /// Seconds of inactivity (reads count too) after which a session expires.
     #[arg(long, env = "SESSION_TTL_SECS", default_value_t = 1800,
           value_parser = clap::value_parser!(u64).range(60..=31_536_000))]
@@ -134,6 +140,13 @@ impl Config {
             parse_replica_id(&host).unwrap_or_else(|_| "replica".to_owned())
         })
     }
+
+    /// The version to show: the configured one, else the crate's.
+    pub fn app_version(&self) -> String {
+        self.app_version
+            .clone()
+            .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned())
+    }
 }
 
 /// The URL schemes of the session store: one server, Sentinel and Cluster, over TCP or
@@ -188,6 +201,20 @@ pub fn is_replica_id(value: &str) -> bool {
         && value
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// A version goes onto pages and into JSON: 1 to 64 characters among letters, digits and
+/// `.-_+` (what semantic versions, git hashes and image tags use). An empty value (a
+/// Dockerfile build argument left unset) means the default.
+fn parse_app_version(value: &str) -> Result<String, String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+');
+    if value.is_empty() {
+        Ok(env!("CARGO_PKG_VERSION").to_owned())
+    } else if value.len() <= 64 && value.chars().all(allowed) {
+        Ok(value.to_owned())
+    } else {
+        Err("use 1 to 64 characters among letters, digits, '.', '-', '_' and '+'".to_owned())
+    }
 }
 
 fn parse_replica_id(value: &str) -> Result<String, String> {
@@ -271,6 +298,20 @@ mod tests {
             "shop-eu:"
         );
         assert!(parse(&["--redis-wait-replicas", "17"]).is_err());
+    }
+
+    #[test]
+    fn app_version_defaults_to_the_crate_and_refuses_markup() {
+        let crate_version = env!("CARGO_PKG_VERSION");
+        assert_eq!(parse(&[]).unwrap().app_version(), crate_version);
+        assert_eq!(
+            parse(&["--app-version", ""]).unwrap().app_version(),
+            crate_version
+        );
+        let tagged = parse(&["--app-version", "1.4.0+g3a9c1e"]).unwrap();
+        assert_eq!(tagged.app_version(), "1.4.0+g3a9c1e");
+        assert!(parse(&["--app-version", "<b>2</b>"]).is_err());
+        assert!(parse(&["--app-version", &"9".repeat(65)]).is_err());
     }
 
     #[test]

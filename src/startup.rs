@@ -25,6 +25,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         .map_err(|err| format!("LISTEN_ADDR {} cannot be bound: {err}", config.listen_addr))?;
     tracing::info!(
         replica = %replica_id,
+        version = %config.app_version(),
         addr = %config.listen_addr,
         store = if config.redis_url.is_some() { "redis" } else { "memory" },
         "listening"
@@ -33,6 +34,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     let drain = Drain::default();
     let state = AppState {
         replica_id: replica_id.into(),
+        version: config.app_version().into(),
         sessions: sessions.clone(),
         cookie_secure: config.session_cookie_secure,
         static_dir: config.static_dir.clone().into(),

@@ -14,6 +14,8 @@ use crate::shutdown::Drain;
 pub struct AppState {
     /// This replica's name, shown on pages and in `X-Served-By`.
     pub replica_id: Arc<str>,
+    /// The version this replica runs (`APP_VERSION`), shown on pages and in `/healthz`.
+    pub version: Arc<str>,
     /// Where sessions live.
     pub sessions: SessionBackend,
     /// Whether the session cookie is sent over HTTPS only.

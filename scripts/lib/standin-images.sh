@@ -308,7 +308,12 @@ ensure_nginx_image() {
 # The app image: the Dockerfile's runtime stage, with the host-built binary instead of the
 # build stage's. Rebuilt on every call (Docker's layer cache makes that quick when nothing
 # changed), so the image always holds the current binary and static files.
+#
+# Arguments (both optional): the image name (default $STANDIN_APP_IMAGE) and the version the
+# replicas show (APP_VERSION; default empty: the crate's), so a second image that differs
+# only by its version can be built for a rolling update.
 build_app_image() {
+    local image=${1:-$STANDIN_APP_IMAGE} version=${2:-}
     local bin="${ELASTIC_CART_BIN:-}"
     if [[ -z $bin ]]; then
         bin="$REPO_ROOT/target/release/elastic-cart"
@@ -332,17 +337,18 @@ WORKDIR /app
 COPY elastic-cart /usr/local/bin/elastic-cart
 COPY static static
 USER app
-ENV LISTEN_ADDR=0.0.0.0:3000 STATIC_DIR=/app/static
+ENV LISTEN_ADDR=0.0.0.0:3000 STATIC_DIR=/app/static APP_VERSION=$version
+LABEL org.opencontainers.image.version=$version
 EXPOSE 3000
 HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 \\
     CMD ["elastic-cart", "healthcheck"]
 ENTRYPOINT ["elastic-cart"]
 LABEL org.elastic-cart.standin=app
 EOF
-    log "docker build $STANDIN_APP_IMAGE (runtime stage with $bin)"
+    log "docker build $image (runtime stage with $bin${version:+, APP_VERSION=$version})"
     # The classic builder: this machine's docker CLI may have no buildx.
     local output
-    output=$(DOCKER_BUILDKIT=0 docker build -q -t "$STANDIN_APP_IMAGE" "$ctx" 2>&1) || {
+    output=$(DOCKER_BUILDKIT=0 docker build -q -t "$image" "$ctx" 2>&1) || {
         printf '%s\n' "$output" >&2
         die "docker build of the app stand-in failed"
     }
@@ -354,7 +360,7 @@ build_standin_images() {
     ensure_base_image
     ensure_redis_image
     ensure_nginx_image
-    build_app_image
+    build_app_image "$STANDIN_APP_IMAGE" ""
 }
 
 # Chooses the images and sets what `compose` needs: exports APP_IMAGE, REDIS_IMAGE,

@@ -18,7 +18,11 @@ pub(crate) fn router() -> Router<AppState> {
 }
 
 async fn healthz(State(state): State<AppState>) -> AppJson<Value> {
-    AppJson(json!({ "status": "ok", "served_by": &*state.replica_id }))
+    AppJson(json!({
+        "status": "ok",
+        "served_by": &*state.replica_id,
+        "version": &*state.version,
+    }))
 }
 
 async fn readyz(State(state): State<AppState>) -> Result<AppJson<Value>> {
@@ -31,7 +35,7 @@ async fn readyz(State(state): State<AppState>) -> Result<AppJson<Value>> {
         .await
         .map_err(|err| Error::from_store(err.to_string()))?;
     Ok(AppJson(
-        json!({ "status": "ready", "served_by": &*state.replica_id }),
+        json!({ "status": "ready", "served_by": &*state.replica_id, "version": &*state.version }),
     ))
 }
 

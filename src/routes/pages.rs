@@ -65,6 +65,8 @@ pub(crate) fn router(state: &AppState, sessions: super::Sessions) -> Router<AppS
 /// What the header of every page shows.
 struct Layout {
     served_by: String,
+    /// The version the serving replica runs.
+    version: String,
     /// Units in the cart; `None` where it is unknown (error pages).
     cart_count: Option<u32>,
     /// A one-time message about the last action.
@@ -81,6 +83,7 @@ impl Layout {
     fn new(state: &AppState, cart_count: Option<u32>) -> Self {
         Self {
             served_by: state.replica_id.to_string(),
+            version: state.version.to_string(),
             cart_count,
             notice: None,
             chaos: state.chaos,

@@ -38,28 +38,8 @@ impl ComposeFleet {
         }
     }
 
-    /// Runs a command, showing it; its output is shown only if it fails.
-    fn run(&self, shown: &str, command: &mut Command) -> String {
-        println!("      $ {shown}");
-        let output = command
-            .output()
-            .unwrap_or_else(|err| panic!("running {shown}: {err}"));
-        let text = String::from_utf8_lossy(&output.stdout).into_owned();
-        if !output.status.success() {
-            panic!(
-                "{shown} exited {}: {text}{}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        text
-    }
-
     fn docker(&self, args: &[&str]) -> String {
-        self.run(
-            &format!("docker {}", args.join(" ")),
-            Command::new("docker").args(args),
-        )
+        crate::docker::docker(args)
     }
 
     fn compose(&self, args: &[&str]) -> String {
@@ -73,7 +53,7 @@ impl ComposeFleet {
             command.arg("-f").arg(file);
         }
         command.args(args);
-        self.run(&format!("docker compose {}", args.join(" ")), &mut command)
+        crate::docker::run_shown(&format!("docker compose {}", args.join(" ")), &mut command)
     }
 
     /// Running app containers by hostname; remembers their ids.

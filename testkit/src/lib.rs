@@ -24,9 +24,9 @@
 //!   (primary killed and back as a replica, failover on command, scripts flushed).
 //! - [`fleet`]: Redis (one server or a replicated store), replicas and nginx together on
 //!   loopback.
-//! - [`scenario`]: the kill / drain / scale scenario, written once against [`scenario::Fleet`],
-//!   which the loopback fleet and [`compose`] implement; [`shoppers`] is its checking load,
-//!   [`checks`] its list of verdicts.
+//! - [`scenario`]: the kill / drain / scale / rolling-update scenario, written once against
+//!   [`scenario::Fleet`], which the loopback fleet, [`compose`] and [`swarm`] implement (over
+//!   [`docker`] commands); [`shoppers`] is its checking load, [`checks`] its list of verdicts.
 //! - [`load`]: the benchmark's lean load generator; [`cpu`]: CPU time per process.
 //! - [`http`]: clients with and without a cookie jar, and small request helpers.
 
@@ -34,6 +34,7 @@ pub mod binaries;
 pub mod checks;
 pub mod compose;
 pub mod cpu;
+pub mod docker;
 pub mod fleet;
 pub mod ha;
 pub mod http;
@@ -47,6 +48,7 @@ pub mod replica;
 pub mod scenario;
 pub mod shoppers;
 pub mod soak;
+pub mod swarm;
 pub mod tls;
 
 use std::time::{Duration, Instant};

@@ -3,8 +3,9 @@
 //! replicated store loses its primary. It runs against
 //! anything that implements [`Fleet`]: the loopback fleet of the integration tests
 //! ([`crate::LoopbackFleet`]), docker compose ([`crate::compose::ComposeFleet`], run by
-//! `scripts/compose-e2e.sh`), and later Swarm. It waits on observable counts (good reads,
-//! good adds, replicas seen), never on fixed sleeps.
+//! `scripts/compose-e2e.sh`) and Docker Swarm ([`crate::swarm::SwarmFleet`], run by
+//! `scripts/swarm-e2e.sh`). It waits on observable counts (good reads, good adds, replicas
+//! seen), never on fixed sleeps.
 //!
 //! Every check prints `PASS` or `FAIL` with what it proves; a failed check does not stop
 //! the scenario, so one run shows every problem. The [`Report`] ends with the line
@@ -42,14 +43,33 @@ pub trait Fleet {
     /// SIGKILLs the primary of a replicated store (Sentinel, Cluster); it may come back
     /// later as a replica. Panics on a store without replicas.
     async fn kill_store_primary(&mut self);
+    /// Replaces every replica, one at a time, by one of the app's next version (an
+    /// orchestrator's rolling update) and returns once it is done: that version, or why the
+    /// update did not complete. Only orchestrated fleets have a next version.
+    async fn roll_out(&mut self) -> Result<String, String> {
+        Err("this fleet has no next version to roll out".to_owned())
+    }
+}
+
+/// Who brings replicas back: the scenario itself, or an orchestrator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// Nothing restarts a replica by itself (loopback, compose after `docker kill`): steps
+    /// 1 to 5, where the scenario starts what it killed.
+    Manual,
+    /// An orchestrator (Swarm) keeps the asked-for number of replicas running and rolls out
+    /// new versions: steps 1, 2 (the killed replica is replaced), 5 and 8 (a rolling update
+    /// under reads and writes, which is where graceful stops happen there).
+    Orchestrated,
 }
 
 /// Which steps to run: by default steps 1 to 6, which every fleet on one persisted Redis
 /// runs; a fleet on a replicated store adds step 7.
 #[derive(Debug, Clone, Copy)]
 pub struct Steps {
-    /// Steps 1 to 5: round robin, SIGKILL, SIGTERM with writes, restart, scale.
-    pub replicas: bool,
+    /// The replica steps, as the fleet's [`Lifecycle`] allows: 1 to 5 (round robin,
+    /// SIGKILL, SIGTERM with writes, restart, scale), or 1, 2, 5 and 8 (rolling update).
+    pub replicas: Option<Lifecycle>,
     /// Step 6: restart the store and find every cart again (needs a persisted store).
     pub store_restart: bool,
     /// Step 7: kill the store's primary under writes (needs a replicated store whose
@@ -60,7 +80,7 @@ pub struct Steps {
 impl Default for Steps {
     fn default() -> Self {
         Self {
-            replicas: true,
+            replicas: Some(Lifecycle::Manual),
             store_restart: true,
             store_failover: false,
         }
@@ -71,12 +91,21 @@ impl Default for Steps {
 pub async fn run(fleet: &mut impl Fleet, steps: Steps) -> Report {
     let mut state = Scenario::new(fleet.shop_url()).await;
     let mut report = Report::default();
-    if steps.replicas {
-        state.round_robin(fleet, &mut report).await;
-        state.sigkill(fleet, &mut report).await;
-        state.sigterm_with_writes(fleet, &mut report).await;
-        state.restart(fleet, &mut report).await;
-        state.scale(fleet, &mut report).await;
+    match steps.replicas {
+        Some(Lifecycle::Manual) => {
+            state.round_robin(fleet, &mut report).await;
+            state.sigkill(fleet, &mut report).await;
+            state.sigterm_with_writes(fleet, &mut report).await;
+            state.restart(fleet, &mut report).await;
+            state.scale(fleet, &mut report).await;
+        }
+        Some(Lifecycle::Orchestrated) => {
+            state.round_robin(fleet, &mut report).await;
+            state.sigkill_replaced(fleet, &mut report).await;
+            state.scale(fleet, &mut report).await;
+            state.rolling_update(fleet, &mut report).await;
+        }
+        None => {}
     }
     if steps.store_restart {
         state.store_restart(fleet, &mut report).await;
@@ -367,6 +396,124 @@ impl Scenario {
         self.check_carts(report, "after scaling").await;
     }
 
+    async fn sigkill_replaced(&mut self, fleet: &mut impl Fleet, report: &mut Report) {
+        report.step(
+            "Step 2: SIGKILL one replica under continuous reads; the orchestrator replaces it",
+            "a replica can die without warning: the balancer moves its requests to the others, \
+             no cart lived in it, and the orchestrator starts a new one that takes traffic by \
+             itself",
+        );
+        let victim = fleet
+            .replicas()
+            .await
+            .into_iter()
+            .next()
+            .expect("a replica to kill");
+        let load = self.readers_read();
+        Self::progress(report, &load, 50, 0).await;
+        report.note(format!("killing {victim} while 5 shoppers read"));
+        let killed = Instant::now();
+        fleet.kill(&victim).await;
+        let after_kill = load.served();
+        Self::progress(report, &load, 150, 0).await;
+        let limit = Duration::from_secs(60);
+        let replaced = poll_until(limit, async || {
+            load.served_since(&after_kill).contains_key(&victim)
+        })
+        .await;
+        let what = format!("a new {victim} serves again");
+        report.check(replaced, timed(&what, killed, "the kill", limit), "");
+        let running = fleet.replicas().await;
+        report.check(
+            running.len() == 3,
+            format!("3 replicas run again: {running:?}"),
+            "",
+        );
+        Self::check_load(report, &load, "reads during the kill and the replacement");
+        report.note(format!("served in all: {:?}", load.served()));
+        self.readers = load.stop().await;
+        self.check_carts(report, "after the kill").await;
+    }
+
+    async fn rolling_update(&mut self, fleet: &mut impl Fleet, report: &mut Report) {
+        report.step(
+            "Step 8: a rolling update to the next version under reads and writes",
+            "the orchestrator replaces the replicas one by one (start the new, drain the old): \
+             not one read or write fails, no write is lost or doubled, and in the end every \
+             replica runs the new version",
+        );
+        let before = fleet.replicas().await;
+        let versions = VersionProbe::start(&self.shop);
+        let writers = (0..3)
+            .map(|i| Shopper::new(&format!("update-writer{i}")))
+            .collect();
+        let load = Shoppers::start(
+            &self.shop,
+            std::mem::take(&mut self.readers),
+            writers,
+            &self.products,
+        );
+        Self::progress(report, &load, 50, 20).await;
+        let old = versions.seen();
+        report.note(format!(
+            "before: replicas {before:?}, versions {old:?}; rolling out while 5 shoppers read \
+             and 3 add"
+        ));
+        let started = Instant::now();
+        let rolled = fleet.roll_out().await;
+        report.note(format!(
+            "the update took {:.1} s",
+            started.elapsed().as_secs_f64()
+        ));
+        let new = rolled.clone().unwrap_or_default();
+        report.check(
+            rolled.is_ok() && !old.contains_key(&new),
+            format!("the update to version {new} completed (not rolled back)"),
+            format!("{rolled:?}, versions before: {old:?}"),
+        );
+        Self::progress(report, &load, 100, 30).await;
+        let seen = versions.stop().await;
+        report.note(format!("answers of /healthz per version: {seen:?}"));
+        let probes: u64 = seen.values().sum();
+        report.check(
+            seen.keys().any(|v| old.contains_key(v))
+                && seen.contains_key(&new)
+                && seen.keys().all(|v| old.contains_key(v) || *v == new),
+            format!("{probes} /healthz answered, each by the old version or the new one"),
+            format!("{seen:?}"),
+        );
+        Self::check_load(report, &load, "reads during the update");
+        let (ok, failed) = (load.writes.ok(), load.writes.failed());
+        report.check(
+            failed == 0,
+            format!("adds during the update: {ok}, all 200"),
+            format!("{failed} failed: {}", load.writes.failures()),
+        );
+        let shoppers = load.stop().await;
+        let (writers, readers): (Vec<_>, Vec<_>) = shoppers
+            .into_iter()
+            .partition(|s| s.name.starts_with("update-writer"));
+        self.readers = readers;
+        self.writers.extend(writers);
+        self.check_carts(report, "each cart holds exactly its acknowledged adds")
+            .await;
+        let after = fleet.replicas().await;
+        let probe = VersionProbe::start(&self.shop);
+        let answered = poll_until(crate::PATIENCE, async || {
+            probe.seen().values().sum::<u64>() >= 30
+        })
+        .await;
+        let now = probe.stop().await;
+        report.check(
+            answered && now.keys().all(|v| *v == new) && after.len() == before.len(),
+            format!(
+                "{} replicas run, and all answer with version {new}",
+                after.len()
+            ),
+            format!("replicas {after:?}, versions {now:?}"),
+        );
+    }
+
     async fn store_restart(&mut self, fleet: &mut impl Fleet, report: &mut Report) {
         report.step(
             "Step 6: restart the session store",
@@ -449,6 +596,62 @@ impl Scenario {
             ids.is_subset(&seen)
         })
         .await
+    }
+}
+
+/// Asks `/healthz` through the balancer, again and again until stopped, and counts the
+/// answers per version (the replicas' `APP_VERSION`).
+struct VersionProbe {
+    running: Arc<AtomicBool>,
+    seen: Arc<Mutex<BTreeMap<String, u64>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl VersionProbe {
+    fn start(shop: &str) -> Self {
+        let running = Arc::new(AtomicBool::new(true));
+        let seen = Arc::new(Mutex::new(BTreeMap::new()));
+        let url = format!("{shop}/healthz");
+        let task = tokio::spawn({
+            let (running, seen) = (running.clone(), seen.clone());
+            async move {
+                let client = crate::http::bare_client();
+                while running.load(Ordering::Relaxed) {
+                    let answer = async { client.get(&url).send().await?.json().await };
+                    let version = match answer.await {
+                        Ok(serde_json::Value::Object(body)) => body
+                            .get("version")
+                            .and_then(|v| v.as_str())
+                            .unwrap_or("none")
+                            .to_owned(),
+                        Ok(_) => "not an object".to_owned(),
+                        Err(_) => "no answer".to_owned(),
+                    };
+                    *seen
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(version)
+                        .or_default() += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        });
+        Self {
+            running,
+            seen,
+            task,
+        }
+    }
+
+    fn seen(&self) -> BTreeMap<String, u64> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    async fn stop(self) -> BTreeMap<String, u64> {
+        self.running.store(false, Ordering::Relaxed);
+        let _ = self.task.await;
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.clone()
     }
 }
 

@@ -43,6 +43,7 @@ fn help_lists_every_variable() {
         "SESSION_CHANGE_WAIT_MS",
         "SHUTDOWN_DRAIN_MS",
         "DEMO_CHAOS",
+        "APP_VERSION",
     ] {
         assert!(
             help.contains(&format!("env: {variable}")),
@@ -66,6 +67,7 @@ fn invalid_config_exits_naming_the_variable() {
         ("REDIS_COMMAND_TIMEOUT_MS", "-5"),
         ("WORKER_THREADS", "0"),
         ("WORKER_THREADS", "all"),
+        ("APP_VERSION", "2 beta"),
     ] {
         let output = run_with(&[(variable, value)], &[]);
         assert!(!output.status.success(), "{variable}={value} was accepted");
@@ -85,18 +87,32 @@ fn an_unbindable_listen_addr_is_reported() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("LISTEN_ADDR"));
 }
 
-/// Started with LISTEN_ADDR, REDIS_URL and REPLICA_ID, the binary serves the contract.
+/// Started with LISTEN_ADDR, REDIS_URL, REPLICA_ID and APP_VERSION, the binary serves the
+/// contract, naming itself and its version.
 #[tokio::test]
 #[ignore = "integration tier: cargo xtask test integration"]
 async fn the_binary_serves_the_contract_from_its_environment() {
     let redis = RedisServer::start().await;
-    let app = start_binary(&[("REDIS_URL", &redis.url()), ("REPLICA_ID", "bin-1")]).await;
+    let app = start_binary(&[
+        ("REDIS_URL", &redis.url()),
+        ("REPLICA_ID", "bin-1"),
+        ("APP_VERSION", "2.0.0-rc1"),
+    ])
+    .await;
     let shopper = visitor();
     let response = add_item(&shopper, &app.url("/api/cart/items"), "cold-brew-jar", 2).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["x-served-by"], "bin-1");
     let cart: serde_json::Value = get_json(&shopper, &app.url("/api/cart")).await;
     assert_eq!(cart["total_cents"], 4500);
+    let health: serde_json::Value = get_json(&shopper, &app.url("/healthz")).await;
+    assert_eq!(health["version"], "2.0.0-rc1");
+    let page = shopper.get(app.url("/")).send().await.unwrap();
+    let page = page.text().await.unwrap();
+    assert!(
+        page.contains(r#"<span id="app-version">2.0.0-rc1</span>"#),
+        "{page}"
+    );
     assert_eq!(
         shopper
             .get(app.url("/readyz"))

@@ -5,7 +5,7 @@
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use testkit::scenario::{self, Steps};
+use testkit::scenario::{self, Lifecycle, Steps};
 use testkit::{FleetOptions, LoopbackFleet, Replicated};
 
 use crate::helpers::{binary, get_json, simultaneous_adds, start_session, visitor};
@@ -65,7 +65,7 @@ async fn the_fleet_on_sentinel_survives_its_primary_killed() {
     })
     .await;
     let steps = Steps {
-        replicas: true,
+        replicas: Some(Lifecycle::Manual),
         store_restart: false,
         store_failover: true,
     };

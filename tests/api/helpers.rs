@@ -96,6 +96,7 @@ impl TestApp {
         let addr = listener.local_addr().unwrap();
         let state = AppState {
             replica_id: replica_id.into(),
+            version: "test".into(),
             sessions,
             cookie_secure: false,
             static_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("static").into(),

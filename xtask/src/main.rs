@@ -4,7 +4,8 @@
 //! cargo xtask test               # every tier: fast, integration, e2e
 //! cargo xtask test fast          # unit tests and in-process tests (nothing to install)
 //! cargo xtask test integration   # real redis-server, nginx and the release binary
-//! cargo xtask test e2e           # headless Chromium, and the docker compose scenario
+//! cargo xtask test e2e           # headless Chromium, the compose and Swarm scenarios, and
+//!                                 # the Kubernetes manifests validated offline
 //! cargo xtask test fast integration
 //! ```
 //!
@@ -47,7 +48,9 @@ const TIERS: [Tier; 3] = [
     },
     Tier {
         name: "e2e",
-        what: "headless Chromium through the loopback fleet; the docker compose scenario",
+        what: "the Kubernetes manifests validated offline; headless Chromium through the \
+               loopback fleet; the scenario on docker compose and on a single-node Docker \
+               Swarm (deploy/swarm/stack.yml)",
         needs: &[
             ("redis-server", "redis-server"),
             ("redis-cli", "redis-tools"),
@@ -154,8 +157,10 @@ fn run_tier(name: &str) -> bool {
                 ]))
         }
         "e2e" => {
-            cargo_test(&["--test", "e2e", "--", "--ignored"])
+            run(Command::new("bash").arg("scripts/k8s-validate.sh"))
+                && cargo_test(&["--test", "e2e", "--", "--ignored"])
                 && run(Command::new("bash").arg("scripts/compose-e2e.sh"))
+                && run(Command::new("bash").arg("scripts/swarm-e2e.sh"))
         }
         _ => unreachable!("tiers are checked before they run"),
     }

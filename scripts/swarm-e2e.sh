@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# End-to-end test of the elastic-cart fleet on Docker Swarm, deployed from the stack file
+# users deploy (deploy/swarm/stack.yml) on a single-node swarm: round robin over the tasks,
+# a task killed (Swarm replaces it), scale 3 -> 5 -> 2, and a rolling update to a second
+# app image (another APP_VERSION) under reads and writes; then the Sentinel variant
+# (deploy/swarm/stack.ha.yml) with its Redis primary killed under writes. The scenario is
+# the one of the loopback fleet and of compose (testkit/src/scenario.rs), run by the
+# `fleet-scenario` program, which prints what each step proves.
+#
+#   scripts/swarm-e2e.sh            # as root; exit 0 only if every check passed
+#
+# It leaves the engine as it found it, also on failure or ^C (a trap): the stack removed
+# with its volume, the node label it added taken off, and, if the engine was in no swarm
+# before, the swarm left and the networks that `docker swarm init` made removed. An engine
+# already in a swarm is used as it is (it must be a manager).
+#
+# Images: as scripts/compose-e2e.sh (scripts/lib/standin-images.sh): the official redis and
+# nginx images where a registry is reachable (the app images are then built from the
+# Dockerfile), else local stand-ins built from Debian packages. Two app images are built:
+# the first with the crate's version, the next with APP_VERSION=<crate>+next.
+#
+# Environment:
+#   SHOP_PORT             host port of nginx (default 8080)
+#   SWARM_STACK           stack name (default elastic-cart-swarm-e2e)
+#   ELASTIC_CART_IMAGES   auto | standin | official (see scripts/lib/standin-images.sh)
+#   SWARM_E2E_HA=0        skip the Sentinel variant
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=scripts/lib/standin-images.sh
+source "$SCRIPT_DIR/lib/standin-images.sh"
+
+export SHOP_PORT="${SHOP_PORT:-8080}"
+STACK="${SWARM_STACK:-elastic-cart-swarm-e2e}"
+STACK_FILE="$REPO_ROOT/deploy/swarm/stack.yml"
+HA_FILE="$REPO_ROOT/deploy/swarm/stack.ha.yml"
+REDIS_LABEL=elastic-cart.redis
+started_at=$SECONDS
+
+# What this run changed, so that the trap undoes exactly that.
+initialised_swarm=0
+labelled_node=""
+networks_before=""
+
+swarm_state() { docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null; }
+
+# The stack's containers (running or not) and networks; empty once `docker stack rm` is done.
+stack_leftovers() {
+    docker ps -aq --filter "label=com.docker.stack.namespace=$STACK"
+    docker network ls -q --filter "label=com.docker.stack.namespace=$STACK"
+}
+
+# Removes the stack and waits until its containers and networks are gone, then its volume.
+remove_stack() {
+    docker stack rm "$STACK" >/dev/null 2>&1 || true
+    local deadline=$((SECONDS + 90))
+    while [[ -n $(stack_leftovers) ]]; do
+        ((SECONDS < deadline)) || { log "the stack's containers or networks are still there"; return 1; }
+        sleep 0.5
+    done
+    local volume
+    for volume in $(docker volume ls -q --filter "label=com.docker.stack.namespace=$STACK"); do
+        docker volume rm "$volume" >/dev/null
+    done
+}
+
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    if [[ $status -ne 0 && $(swarm_state) == active ]]; then
+        log "failed (exit $status); the stack's tasks and last log lines:"
+        docker stack ps --no-trunc "$STACK" 2>&1 | head -40 | sed 's/^/    /' >&2 || true
+        local service
+        for service in $(docker stack services -q "$STACK" 2>/dev/null); do
+            docker service logs --no-task-ids --tail 15 "$service" 2>&1 | sed 's/^/    /' >&2 || true
+        done
+    fi
+    if [[ $(swarm_state) == active ]]; then
+        log "docker stack rm $STACK (and its volume)"
+        remove_stack || status=1
+        if [[ -n $labelled_node ]]; then
+            docker node update --label-rm "$REDIS_LABEL" "$labelled_node" >/dev/null || status=1
+        fi
+        if ((initialised_swarm)); then
+            log "docker swarm leave --force (this run initialised the swarm)"
+            docker swarm leave --force >/dev/null || status=1
+        fi
+    fi
+    # `docker swarm init` makes docker_gwbridge (and ingress), which leaving keeps.
+    if ((initialised_swarm)); then
+        local network
+        for network in $(docker network ls -q); do
+            grep -qx "$network" <<<"$networks_before" || docker network rm "$network" >/dev/null || status=1
+        done
+    fi
+    log "total time: $((SECONDS - started_at)) s"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+[[ $(id -u) -eq 0 ]] || die "run as root (it may install packages and uses docker)"
+command -v docker >/dev/null || die "docker is not installed (Debian package docker.io)"
+docker info >/dev/null 2>&1 || die "the docker daemon does not answer"
+command -v cargo >/dev/null || die "cargo is needed to build the scenario"
+command -v curl >/dev/null || die "curl is needed (Debian package curl)"
+if curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$SHOP_PORT/" 2>/dev/null; then
+    die "something else already answers on port $SHOP_PORT (set SHOP_PORT)"
+fi
+
+# 1. Images: redis and nginx, and two app images that differ by their version.
+prepare_images
+crate_version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO_ROOT/Cargo.toml" | head -n 1)
+NEXT_VERSION="${crate_version}+next"
+if [[ $IMAGES_MODE == standin ]]; then
+    NEXT_IMAGE="elastic-cart-standin-app:next"
+    build_app_image "$NEXT_IMAGE" "$NEXT_VERSION"
+else
+    export APP_IMAGE="elastic-cart:swarm-e2e"
+    NEXT_IMAGE="elastic-cart:swarm-e2e-next"
+    log "docker build $APP_IMAGE and $NEXT_IMAGE (APP_VERSION=$NEXT_VERSION) from the Dockerfile"
+    docker build -q -t "$APP_IMAGE" "$REPO_ROOT" >/dev/null
+    docker build -q -t "$NEXT_IMAGE" --build-arg "APP_VERSION=$NEXT_VERSION" "$REPO_ROOT" >/dev/null
+fi
+log "images: mode=$IMAGES_MODE app=$APP_IMAGE next=$NEXT_IMAGE" \
+    "redis=${REDIS_IMAGE:-$OFFICIAL_REDIS_IMAGE} nginx=${NGINX_IMAGE:-$OFFICIAL_NGINX_IMAGE}"
+
+# 2. A swarm: this engine's own if it is in one, else a single-node swarm of this run's.
+networks_before=$(docker network ls -q)
+case $(swarm_state) in
+inactive)
+    log "docker swarm init --advertise-addr 127.0.0.1 (left again at the end)"
+    docker swarm init --advertise-addr 127.0.0.1 >/dev/null
+    initialised_swarm=1
+    ;;
+active)
+    [[ $(docker info --format '{{.Swarm.ControlAvailable}}') == true ]] ||
+        die "this engine is in a swarm but not a manager: run this on a manager"
+    log "using the swarm this engine is already in"
+    remove_stack
+    ;;
+*) die "the engine's swarm state is $(swarm_state); expected inactive or active" ;;
+esac
+node=$(docker info --format '{{.Swarm.NodeID}}')
+if [[ -z $(docker node inspect -f "{{index .Spec.Labels \"$REDIS_LABEL\"}}" "$node") ]]; then
+    docker node update --label-add "$REDIS_LABEL=true" "$node" >/dev/null
+    labelled_node=$node
+fi
+
+# Deploys the stack from the given files and waits until every service runs its tasks.
+deploy() {
+    local file args=()
+    for file in "$@"; do args+=(-c "$file"); done
+    log "docker stack deploy --resolve-image never ${args[*]} $STACK"
+    docker stack deploy --resolve-image never "${args[@]}" "$STACK" >/dev/null
+    local deadline=$((SECONDS + 180)) pending
+    while :; do
+        # Services whose running tasks are fewer than asked for ("2/3"); global ones too.
+        pending=$(docker stack services "$STACK" --format '{{.Name}} {{.Replicas}}' |
+            awk '{ split($2, n, "/"); if (n[1] != n[2]) print }')
+        [[ -z $pending ]] && break
+        ((SECONDS < deadline)) || die "services not running after 180 s: $pending"
+        sleep 1
+    done
+    wait_for_shop 60 || die "nginx does not answer on http://127.0.0.1:$SHOP_PORT"
+    log "stack up after $((SECONDS - started_at)) s"
+}
+
+log "building the scenario (cargo build --release -p testkit --bin fleet-scenario)"
+(cd "$REPO_ROOT" && cargo build --release --locked --quiet -p testkit --bin fleet-scenario)
+run_scenario() {
+    "$REPO_ROOT/target/release/fleet-scenario" --shop-url "http://127.0.0.1:$SHOP_PORT" \
+        --swarm-stack "$STACK" --next-image "$NEXT_IMAGE" "$@"
+}
+
+# 3. The stack as users deploy it, and the scenario: round robin, kill, scale, update.
+deploy "$STACK_FILE"
+run_scenario
+
+# 4. The Sentinel variant: the store's primary killed under writes (the scenario's step 7).
+if [[ ${SWARM_E2E_HA:-1} != 0 ]]; then
+    log "the stack again with stack.ha.yml (Sentinel); docker stack rm first"
+    remove_stack
+    deploy "$STACK_FILE" "$HA_FILE"
+    run_scenario --store-failover
+    # Swarm restarts the killed primary; its start script must make it a replica of the
+    # promoted one (not a second primary): the primary the sentinels name ends up with
+    # both replicas connected again.
+    log "waiting for the old primary to rejoin as a replica (the primary has 2 replicas)"
+    sentinel=$(docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_sentinel" | head -n 1)
+    deadline=$((SECONDS + 90))
+    until docker exec "$sentinel" sh -c 'primary=$(redis-cli -p 26379 SENTINEL get-master-addr-by-name carts | head -n 1)
+            redis-cli -h "$primary" INFO replication' 2>/dev/null | grep -q '^connected_slaves:2'; do
+        ((SECONDS < deadline)) || die "the killed primary did not rejoin as a replica within 90 s"
+        sleep 1
+    done
+    log "PASS  the killed primary is back, as a replica of the promoted one"
+fi
