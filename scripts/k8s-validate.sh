@@ -21,7 +21,7 @@
 #      errors) for each Kubernetes version in K8S_SCHEMA_VERSIONS;
 #   4. checks what no schema can: every manifest file is reached by some check, every
 #      object carries the app's labels and namespace, and the drain rules hold (preStop +
-#      drain + in-flight < grace period, maxUnavailable 0, no session affinity, REDIS_URL
+#      the replica's stop < grace period, maxUnavailable 0, no session affinity, REDIS_URL
 #      from the Secret, the route's backend exists).
 #
 # Gateway API (the HTTPRoute in components/gateway-route): kubernetes-validate has schemas
@@ -443,13 +443,18 @@ def check_design(docs, where):
         drain_s = int((env.get("SHUTDOWN_DRAIN_MS") or {}).get("value", "2000")) / 1000
         pre_stop = ((app[0].get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}
         grace = pod.get("terminationGracePeriodSeconds", 30)
-        in_flight = 15  # the balancer's request timeout (nginx.conf's proxy_read_timeout)
+        # The replica exits at most 10 s after SIGTERM, its drain included (SHUTDOWN_LIMIT
+        # in src/startup.rs): what is in flight when the listener closes gets the rest.
+        stop_limit = 10
         if not pre_stop.get("seconds"):
             errors.append("%s %s: no preStop sleep before the drain" % (where, name_of(dep)))
-        elif pre_stop["seconds"] + drain_s + in_flight >= grace:
-            errors.append("%s %s: preStop %gs + drain %gs + in-flight %gs does not fit in "
+        elif drain_s >= stop_limit:
+            errors.append("%s %s: a drain of %gs leaves nothing of the replica's %gs stop" %
+                          (where, name_of(dep), drain_s, stop_limit))
+        elif pre_stop["seconds"] + stop_limit >= grace:
+            errors.append("%s %s: preStop %gs + the replica's stop (up to %gs) does not fit in "
                           "terminationGracePeriodSeconds %s" %
-                          (where, name_of(dep), pre_stop["seconds"], drain_s, in_flight, grace))
+                          (where, name_of(dep), pre_stop["seconds"], stop_limit, grace))
     for route in by_kind.get("HTTPRoute", []):
         for rule in route["spec"].get("rules") or []:
             if "sessionPersistence" in rule:

@@ -9,10 +9,12 @@
 #
 #   scripts/swarm-e2e.sh            # as root; exit 0 only if every check passed
 #
-# It leaves the engine as it found it, also on failure or ^C (a trap): the stack removed
-# with its volume, the node label it added taken off, and, if the engine was in no swarm
-# before, the swarm left and the networks that `docker swarm init` made removed. An engine
-# already in a swarm is used as it is (it must be a manager).
+# It leaves the engine as it found it, also on failure or ^C (a trap): the stack it
+# deployed removed with its volume, the node label it added taken off, the second app image
+# removed, and, if the engine was in no swarm before, the swarm left and the networks that
+# `docker swarm init` made removed. An engine already in a swarm is used only if it is a
+# single-node swarm's manager (the images are local to this node) without a stack of this
+# name. The stand-in images stay, as the cache scripts/lib/standin-images.sh keeps.
 #
 # Images: as scripts/compose-e2e.sh (scripts/lib/standin-images.sh): the official redis and
 # nginx images where a registry is reachable (the app images are then built from the
@@ -39,8 +41,10 @@ started_at=$SECONDS
 
 # What this run changed, so that the trap undoes exactly that.
 initialised_swarm=0
-labelled_node=""
 networks_before=""
+labelled_node=""
+deployed=0
+built_images=()
 
 swarm_state() { docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null; }
 
@@ -58,15 +62,18 @@ remove_stack() {
         ((SECONDS < deadline)) || { log "the stack's containers or networks are still there"; return 1; }
         sleep 0.5
     done
-    local volume
+    local volume status=0
     for volume in $(docker volume ls -q --filter "label=com.docker.stack.namespace=$STACK"); do
-        docker volume rm "$volume" >/dev/null
+        docker volume rm "$volume" >/dev/null || status=1
     done
+    return $status
 }
 
 cleanup() {
     local status=$?
-    trap - EXIT INT TERM
+    # A second ^C must not stop the cleanup halfway.
+    trap '' INT TERM
+    trap - EXIT
     if [[ $status -ne 0 && $(swarm_state) == active ]]; then
         log "failed (exit $status); the stack's tasks and last log lines:"
         docker stack ps --no-trunc "$STACK" 2>&1 | head -40 | sed 's/^/    /' >&2 || true
@@ -76,8 +83,10 @@ cleanup() {
         done
     fi
     if [[ $(swarm_state) == active ]]; then
-        log "docker stack rm $STACK (and its volume)"
-        remove_stack || status=1
+        if ((deployed)); then
+            log "docker stack rm $STACK (and its volume)"
+            remove_stack || status=1
+        fi
         if [[ -n $labelled_node ]]; then
             docker node update --label-rm "$REDIS_LABEL" "$labelled_node" >/dev/null || status=1
         fi
@@ -86,13 +95,21 @@ cleanup() {
             docker swarm leave --force >/dev/null || status=1
         fi
     fi
-    # `docker swarm init` makes docker_gwbridge (and ingress), which leaving keeps.
+    # A swarm makes docker_gwbridge (when its first task starts) and ingress; leaving keeps
+    # the bridge. Only those two, and only if they were not there before this run's init.
+    local network
     if ((initialised_swarm)); then
-        local network
-        for network in $(docker network ls -q); do
-            grep -qx "$network" <<<"$networks_before" || docker network rm "$network" >/dev/null || status=1
+        for network in docker_gwbridge ingress; do
+            if ! grep -qx "$network" <<<"$networks_before" &&
+                docker network inspect "$network" >/dev/null 2>&1; then
+                docker network rm "$network" >/dev/null || status=1
+            fi
         done
     fi
+    local image
+    for image in "${built_images[@]}"; do
+        docker image rm "$image" >/dev/null 2>&1 || status=1
+    done
     log "total time: $((SECONDS - started_at)) s"
     exit "$status"
 }
@@ -115,10 +132,12 @@ crate_version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO_ROOT/Cargo.toml" | he
 NEXT_VERSION="${crate_version}+next"
 if [[ $IMAGES_MODE == standin ]]; then
     NEXT_IMAGE="elastic-cart-standin-app:next"
+    built_images+=("$NEXT_IMAGE")
     build_app_image "$NEXT_IMAGE" "$NEXT_VERSION"
 else
     export APP_IMAGE="elastic-cart:swarm-e2e"
     NEXT_IMAGE="elastic-cart:swarm-e2e-next"
+    built_images+=("$APP_IMAGE" "$NEXT_IMAGE")
     log "docker build $APP_IMAGE and $NEXT_IMAGE (APP_VERSION=$NEXT_VERSION) from the Dockerfile"
     docker build -q -t "$APP_IMAGE" "$REPO_ROOT" >/dev/null
     docker build -q -t "$NEXT_IMAGE" --build-arg "APP_VERSION=$NEXT_VERSION" "$REPO_ROOT" >/dev/null
@@ -127,18 +146,21 @@ log "images: mode=$IMAGES_MODE app=$APP_IMAGE next=$NEXT_IMAGE" \
     "redis=${REDIS_IMAGE:-$OFFICIAL_REDIS_IMAGE} nginx=${NGINX_IMAGE:-$OFFICIAL_NGINX_IMAGE}"
 
 # 2. A swarm: this engine's own if it is in one, else a single-node swarm of this run's.
-networks_before=$(docker network ls -q)
 case $(swarm_state) in
 inactive)
     log "docker swarm init --advertise-addr 127.0.0.1 (left again at the end)"
-    docker swarm init --advertise-addr 127.0.0.1 >/dev/null
+    networks_before=$(docker network ls --format '{{.Name}}')
     initialised_swarm=1
+    docker swarm init --advertise-addr 127.0.0.1 >/dev/null
     ;;
 active)
     [[ $(docker info --format '{{.Swarm.ControlAvailable}}') == true ]] ||
         die "this engine is in a swarm but not a manager: run this on a manager"
-    log "using the swarm this engine is already in"
-    remove_stack
+    [[ $(docker node ls -q | wc -l) -eq 1 ]] ||
+        die "this swarm has several nodes; the test's images are local to this one (use a single-node swarm)"
+    [[ -z $(docker stack ls --format '{{.Name}}' | grep -x "$STACK" || true) ]] ||
+        die "a stack named $STACK already runs; remove it or set SWARM_STACK"
+    log "using the single-node swarm this engine is already in"
     ;;
 *) die "the engine's swarm state is $(swarm_state); expected inactive or active" ;;
 esac
@@ -153,6 +175,7 @@ deploy() {
     local file args=()
     for file in "$@"; do args+=(-c "$file"); done
     log "docker stack deploy --resolve-image never ${args[*]} $STACK"
+    deployed=1
     docker stack deploy --resolve-image never "${args[@]}" "$STACK" >/dev/null
     local deadline=$((SECONDS + 180)) pending
     while :; do
@@ -164,7 +187,43 @@ deploy() {
         sleep 1
     done
     wait_for_shop 60 || die "nginx does not answer on http://127.0.0.1:$SHOP_PORT"
-    log "stack up after $((SECONDS - started_at)) s"
+    # Ready: the store takes writes, whichever replica answers (20 answers in a row).
+    local ready=0
+    deadline=$((SECONDS + 120))
+    while ((ready < 20)); do
+        if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$SHOP_PORT/readyz" 2>/dev/null; then
+            ready=$((ready + 1))
+        else
+            ready=0
+            ((SECONDS < deadline)) || die "/readyz does not answer 200 within 120 s"
+            sleep 0.5
+        fi
+    done
+    log "stack up and ready after $((SECONDS - started_at)) s"
+}
+
+# With the Sentinel variant: true once the primary the sentinels name has both replicas
+# online, and (with "rejoined") the `redis` task is one of them with its link up.
+replication_settled() {
+    local sentinel redis_task old_primary new_primary
+    sentinel=$(docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_sentinel" | head -n 1)
+    new_primary=$(docker exec "$sentinel" sh -c 'redis-cli -h "$(redis-cli -p 26379 SENTINEL get-master-addr-by-name carts | head -n 1)" INFO replication' 2>/dev/null || true)
+    # Connected is not enough: a replica still loading the primary's data confirms no WAIT.
+    [[ $new_primary == *role:master* && $(grep -c 'state=online' <<<"$new_primary") -eq 2 ]] ||
+        return 1
+    [[ ${1:-} == rejoined ]] || return 0
+    redis_task=$(docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_redis" | head -n 1)
+    old_primary=$(docker exec "$redis_task" redis-cli INFO replication 2>/dev/null || true)
+    [[ $old_primary == *role:slave* && $old_primary == *master_link_status:up* ]]
+}
+
+wait_for() {
+    local what=$1 deadline=$((SECONDS + 90))
+    shift
+    until "$@"; do
+        ((SECONDS < deadline)) || die "$what: not within 90 s"
+        sleep 1
+    done
 }
 
 log "building the scenario (cargo build --release -p testkit --bin fleet-scenario)"
@@ -183,17 +242,12 @@ if [[ ${SWARM_E2E_HA:-1} != 0 ]]; then
     log "the stack again with stack.ha.yml (Sentinel); docker stack rm first"
     remove_stack
     deploy "$STACK_FILE" "$HA_FILE"
+    wait_for "both Redis replicas following the primary" replication_settled
     run_scenario --store-failover
     # Swarm restarts the killed primary; its start script must make it a replica of the
-    # promoted one (not a second primary): the primary the sentinels name ends up with
-    # both replicas connected again.
-    log "waiting for the old primary to rejoin as a replica (the primary has 2 replicas)"
-    sentinel=$(docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_sentinel" | head -n 1)
-    deadline=$((SECONDS + 90))
-    until docker exec "$sentinel" sh -c 'primary=$(redis-cli -p 26379 SENTINEL get-master-addr-by-name carts | head -n 1)
-            redis-cli -h "$primary" INFO replication' 2>/dev/null | grep -q '^connected_slaves:2'; do
-        ((SECONDS < deadline)) || die "the killed primary did not rejoin as a replica within 90 s"
-        sleep 1
-    done
+    # promoted one (not a second primary): the `redis` task is a replica with its link up,
+    # and the primary the sentinels name has both replicas again.
+    log "waiting for the old primary to rejoin as a replica of the promoted one"
+    wait_for "the killed primary rejoining as a replica" replication_settled rejoined
     log "PASS  the killed primary is back, as a replica of the promoted one"
 fi

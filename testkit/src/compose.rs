@@ -109,20 +109,11 @@ impl Fleet for ComposeFleet {
     }
 
     async fn kill(&mut self, id: &str) {
-        let container = self.container(id);
-        self.docker(&["kill", &container]);
-        // `docker kill` returns once the signal is sent; wait for the exit itself.
-        self.docker(&["wait", &container]);
+        crate::docker::kill(&self.container(id));
     }
 
     async fn stop(&mut self, id: &str) -> Result<(), String> {
-        let container = self.container(id);
-        self.docker(&["stop", &container]);
-        let code = self.docker(&["inspect", "-f", "{{.State.ExitCode}}", &container]);
-        match code.trim() {
-            "0" => Ok(()),
-            other => Err(format!("{id} exited with status {other}")),
-        }
+        crate::docker::stop(&self.container(id)).map_err(|why| format!("{id} {why}"))
     }
 
     async fn start(&mut self, id: &str) {
@@ -147,33 +138,28 @@ impl Fleet for ComposeFleet {
     async fn kill_store_primary(&mut self) {
         // The sentinels name the primary: the `redis` service by name at first, a promoted
         // replica by its address after a failover.
-        let answer = self.compose(&[
-            "exec",
-            "-T",
-            "sentinel",
-            "redis-cli",
-            "-p",
-            "26379",
-            "SENTINEL",
-            "get-master-addr-by-name",
-            "carts",
-        ]);
-        let host = answer
-            .lines()
-            .next()
-            .map(str::trim)
-            .filter(|host| !host.is_empty())
-            .unwrap_or_else(|| panic!("the sentinels name no primary: {answer:?}"))
-            .to_owned();
-        let victim = ["redis", "redis-replica"]
+        let mut candidates: Vec<(String, String)> = ["redis", "redis-replica"]
             .into_iter()
             .flat_map(|service| self.containers_of(service))
-            .find(|(id, hostname)| *hostname == host || self.addresses(id).contains(&host))
-            .map(|(id, _)| id)
-            .or_else(|| (host == "redis").then(|| self.containers_of("redis")[0].0.clone()))
-            .unwrap_or_else(|| panic!("no store container answers to {host}"));
-        self.docker(&["kill", &victim]);
-        self.docker(&["wait", &victim]);
+            .collect();
+        // Compose's hostname is the container id; the service name is an alias.
+        if let Some((id, _)) = self.containers_of("redis").first() {
+            candidates.push((id.clone(), "redis".to_owned()));
+        }
+        let project_dir = self.project_dir.to_string_lossy().into_owned();
+        let mut exec = vec!["compose", "--project-directory", &project_dir];
+        exec.extend(["--project-name", &self.project]);
+        let files: Vec<String> = self
+            .files
+            .iter()
+            .map(|file| file.to_string_lossy().into_owned())
+            .collect();
+        for file in &files {
+            exec.extend(["-f", file]);
+        }
+        exec.extend(["exec", "-T", "sentinel", "redis-cli"]);
+        let victim = crate::docker::store_primary(&exec, &candidates);
+        crate::docker::kill(&victim);
     }
 }
 
@@ -188,15 +174,6 @@ impl ComposeFleet {
                 let hostname = self.docker(&["inspect", "-f", "{{.Config.Hostname}}", id]);
                 (id.to_owned(), hostname.trim().to_owned())
             })
-            .collect()
-    }
-
-    /// The container's addresses on its networks.
-    fn addresses(&self, id: &str) -> Vec<String> {
-        let format = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}";
-        self.docker(&["inspect", "-f", format, id])
-            .split_whitespace()
-            .map(str::to_owned)
             .collect()
     }
 }

@@ -454,7 +454,12 @@ impl Scenario {
             &self.products,
         );
         Self::progress(report, &load, 50, 20).await;
-        let old = versions.seen();
+        // The version the fleet runs before: the one real version the probe saw.
+        let old: BTreeMap<String, u64> = versions
+            .seen()
+            .into_iter()
+            .filter(|(version, _)| !VersionProbe::is_failure(version))
+            .collect();
         report.note(format!(
             "before: replicas {before:?}, versions {old:?}; rolling out while 5 shoppers read \
              and 3 add"
@@ -467,7 +472,7 @@ impl Scenario {
         ));
         let new = rolled.clone().unwrap_or_default();
         report.check(
-            rolled.is_ok() && !old.contains_key(&new),
+            rolled.is_ok() && old.len() == 1 && !old.contains_key(&new),
             format!("the update to version {new} completed (not rolled back)"),
             format!("{rolled:?}, versions before: {old:?}"),
         );
@@ -479,7 +484,10 @@ impl Scenario {
             seen.keys().any(|v| old.contains_key(v))
                 && seen.contains_key(&new)
                 && seen.keys().all(|v| old.contains_key(v) || *v == new),
-            format!("{probes} /healthz answered, each by the old version or the new one"),
+            format!(
+                "{probes} /healthz asked during the update, each answered 200 by the old \
+                 version or the new one, and both answered"
+            ),
             format!("{seen:?}"),
         );
         Self::check_load(report, &load, "reads during the update");
@@ -608,6 +616,9 @@ struct VersionProbe {
 }
 
 impl VersionProbe {
+    /// What [`VersionProbe::seen`] counts failed probes under.
+    const FAILURES: [&'static str; 4] = ["no answer", "not 200", "not an object", "none"];
+
     fn start(shop: &str) -> Self {
         let running = Arc::new(AtomicBool::new(true));
         let seen = Arc::new(Mutex::new(BTreeMap::new()));
@@ -617,9 +628,14 @@ impl VersionProbe {
             async move {
                 let client = crate::http::bare_client();
                 while running.load(Ordering::Relaxed) {
-                    let answer = async { client.get(&url).send().await?.json().await };
+                    let answer = async {
+                        let response = client.get(&url).send().await?;
+                        let ok = response.status().is_success();
+                        Ok::<_, reqwest::Error>((ok, response.json().await?))
+                    };
                     let version = match answer.await {
-                        Ok(serde_json::Value::Object(body)) => body
+                        Ok((false, _)) => "not 200".to_owned(),
+                        Ok((true, serde_json::Value::Object(body))) => body
                             .get("version")
                             .and_then(|v| v.as_str())
                             .unwrap_or("none")
@@ -645,6 +661,11 @@ impl VersionProbe {
 
     fn seen(&self) -> BTreeMap<String, u64> {
         self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether a key of [`VersionProbe::seen`] counts probes that failed, not a version.
+    fn is_failure(key: &str) -> bool {
+        Self::FAILURES.contains(&key)
     }
 
     async fn stop(self) -> BTreeMap<String, u64> {

@@ -5,9 +5,10 @@
 //! slot has the same id.
 //!
 //! Swarm, not the scenario, brings replicas back: a killed task is replaced by the
-//! service's restart policy, a removed one by nothing (the service was scaled in). Every
-//! call returns only once the stack has settled (tasks running, and stopped containers
-//! exited), so the scenario's "served since" counts see only the fleet it was told about.
+//! service's restart policy, a removed one by nothing (the service was scaled in). A scale
+//! and a rolling update return only once the stack has settled (the tasks running, and the
+//! containers of removed ones exited), so the scenario's "served since" counts see only
+//! the fleet it was told about; a kill returns once the container has exited.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -30,6 +31,8 @@ pub struct SwarmFleet {
     /// The image a rolling update moves the app to (step 8); its version is the image's
     /// `org.opencontainers.image.version` label, which is the `APP_VERSION` it runs with.
     pub next_image: Option<String>,
+    /// The container each killed or stopped replica last ran in, by id.
+    gone: BTreeMap<String, String>,
 }
 
 impl SwarmFleet {
@@ -39,6 +42,7 @@ impl SwarmFleet {
             shop_url: shop_url.trim_end_matches('/').to_owned(),
             stack: stack.to_owned(),
             next_image: None,
+            gone: BTreeMap::new(),
         }
     }
 
@@ -115,33 +119,12 @@ impl SwarmFleet {
             .values()
             .next()
             .unwrap_or_else(|| panic!("{} has no sentinel: not the Sentinel variant", self.stack));
-        let answer = docker(&[
-            "exec",
-            sentinel,
-            "redis-cli",
-            "-p",
-            "26379",
-            "SENTINEL",
-            "get-master-addr-by-name",
-            "carts",
-        ]);
-        let host = answer.lines().next().map(str::trim).unwrap_or_default();
-        assert!(
-            !host.is_empty(),
-            "the sentinels name no primary: {answer:?}"
-        );
-        let format = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}";
-        ["redis", "redis-replica"]
+        let candidates: Vec<(String, String)> = ["redis", "redis-replica"]
             .into_iter()
             .flat_map(|service| self.running(service))
-            .find(|(hostname, id)| {
-                hostname == host
-                    || docker(&["inspect", "-f", format, id])
-                        .split_whitespace()
-                        .any(|address| address == host)
-            })
-            .map(|(_, id)| id)
-            .unwrap_or_else(|| panic!("no store container answers to {host}"))
+            .map(|(hostname, id)| (id, hostname))
+            .collect();
+        crate::docker::store_primary(&["exec", sentinel, "redis-cli"], &candidates)
     }
 }
 
@@ -156,23 +139,28 @@ impl Fleet for SwarmFleet {
 
     async fn kill(&mut self, id: &str) {
         let container = self.container(id);
-        docker(&["kill", &container]);
-        docker(&["wait", &container]);
+        crate::docker::kill(&container);
+        self.gone.insert(id.to_owned(), container);
     }
 
     async fn stop(&mut self, id: &str) -> Result<(), String> {
         let container = self.container(id);
-        docker(&["stop", &container]);
-        let code = docker(&["inspect", "-f", "{{.State.ExitCode}}", &container]);
-        match code.trim() {
-            "0" => Ok(()),
-            other => Err(format!("{id} exited with status {other}")),
-        }
+        let stopped = crate::docker::stop(&container).map_err(|why| format!("{id} {why}"));
+        self.gone.insert(id.to_owned(), container);
+        stopped
     }
 
     async fn start(&mut self, id: &str) {
-        // The restart policy starts a task in the slot again; wait for it.
-        let started = poll_until(SETTLE, async || self.running("app").contains_key(id)).await;
+        // The restart policy starts a task in the slot again, with the same hostname: wait
+        // for a container other than the one killed or stopped (whose task may still be
+        // reported running for a moment).
+        let gone = self.gone.get(id).cloned();
+        let started = poll_until(SETTLE, async || {
+            self.running("app")
+                .get(id)
+                .is_some_and(|container| Some(container) != gone.as_ref())
+        })
+        .await;
         assert!(started, "Swarm did not start {id} again within {SETTLE:?}");
     }
 
@@ -191,9 +179,7 @@ impl Fleet for SwarmFleet {
     }
 
     async fn kill_store_primary(&mut self) {
-        let victim = self.store_primary();
-        docker(&["kill", &victim]);
-        docker(&["wait", &victim]);
+        crate::docker::kill(&self.store_primary());
     }
 
     async fn roll_out(&mut self) -> Result<String, String> {
@@ -212,8 +198,9 @@ impl Fleet for SwarmFleet {
         }
         let app = self.service("app");
         let n = self.running("app").len();
-        // Local images (no registry): the image is not resolved to a registry digest.
-        docker(&[
+        // Local images (no registry): the image is not resolved to a registry digest. The
+        // command fails when the update rolls back, which is an answer, not a crash.
+        let update = [
             "service",
             "update",
             "--detach=false",
@@ -221,7 +208,13 @@ impl Fleet for SwarmFleet {
             "--image",
             &image,
             &app,
-        ]);
+        ];
+        println!("      $ docker {}", update.join(" "));
+        if docker_quiet(&update).is_none() {
+            let status =
+                docker_quiet(&["service", "inspect", "-f", "{{json .UpdateStatus}}", &app]);
+            return Err(format!("docker service update failed: {status:?}"));
+        }
         // The command returns once the tasks have converged; the update itself ends after
         // the last task's monitor period, as completed, or rolled back or paused on a
         // failure.
