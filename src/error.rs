@@ -222,6 +222,22 @@ fn refuses_writes(cause: &str) -> bool {
         .any(|sign| cause.contains(sign))
 }
 
+/// The kind of a session store failure, as `elastic_cart_store_errors_total` counts it:
+/// `timeout` (no answer within REDIS_COMMAND_TIMEOUT_MS), `refusing_writes` (out of
+/// memory, a failed disk), `unconfirmed` (too few replicas confirmed a change, `WAIT`) or
+/// `unavailable` (no connection, a failover under way, anything else).
+pub(crate) fn store_error_kind(cause: &str) -> &'static str {
+    if refuses_writes(cause) {
+        "refusing_writes"
+    } else if cause.contains("Timeout Error") || cause.contains("timed out") {
+        "timeout"
+    } else if cause.contains("WAIT: ") {
+        "unconfirmed"
+    } else {
+        "unavailable"
+    }
+}
+
 impl Error {
     /// The error for a store failure outside a change: refused, or unavailable.
     pub(crate) fn from_store(cause: String) -> Self {
@@ -328,6 +344,30 @@ mod tests {
         let response = Error::StoreUnavailable("connection refused".into()).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn store_failures_are_counted_by_kind() {
+        for (cause, kind) in [
+            (
+                "Backend error: Timeout Error: Request timed out.",
+                "timeout",
+            ),
+            (
+                "Backend error: OOM command not allowed when used memory > 'maxmemory'.",
+                "refusing_writes",
+            ),
+            (
+                "Backend error: WAIT: 0 of 1 replicas confirmed the write within 500 ms",
+                "unconfirmed",
+            ),
+            (
+                "Backend error: IO Error: Connection refused (os error 111)",
+                "unavailable",
+            ),
+        ] {
+            assert_eq!(store_error_kind(cause), kind, "{cause}");
+        }
     }
 
     #[test]

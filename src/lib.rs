@@ -14,7 +14,8 @@
 //! - [`cart`], [`order`], [`catalog`]: the shop's rules as plain data and functions.
 //! - [`state`]: what every handler can reach; [`error`]: the one error type;
 //!   [`extract`]: extractors whose rejections are that error.
-//! - [`security`]: cross-origin checks and security headers; [`shutdown`]: draining before a
+//! - [`metrics`]: what a replica counts for Prometheus (`GET /metrics`);
+//!   [`security`]: cross-origin checks and security headers; [`shutdown`]: draining before a
 //!   replica leaves the balancer; [`config`]: settings from the environment; [`server`]: the
 //!   HTTP/1.1 connections under the router (deadlines and limits of request heads).
 //!
@@ -26,6 +27,7 @@ pub mod catalog;
 pub mod config;
 pub(crate) mod error;
 pub(crate) mod extract;
+pub mod metrics;
 pub(crate) mod order;
 pub(crate) mod routes;
 pub(crate) mod security;
@@ -74,6 +76,7 @@ pub fn app(state: AppState) -> Router {
         .expect("replica ids are validated to be header-safe");
     let chaos = state.chaos;
     let replica = state.replica_id.clone();
+    let metrics = state.metrics.clone();
 
     let router = Router::new()
         .merge(routes::pages::router(&state, sessions.clone()))
@@ -85,6 +88,11 @@ pub fn app(state: AppState) -> Router {
         // Top-down: the first layer sees a request first and its response last.
         .layer(
             ServiceBuilder::new()
+                // First, so a request's time includes every layer below it.
+                .layer(middleware::from_fn_with_state(
+                    metrics,
+                    metrics::count_requests,
+                ))
                 .layer(
                     TraceLayer::new_for_http()
                         .make_span_with(move |request: &Request<_>| request_span(&replica, request))

@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::session::store::{RedisSettings, SessionBackend};
 use crate::shutdown::{self, Drain};
 use crate::state::{AppState, ChangePolicy};
@@ -19,7 +20,8 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
 /// started, naming the setting at fault.
 pub async fn run(config: Config) -> Result<(), String> {
     let replica_id = config.replica_id();
-    let sessions = session_store(&config)?;
+    let metrics = Metrics::new(&config.app_version());
+    let sessions = session_store(&config, &metrics)?;
     let listener = TcpListener::bind(config.listen_addr)
         .await
         .map_err(|err| format!("LISTEN_ADDR {} cannot be bound: {err}", config.listen_addr))?;
@@ -44,6 +46,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             serialised: true,
         },
         chaos: config.demo_chaos,
+        metrics,
     };
     let drain_period = config.shutdown_drain();
     let (signalled_tx, mut signalled_rx) = watch::channel(false);
@@ -72,12 +75,12 @@ pub async fn run(config: Config) -> Result<(), String> {
 
 /// Redis if `REDIS_URL` is set, else this process's memory (with a warning: one replica
 /// only).
-fn session_store(config: &Config) -> Result<SessionBackend, String> {
+fn session_store(config: &Config, metrics: &Metrics) -> Result<SessionBackend, String> {
     let Some(url) = &config.redis_url else {
         tracing::warn!(
             "REDIS_URL is not set: sessions live in this process's memory, so run only one replica"
         );
-        return Ok(SessionBackend::memory(config.session_ttl()));
+        return Ok(SessionBackend::memory(config.session_ttl(), metrics));
     };
     let settings = RedisSettings {
         url: url.clone(),
@@ -86,7 +89,7 @@ fn session_store(config: &Config) -> Result<SessionBackend, String> {
         key_prefix: config.session_key_prefix.clone(),
         wait_replicas: config.redis_wait_replicas,
     };
-    SessionBackend::redis(&settings, config.session_ttl())
+    SessionBackend::redis(&settings, config.session_ttl(), metrics)
         .map_err(|err| format!("REDIS_URL is not usable: {err}"))
 }
 

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::metrics::Metrics;
 use crate::session::store::SessionBackend;
 use crate::shutdown::Drain;
 
@@ -28,6 +29,8 @@ pub struct AppState {
     pub changes: ChangePolicy,
     /// Whether pages offer the "crash this replica" button (demos only).
     pub chaos: bool,
+    /// What this replica counts for `GET /metrics` (the session store counts into it too).
+    pub metrics: Metrics,
 }
 
 /// How changes of an existing session are made.

@@ -1,6 +1,7 @@
 //! Health checks for balancers and orchestrators: `/healthz` (the process answers) and
 //! `/readyz` (the session store takes writes too: a store that answers but refuses writes,
-//! out of memory or a primary demoted by a failover, cannot serve changes).
+//! out of memory or a primary demoted by a failover, cannot serve changes); and
+//! `/metrics` for Prometheus. None of them has a session.
 
 use axum::Router;
 use axum::extract::State;
@@ -15,6 +16,18 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    let text = state.metrics.render(state.drain.is_draining());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        text,
+    )
 }
 
 async fn healthz(State(state): State<AppState>) -> AppJson<Value> {

@@ -31,6 +31,7 @@ use self::memory::MemorySessions;
 use self::redis::RedisSessions;
 pub use self::redis::RedisSettings;
 use super::ledger::ChangeToken;
+use crate::metrics::Metrics;
 
 /// The values a session holds, by key.
 pub type Data = HashMap<String, Json>;
@@ -46,7 +47,11 @@ pub struct Snapshot {
 
 /// The session store of one replica.
 #[derive(Debug, Clone)]
-pub struct SessionBackend(Store);
+pub struct SessionBackend {
+    store: Store,
+    /// Where each operation's duration and failure are counted.
+    metrics: Metrics,
+}
 
 #[derive(Debug, Clone)]
 enum Store {
@@ -59,23 +64,53 @@ enum Store {
 impl SessionBackend {
     /// A Redis-backed store. Connecting happens in the background: a replica started
     /// while Redis is down keeps running, answers 503 and connects when Redis comes.
-    pub fn redis(settings: &RedisSettings, ttl: Duration) -> Result<Self, fred::error::Error> {
-        Ok(Self(Store::Redis(Arc::new(RedisSessions::connect(
-            settings, ttl,
-        )?))))
+    pub fn redis(
+        settings: &RedisSettings,
+        ttl: Duration,
+        metrics: &Metrics,
+    ) -> Result<Self, fred::error::Error> {
+        let store = RedisSessions::connect(settings, ttl, metrics.clone())?;
+        Ok(Self {
+            store: Store::Redis(Arc::new(store)),
+            metrics: metrics.clone(),
+        })
     }
 
     /// A store in this process's memory: for a single replica, demos and tests.
-    pub fn memory(ttl: Duration) -> Self {
-        Self(Store::Memory(MemorySessions::new(ttl)))
+    pub fn memory(ttl: Duration, metrics: &Metrics) -> Self {
+        Self {
+            store: Store::Memory(MemorySessions::new(ttl, metrics.clone())),
+            metrics: metrics.clone(),
+        }
+    }
+
+    /// The instruments this store counts into (changes count their races there too).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Runs one store operation `op`, counting its duration and, if it fails, its kind.
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        work: impl std::future::Future<Output = session_store::Result<T>>,
+    ) -> session_store::Result<T> {
+        let started = std::time::Instant::now();
+        let result = work.await;
+        let failure = result
+            .as_ref()
+            .err()
+            .map(|err| crate::error::store_error_kind(&err.to_string()));
+        self.metrics.record_store(op, started.elapsed(), failure);
+        result
     }
 
     /// Whether the store takes a write now (used by `/readyz`): a store that answers but
     /// refuses writes (out of memory, a demoted primary) cannot serve changes either. `probe` names
     /// the prober, whose one short-lived key it writes.
     pub async fn probe_writes(&self, probe: &str) -> session_store::Result<()> {
-        match &self.0 {
-            Store::Redis(redis) => redis.probe_writes(probe).await,
+        match &self.store {
+            Store::Redis(redis) => self.timed("probe", redis.probe_writes(probe)).await,
             Store::Memory(_) => Ok(()),
         }
     }
@@ -83,10 +118,13 @@ impl SessionBackend {
     /// Reads a session record for a later [`Self::replace_if_unchanged`]. `None` if there
     /// is no such session (or it no longer decodes).
     pub async fn snapshot(&self, id: &Id) -> session_store::Result<Option<Snapshot>> {
-        match &self.0 {
-            Store::Redis(redis) => redis.snapshot(id).await,
-            Store::Memory(memory) => Ok(memory.snapshot(id)),
-        }
+        self.timed("snapshot", async {
+            match &self.store {
+                Store::Redis(redis) => redis.snapshot(id).await,
+                Store::Memory(memory) => Ok(memory.snapshot(id)),
+            }
+        })
+        .await
     }
 
     /// Stores `data` in the snapshot's session, with a fresh expiry, if the session is
@@ -99,14 +137,17 @@ impl SessionBackend {
         data: Data,
         token: &ChangeToken,
     ) -> session_store::Result<bool> {
-        match &self.0 {
-            Store::Redis(redis) => {
-                redis
-                    .replace_if_unchanged(snapshot, data, Some(token))
-                    .await
+        self.timed("replace", async {
+            match &self.store {
+                Store::Redis(redis) => {
+                    redis
+                        .replace_if_unchanged(snapshot, data, Some(token))
+                        .await
+                }
+                Store::Memory(memory) => Ok(memory.replace_if_unchanged(snapshot, data)),
             }
-            Store::Memory(memory) => Ok(memory.replace_if_unchanged(snapshot, data)),
-        }
+        })
+        .await
     }
 
     /// Makes sure the session as `snapshot` read it is safe to answer from when a change
@@ -118,15 +159,18 @@ impl SessionBackend {
         snapshot: &Snapshot,
         token: &ChangeToken,
     ) -> session_store::Result<()> {
-        match &self.0 {
-            Store::Redis(redis) => redis.confirm_unchanged(&snapshot.record.id, token).await,
+        match &self.store {
+            Store::Redis(redis) => {
+                let confirm = redis.confirm_unchanged(&snapshot.record.id, token);
+                self.timed("confirm", confirm).await
+            }
             Store::Memory(_) => Ok(()),
         }
     }
 
     /// Closes the Redis connections, if any.
     pub async fn close(&self) {
-        if let Store::Redis(redis) = &self.0 {
+        if let Store::Redis(redis) = &self.store {
             redis.close().await;
         }
     }
@@ -135,31 +179,43 @@ impl SessionBackend {
 #[async_trait]
 impl SessionStore for SessionBackend {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        match &self.0 {
-            Store::Redis(store) => store.create(record).await,
-            Store::Memory(store) => store.create(record).await,
-        }
+        self.timed("create", async {
+            match &self.store {
+                Store::Redis(store) => store.create(record).await,
+                Store::Memory(store) => store.create(record).await,
+            }
+        })
+        .await
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        match &self.0 {
-            Store::Redis(store) => store.save(record).await,
-            Store::Memory(store) => store.save(record).await,
-        }
+        self.timed("save", async {
+            match &self.store {
+                Store::Redis(store) => store.save(record).await,
+                Store::Memory(store) => store.save(record).await,
+            }
+        })
+        .await
     }
 
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
-        match &self.0 {
-            Store::Redis(store) => store.load(session_id).await,
-            Store::Memory(store) => store.load(session_id).await,
-        }
+        self.timed("load", async {
+            match &self.store {
+                Store::Redis(store) => store.load(session_id).await,
+                Store::Memory(store) => store.load(session_id).await,
+            }
+        })
+        .await
     }
 
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
-        match &self.0 {
-            Store::Redis(store) => store.delete(session_id).await,
-            Store::Memory(store) => store.delete(session_id).await,
-        }
+        self.timed("delete", async {
+            match &self.store {
+                Store::Redis(store) => store.delete(session_id).await,
+                Store::Memory(store) => store.delete(session_id).await,
+            }
+        })
+        .await
     }
 }
 

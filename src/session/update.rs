@@ -95,8 +95,10 @@ pub(crate) async fn update<T>(
             return Ok(Outcome::Applied(value));
         }
         lost_races += 1;
+        store.metrics().conflict();
         let pause = random_pause(lost_races);
         if Instant::now() + pause >= deadline {
+            store.metrics().busy();
             return Err(Error::SessionBusy);
         }
         tokio::time::sleep(pause).await;
@@ -147,7 +149,10 @@ mod tests {
     /// 200 concurrent increments of one session all count.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_changes_of_one_session_all_count() {
-        let store = Arc::new(SessionBackend::memory(Duration::from_secs(60)));
+        let store = Arc::new(SessionBackend::memory(
+            Duration::from_secs(60),
+            &Default::default(),
+        ));
         let id = session_with_counter(&store).await;
         let tasks: Vec<_> = (0..200)
             .map(|_| {
@@ -167,7 +172,7 @@ mod tests {
     /// A refused change writes nothing; a change of a missing session reports it.
     #[tokio::test]
     async fn refused_changes_and_missing_sessions_write_nothing() {
-        let store = SessionBackend::memory(Duration::from_secs(60));
+        let store = SessionBackend::memory(Duration::from_secs(60), &Default::default());
         let id = session_with_counter(&store).await;
         let refused = update(&store, &id, Duration::from_secs(1), |data| {
             increment(data)?;
@@ -254,7 +259,10 @@ mod tests {
                 .build()
                 .unwrap();
             runtime.block_on(async {
-                let store = Arc::new(SessionBackend::memory(Duration::from_secs(60)));
+                let store = Arc::new(SessionBackend::memory(
+                    Duration::from_secs(60),
+                    &Default::default(),
+                ));
                 let mut record = Record {
                     id: Id::default(),
                     data: [

@@ -44,6 +44,7 @@ fn path(rng: &mut fastrand::Rng) -> String {
         format!("/api/cart/items/{id}"),
         "/healthz".to_owned(),
         "/readyz".to_owned(),
+        "/metrics".to_owned(),
         "/static/images".to_owned(),
         format!("/static/{id}"),
         format!("/{id}"),

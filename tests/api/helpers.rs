@@ -79,13 +79,14 @@ impl TestApp {
             key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
             wait_replicas: 0,
         };
-        let sessions = SessionBackend::redis(&settings, ttl).expect("a valid redis url");
+        let sessions =
+            SessionBackend::redis(&settings, ttl, &Default::default()).expect("a valid redis url");
         Self::spawn(sessions, replica_id, changes).await
     }
 
     /// A replica with sessions in its own memory.
     pub(crate) async fn in_memory(replica_id: &str) -> Self {
-        let sessions = SessionBackend::memory(Duration::from_secs(1800));
+        let sessions = SessionBackend::memory(Duration::from_secs(1800), &Default::default());
         Self::spawn(sessions, replica_id, ChangePolicy::default()).await
     }
 
@@ -96,7 +97,8 @@ impl TestApp {
         let addr = listener.local_addr().unwrap();
         let state = AppState {
             replica_id: replica_id.into(),
-            version: "test".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            metrics: sessions.metrics().clone(),
             sessions,
             cookie_secure: false,
             static_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("static").into(),

@@ -18,6 +18,7 @@ mod failover;
 mod fleet;
 mod fuzz;
 mod helpers;
+mod metrics;
 mod pages;
 mod redis_failure;
 mod sessions;

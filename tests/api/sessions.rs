@@ -301,7 +301,8 @@ async fn saving_a_record_that_vanished_writes_it_again() {
         key_prefix: "elastic-cart:".to_owned(),
         wait_replicas: 0,
     };
-    let store = SessionBackend::redis(&settings, Duration::from_secs(600)).unwrap();
+    let store =
+        SessionBackend::redis(&settings, Duration::from_secs(600), &Default::default()).unwrap();
     let client = redis_client(&redis).await;
     crate::helpers::eventually("the store to connect", async || {
         store.probe_writes("test").await.is_ok()

@@ -13,6 +13,7 @@ use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 
 use super::{Data, Snapshot, needs_refresh};
+use crate::metrics::Metrics;
 
 /// Sessions in this process's memory. Expired records are dropped when met.
 #[derive(Debug, Clone)]
@@ -22,17 +23,20 @@ pub(super) struct MemorySessions {
     /// session would scan the whole map each time.
     next_sweep: Arc<AtomicI64>,
     ttl: Duration,
+    /// Counts the reads that move an expiry.
+    metrics: Metrics,
 }
 
 impl MemorySessions {
     /// Seconds between two sweeps of expired records.
     const SWEEP_EVERY_SECS: i64 = 60;
 
-    pub(super) fn new(ttl: Duration) -> Self {
+    pub(super) fn new(ttl: Duration, metrics: Metrics) -> Self {
         Self {
             records: Arc::default(),
             next_sweep: Arc::default(),
             ttl,
+            metrics,
         }
     }
 
@@ -107,6 +111,7 @@ impl SessionStore for MemorySessions {
         }
         if needs_refresh(record.expiry_date, now, self.ttl) {
             record.expiry_date = now + self.ttl;
+            self.metrics.expiry_refreshed();
         }
         Ok(Some(record.clone()))
     }
@@ -133,7 +138,7 @@ mod tests {
 
     #[tokio::test]
     async fn memory_store_moves_the_expiry_of_a_record_read_late() {
-        let store = MemorySessions::new(TTL);
+        let store = MemorySessions::new(TTL, Metrics::default());
         let mut record = record_expiring_in(TTL);
         store.create(&mut record).await.unwrap();
         store.records().get_mut(&record.id).unwrap().expiry_date =
@@ -145,7 +150,7 @@ mod tests {
 
     #[tokio::test]
     async fn memory_store_forgets_expired_records() {
-        let store = MemorySessions::new(TTL);
+        let store = MemorySessions::new(TTL, Metrics::default());
         let mut record = record_expiring_in(TTL);
         store.create(&mut record).await.unwrap();
         store.records().get_mut(&record.id).unwrap().expiry_date =

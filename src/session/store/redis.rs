@@ -46,6 +46,7 @@ use tower_sessions::session_store::{self, SessionStore};
 
 use super::keys::{probe_key, session_key};
 use super::{Data, Snapshot, needs_refresh};
+use crate::metrics::Metrics;
 use crate::session::ledger::{ChangeToken, MARKER_TTL, applied_key};
 
 /// Replaces a record's value and expiry only if it is still byte for byte the one read,
@@ -103,6 +104,8 @@ pub(super) struct RedisSessions {
     /// When a shortfall of replicas last made the connections reconnect (ms since the
     /// epoch), so it happens at most once a second.
     last_forced_reconnect_ms: Arc<AtomicU64>,
+    /// Counts the reads that move an expiry.
+    metrics: Metrics,
 }
 
 impl RedisSessions {
@@ -110,6 +113,7 @@ impl RedisSessions {
     pub(super) fn connect(
         settings: &RedisSettings,
         ttl: Duration,
+        metrics: Metrics,
     ) -> Result<Self, fred::error::Error> {
         let pool = build_pool(settings)?;
         pool.connect();
@@ -120,6 +124,7 @@ impl RedisSessions {
             wait_replicas: settings.wait_replicas,
             wait_timeout: settings.command_timeout / 2,
             last_forced_reconnect_ms: Arc::default(),
+            metrics,
         })
     }
 
@@ -368,8 +373,9 @@ impl SessionStore for RedisSessions {
             // Same data, new expiry; if the record changed meanwhile, the change that did it
             // moved the expiry already. A failure costs only the refresh, not the read.
             let data = snapshot.record.data.clone();
-            if let Err(err) = self.replace_if_unchanged(&snapshot, data, None).await {
-                tracing::warn!(%err, "could not refresh a session's expiry");
+            match self.replace_if_unchanged(&snapshot, data, None).await {
+                Ok(_) => self.metrics.expiry_refreshed(),
+                Err(err) => tracing::warn!(%err, "could not refresh a session's expiry"),
             }
         }
         Ok(Some(snapshot.record))

@@ -1,0 +1,328 @@
+//! What a replica counts, for Prometheus: requests by route and status, their duration,
+//! the session store's commands and errors, lost compare-and-set races, busy sessions,
+//! expiry refreshes, whether the replica is draining, and its version.
+//!
+//! One [`Metrics`] per replica (in [`crate::AppState`] and in the session store), each with
+//! its own registry rather than a process-wide one, so tests that run several replicas in
+//! one process see each replica's own counts. Everything here is a few atomic operations
+//! per request; `GET /metrics` renders the registry in the OpenMetrics text format, which
+//! Prometheus reads.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// The content type of `GET /metrics`.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Request durations, from half a millisecond (a page from a warm replica) to 5 s (the
+/// longest a change may wait on a busy session).
+const REQUEST_BUCKETS: [f64; 13] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Store command durations: a Redis round trip on loopback is a tenth of a millisecond;
+/// the command timeout is a second by default.
+const STORE_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: Cow<'static, str>,
+    route: Cow<'static, str>,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: Cow<'static, str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabel {
+    op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: String,
+}
+
+/// A replica's instruments; cloning shares them.
+#[derive(Debug, Clone)]
+pub struct Metrics(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Family<RouteLabel, Histogram>,
+    store_duration: Family<OpLabel, Histogram>,
+    store_errors: Family<KindLabel, Counter>,
+    conflicts: Counter,
+    busy: Counter,
+    expiry_refreshes: Counter,
+    draining: Gauge,
+    /// Every request answered, whatever its route (what the fleet heartbeat reports).
+    served: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new(env!("CARGO_PKG_VERSION"))
+    }
+}
+
+impl Metrics {
+    /// Fresh instruments for a replica running `version`.
+    pub fn new(version: &str) -> Self {
+        let mut registry = Registry::with_prefix("elastic_cart");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by method, route pattern and status",
+            requests.clone(),
+        );
+        let request_duration =
+            Family::<RouteLabel, Histogram>::new_with_constructor(request_histogram as fn() -> _);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from a request's arrival to its response, by route pattern",
+            request_duration.clone(),
+        );
+        let store_duration =
+            Family::<OpLabel, Histogram>::new_with_constructor(store_histogram as fn() -> _);
+        registry.register(
+            "store_command_duration_seconds",
+            "Time of one session store operation (one or a few Redis commands), by operation",
+            store_duration.clone(),
+        );
+        let store_errors = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "store_errors",
+            "Session store operations that failed, by kind",
+            store_errors.clone(),
+        );
+        let conflicts = Counter::default();
+        registry.register(
+            "session_change_conflicts",
+            "Cart changes that lost a compare-and-set race to another change and retried",
+            conflicts.clone(),
+        );
+        let busy = Counter::default();
+        registry.register(
+            "session_busy",
+            "Cart changes answered 503 session_busy after retrying too long",
+            busy.clone(),
+        );
+        let expiry_refreshes = Counter::default();
+        registry.register(
+            "expiry_refreshes",
+            "Reads that moved a session's expiry (past half its time to live)",
+            expiry_refreshes.clone(),
+        );
+        let draining = Gauge::default();
+        registry.register(
+            "draining",
+            "1 while the replica is stopping (answering with Connection: close), else 0",
+            draining.clone(),
+        );
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabel {
+                version: version.to_owned(),
+            })
+            .set(1);
+        registry.register("build_info", "The version this replica runs", build_info);
+        Self(Arc::new(Inner {
+            registry,
+            requests,
+            request_duration,
+            store_duration,
+            store_errors,
+            conflicts,
+            busy,
+            expiry_refreshes,
+            draining,
+            served: AtomicU64::new(0),
+        }))
+    }
+
+    /// Counts an answered request and its duration.
+    pub fn record_request(
+        &self,
+        method: &str,
+        route: Cow<'static, str>,
+        status: u16,
+        took: Duration,
+    ) {
+        let inner = &self.0;
+        inner.served.fetch_add(1, Ordering::Relaxed);
+        inner
+            .request_duration
+            .get_or_create(&RouteLabel {
+                route: route.clone(),
+            })
+            .observe(took.as_secs_f64());
+        inner
+            .requests
+            .get_or_create(&RequestLabels {
+                method: method_label(method),
+                route,
+                status,
+            })
+            .inc();
+    }
+
+    /// Every request answered so far.
+    pub fn served(&self) -> u64 {
+        self.0.served.load(Ordering::Relaxed)
+    }
+
+    /// Counts one session store operation `op` that took `took`, and its failure's `kind`.
+    pub fn record_store(&self, op: &'static str, took: Duration, failure: Option<&'static str>) {
+        self.0
+            .store_duration
+            .get_or_create(&OpLabel { op })
+            .observe(took.as_secs_f64());
+        if let Some(kind) = failure {
+            self.0.store_errors.get_or_create(&KindLabel { kind }).inc();
+        }
+    }
+
+    /// A change lost a compare-and-set race.
+    pub fn conflict(&self) {
+        self.0.conflicts.inc();
+    }
+
+    /// A change gave up on a busy session.
+    pub fn busy(&self) {
+        self.0.busy.inc();
+    }
+
+    /// A read moved a session's expiry.
+    pub fn expiry_refreshed(&self) {
+        self.0.expiry_refreshes.inc();
+    }
+
+    /// The registry in the OpenMetrics text format, with `draining` as it is now.
+    pub fn render(&self, draining: bool) -> String {
+        self.0.draining.set(i64::from(draining));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.0.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+fn request_histogram() -> Histogram {
+    Histogram::new(REQUEST_BUCKETS)
+}
+
+fn store_histogram() -> Histogram {
+    Histogram::new(STORE_BUCKETS)
+}
+
+/// The method as a label: the standard ones by name, anything else as `other`, so a
+/// client cannot make up label values.
+fn method_label(method: &str) -> Cow<'static, str> {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    Cow::Borrowed(
+        KNOWN
+            .into_iter()
+            .find(|known| *known == method)
+            .unwrap_or("other"),
+    )
+}
+
+/// The route label of a request: the pattern the router matched (`/api/cart/items/{id}`),
+/// never the raw path, which would make a series per product id or per probe of a
+/// scanner. Static files are one route; a path no route matches is `unmatched`.
+pub fn route_label(matched: Option<&MatchedPath>, path: &str) -> Cow<'static, str> {
+    if path.starts_with("/static/") {
+        return Cow::Borrowed("/static/{file}");
+    }
+    match matched {
+        Some(matched) => Cow::Owned(matched.as_str().to_owned()),
+        None => Cow::Borrowed("unmatched"),
+    }
+}
+
+/// Middleware: counts every request with its route pattern, status and duration.
+pub async fn count_requests(
+    State(metrics): State<Metrics>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let route = route_label(
+        request.extensions().get::<MatchedPath>(),
+        request.uri().path(),
+    );
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    metrics.record_request(
+        method.as_str(),
+        route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_named_series_with_its_labels() {
+        let metrics = Metrics::new("1.2.3");
+        metrics.record_request("GET", Cow::Borrowed("/cart"), 200, Duration::from_millis(3));
+        metrics.record_store("load", Duration::from_micros(200), Some("timeout"));
+        metrics.conflict();
+        metrics.busy();
+        metrics.expiry_refreshed();
+        let text = metrics.render(true);
+        for line in [
+            r#"elastic_cart_http_requests_total{method="GET",route="/cart",status="200"} 1"#,
+            r#"elastic_cart_http_request_duration_seconds_count{route="/cart"} 1"#,
+            r#"elastic_cart_store_command_duration_seconds_count{op="load"} 1"#,
+            r#"elastic_cart_store_errors_total{kind="timeout"} 1"#,
+            "elastic_cart_session_change_conflicts_total 1",
+            "elastic_cart_session_busy_total 1",
+            "elastic_cart_expiry_refreshes_total 1",
+            "elastic_cart_draining 1",
+            r#"elastic_cart_build_info{version="1.2.3"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        assert_eq!(metrics.served(), 1);
+    }
+
+    #[test]
+    fn labels_are_patterns_and_known_methods_only() {
+        assert_eq!(route_label(None, "/no/such/page"), "unmatched");
+        assert_eq!(route_label(None, "/static/style.css"), "/static/{file}");
+        assert_eq!(method_label("BREW"), "other");
+        assert_eq!(method_label("DELETE"), "DELETE");
+    }
+}

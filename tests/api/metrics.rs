@@ -1,0 +1,159 @@
+//! `GET /metrics`: the Prometheus series a replica names, parsed as a scraper would, and
+//! that they move with what the replica does (requests by route pattern, store
+//! operations and their failures, lost compare-and-set races).
+
+use std::collections::BTreeMap;
+
+use reqwest::StatusCode;
+
+use crate::helpers::{RedisServer, TestApp, add_item, simultaneous_adds, start_session, visitor};
+
+/// The samples of an OpenMetrics text, by series (name and labels as written).
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (series, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("not a sample: {line}"));
+            let value = value
+                .parse()
+                .unwrap_or_else(|_| panic!("not a number in {line}"));
+            (series.to_owned(), value)
+        })
+        .collect()
+}
+
+async fn scrape(app: &TestApp) -> BTreeMap<String, f64> {
+    let response = visitor().get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let text = response.text().await.unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    samples(&text)
+}
+
+fn value(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
+    samples.get(series).copied().unwrap_or(0.0)
+}
+
+/// Every named series is there, and requests count by method, route pattern (never the
+/// raw path) and status, with a duration per route.
+#[tokio::test]
+async fn metrics_name_every_series_and_count_requests_by_route_pattern() {
+    let app = TestApp::in_memory("replica-m").await;
+    let before = scrape(&app).await;
+    let build = format!(
+        r#"elastic_cart_build_info{{version="{}"}}"#,
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(value(&before, &build), 1.0, "{before:#?}");
+    assert_eq!(value(&before, "elastic_cart_draining"), 0.0);
+    for series in [
+        "elastic_cart_session_change_conflicts_total",
+        "elastic_cart_session_busy_total",
+        "elastic_cart_expiry_refreshes_total",
+    ] {
+        assert!(before.contains_key(series), "{series} missing: {before:#?}");
+    }
+
+    let shopper = visitor();
+    for _ in 0..3 {
+        shopper.get(app.url("/api/cart")).send().await.unwrap();
+    }
+    add_item(&shopper, &app.url("/api/cart/items"), "ceramic-mug", 1).await;
+    let removed = shopper
+        .delete(app.url("/api/cart/items/ceramic-mug"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), StatusCode::OK);
+    shopper.get(app.url("/no/such/page")).send().await.unwrap();
+
+    let after = scrape(&app).await;
+    let moved = |series: &str| value(&after, series) - value(&before, series);
+    assert_eq!(
+        moved(r#"elastic_cart_http_requests_total{method="GET",route="/api/cart",status="200"}"#),
+        3.0
+    );
+    assert_eq!(
+        moved(
+            r#"elastic_cart_http_requests_total{method="POST",route="/api/cart/items",status="200"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        moved(
+            r#"elastic_cart_http_requests_total{method="DELETE",route="/api/cart/items/{product_id}",status="200"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        moved(r#"elastic_cart_http_requests_total{method="GET",route="unmatched",status="404"}"#),
+        1.0
+    );
+    assert_eq!(
+        moved(r#"elastic_cart_http_request_duration_seconds_count{route="/api/cart"}"#),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            r#"elastic_cart_http_request_duration_seconds_bucket{le="+Inf",route="/api/cart"}"#
+        ),
+        value(
+            &after,
+            r#"elastic_cart_http_request_duration_seconds_count{route="/api/cart"}"#
+        ),
+    );
+    assert!(
+        !after
+            .keys()
+            .any(|series| series.contains("ceramic-mug") || series.contains("/no/such")),
+        "a raw path became a label: {after:#?}"
+    );
+}
+
+/// On Redis: each store operation is timed, simultaneous changes of one session count
+/// their lost races, and a store outage counts its failures by kind.
+#[tokio::test]
+#[ignore = "integration tier: cargo xtask test integration"]
+async fn store_operations_races_and_failures_are_counted() {
+    let mut redis = RedisServer::start().await;
+    let app = TestApp::with_redis(&redis.url(), "replica-r").await;
+    let shopper = visitor();
+    start_session(&shopper, &app.url("/api/cart/items")).await;
+    let before = scrape(&app).await;
+    let statuses = simultaneous_adds(&shopper, &[app.url("/api/cart/items")]).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    let after = scrape(&app).await;
+    let moved = |series: &str| value(&after, series) - value(&before, series);
+    assert!(moved(r#"elastic_cart_store_command_duration_seconds_count{op="snapshot"}"#) >= 100.0);
+    assert!(moved(r#"elastic_cart_store_command_duration_seconds_count{op="replace"}"#) >= 100.0);
+    // 100 changes of one session at once: most lose a race at least once.
+    assert!(
+        moved("elastic_cart_session_change_conflicts_total") > 0.0,
+        "{after:#?}"
+    );
+
+    redis.stop();
+    let refused = shopper.get(app.url("/api/cart")).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let down = scrape(&app).await;
+    let failures: f64 = down
+        .iter()
+        .filter(|(series, _)| series.starts_with("elastic_cart_store_errors_total{"))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(failures >= 1.0, "{down:#?}");
+}
