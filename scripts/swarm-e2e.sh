@@ -26,6 +26,7 @@
 #   SWARM_STACK           stack name (default elastic-cart-swarm-e2e)
 #   ELASTIC_CART_IMAGES   auto | standin | official (see scripts/lib/standin-images.sh)
 #   SWARM_E2E_HA=0        skip the Sentinel variant
+#   SWARM_E2E_MAIN=0      skip the plain stack (run only the Sentinel variant)
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -42,6 +43,7 @@ started_at=$SECONDS
 # What this run changed, so that the trap undoes exactly that.
 initialised_swarm=0
 networks_before=""
+last_reset=-100
 labelled_node=""
 deployed=0
 built_images=()
@@ -203,7 +205,7 @@ deploy() {
 }
 
 # With the Sentinel variant: true once the primary the sentinels name has both replicas
-# online, and (with "rejoined") the `redis` task is one of them with its link up.
+# online and every sentinel knows them and its two peers, and (with "rejoined") the `redis` task is one of them with its link up.
 replication_settled() {
     local sentinel redis_task old_primary new_primary
     sentinel=$(docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_sentinel" | head -n 1)
@@ -211,7 +213,31 @@ replication_settled() {
     # Connected is not enough: a replica still loading the primary's data confirms no WAIT.
     [[ $new_primary == *role:master* && $(grep -c 'state=online' <<<"$new_primary") -eq 2 ]] ||
         return 1
-    [[ ${1:-} == rejoined ]] || return 0
+    if [[ ${1:-} != rejoined ]]; then
+        # Every sentinel must know both replicas too: a sentinel learns of replicas only from
+        # the primary's INFO (every 10 s), and one that knows none when the primary dies
+        # finds no replica to promote, then or ever (-failover-abort-no-good-slave).
+        # A sentinel also keeps replicas and peers that are gone (tasks that Swarm
+        # restarted during the deploy, on new addresses): then, as README tells users,
+        # SENTINEL RESET, at most every 20 s so that it can learn them again.
+        local id master settled=0
+        for id in $(docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_sentinel"); do
+            master=$(docker exec "$id" redis-cli -p 26379 SENTINEL master carts 2>/dev/null | tr '\n' ' ' || true)
+            [[ $master == *"num-slaves 2 "* && $master == *"num-other-sentinels 2 "* ]] && continue
+            settled=1
+            if [[ $master =~ num-slaves\ ([0-9]+)\ .*num-other-sentinels\ ([0-9]+)\  ]] &&
+                ((BASH_REMATCH[1] > 2 || BASH_REMATCH[2] > 2)) && ((SECONDS - last_reset > 20)); then
+                log "a sentinel knows gone replicas or peers: SENTINEL RESET carts on each"
+                local each
+                for each in $(docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_sentinel"); do
+                    docker exec "$each" redis-cli -p 26379 SENTINEL RESET carts >/dev/null || true
+                done
+                last_reset=$SECONDS
+            fi
+            break
+        done
+        return $settled
+    fi
     redis_task=$(docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_redis" | head -n 1)
     old_primary=$(docker exec "$redis_task" redis-cli INFO replication 2>/dev/null || true)
     [[ $old_primary == *role:slave* && $old_primary == *master_link_status:up* ]]
@@ -234,12 +260,14 @@ run_scenario() {
 }
 
 # 3. The stack as users deploy it, and the scenario: round robin, kill, scale, update.
-deploy "$STACK_FILE"
-run_scenario
+if [[ ${SWARM_E2E_MAIN:-1} != 0 ]]; then
+    deploy "$STACK_FILE"
+    run_scenario
+fi
 
 # 4. The Sentinel variant: the store's primary killed under writes (the scenario's step 7).
 if [[ ${SWARM_E2E_HA:-1} != 0 ]]; then
-    log "the stack again with stack.ha.yml (Sentinel); docker stack rm first"
+    log "the stack with stack.ha.yml (Sentinel); docker stack rm first"
     remove_stack
     deploy "$STACK_FILE" "$HA_FILE"
     wait_for "both Redis replicas following the primary" replication_settled
