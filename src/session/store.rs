@@ -89,9 +89,7 @@ impl SessionBackend {
         &self.metrics
     }
 
-    /// Runs one store operation `op`, counting its duration and, if it fails, its kind; a
-    /// Redis operation that timed out also makes the connections reconnect (see
-    /// `RedisSessions::reconnect_soon`).
+    /// Runs one store operation `op`, counting its duration and, if it fails, its kind.
     async fn timed<T>(
         &self,
         op: &'static str,
@@ -104,9 +102,6 @@ impl SessionBackend {
             .err()
             .map(|err| crate::error::store_error_kind(&err.to_string()));
         self.metrics.record_store(op, started.elapsed(), failure);
-        if let (Some("timeout"), Store::Redis(redis)) = (failure, &self.store) {
-            redis.reconnect_soon();
-        }
         result
     }
 

@@ -187,15 +187,11 @@ impl RedisSessions {
         self.confirm_replicated(client, &marker).await
     }
 
-    /// Reconnects, at most once a second, in the background; asks the sentinels or the
-    /// cluster again. For two signs that the connection is to the wrong or a lost server:
-    /// too few replicas confirm (a primary that a failover left behind: fred learns of a
-    /// new primary only when its connection fails, and a `SENTINEL FAILOVER` leaves the old
-    /// one running for seconds), and a command that timed out. A server that vanished
-    /// without closing its connections (a killed container's address goes silent rather
-    /// than refusing) is otherwise never left while requests keep coming: fred's
-    /// unresponsive check measures from the latest write, which steady traffic renews.
-    pub(super) fn reconnect_soon(&self) {
+    /// Too few replicas confirm: this may be a primary that a failover left behind (fred
+    /// learns of a new primary only when its connection fails, and a `SENTINEL FAILOVER`
+    /// leaves the old one running for seconds). Reconnecting asks the sentinels or the
+    /// cluster again; at most once a second, in the background.
+    fn reconnect_soon(&self) {
         let now_ms = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
         let now_ms = u64::try_from(now_ms).unwrap_or_default();
         let last = self.last_forced_reconnect_ms.load(Ordering::Relaxed);
@@ -210,7 +206,7 @@ impl RedisSessions {
         let pool = self.pool.clone();
         tokio::spawn(async move {
             if let Err(err) = pool.force_reconnection().await {
-                tracing::warn!(%err, "forced reconnection failed");
+                tracing::warn!(%err, "reconnecting after too few replicas confirmed");
             }
         });
     }
