@@ -14,7 +14,8 @@
 //! - [`cart`], [`order`], [`catalog`]: the shop's rules as plain data and functions.
 //! - [`state`]: what every handler can reach; [`error`]: the one error type;
 //!   [`extract`]: extractors whose rejections are that error.
-//! - [`metrics`]: what a replica counts for Prometheus (`GET /metrics`);
+//! - [`metrics`]: what a replica counts for Prometheus (`GET /metrics`); [`fleet`]: the
+//!   heartbeats every replica writes and the live fleet view built from them;
 //!   [`security`]: cross-origin checks and security headers; [`shutdown`]: draining before a
 //!   replica leaves the balancer; [`config`]: settings from the environment; [`server`]: the
 //!   HTTP/1.1 connections under the router (deadlines and limits of request heads).
@@ -27,6 +28,7 @@ pub mod catalog;
 pub mod config;
 pub(crate) mod error;
 pub(crate) mod extract;
+pub mod fleet;
 pub mod metrics;
 pub(crate) mod order;
 pub(crate) mod routes;

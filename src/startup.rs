@@ -1,11 +1,11 @@
-//! From a [`Config`] to a running replica: the session store, the listener, the state, and
-//! the graceful shutdown (drain, close the listener, finish what is in flight). `main`
+//! From a [`Config`] to a running replica: the session store, the listener, the state, the
+//! fleet heartbeats, and the graceful shutdown (drain, close the listener, finish what is in flight). `main`
 //! only parses the configuration, starts the runtime and logging, and calls [`run`].
 
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -47,7 +47,11 @@ pub async fn run(config: Config) -> Result<(), String> {
         },
         chaos: config.demo_chaos,
         metrics,
+        presence: Default::default(),
     };
+    let (stop_beats, beats_stopped) = oneshot::channel();
+    let beats = tokio::spawn(crate::fleet::heartbeats(state.clone(), beats_stopped));
+    let presence = state.presence.clone();
     let drain_period = config.shutdown_drain();
     let (signalled_tx, mut signalled_rx) = watch::channel(false);
     let (listener, listener_closer) = shutdown::closable(listener);
@@ -56,6 +60,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         let _ = signalled_tx.send(true);
         tracing::info!(?drain_period, "draining: answering with Connection: close");
         drain.start();
+        presence.beat_now();
         tokio::time::sleep(drain_period).await;
         tracing::info!("closing the listener; finishing requests in flight");
         listener_closer.close().await;
@@ -68,6 +73,9 @@ pub async fn run(config: Config) -> Result<(), String> {
         () = server => {}
         () = shutdown_limit => tracing::warn!("requests still in flight after {SHUTDOWN_LIMIT:?}; exiting"),
     }
+    // Out of the fleet view before the connections close.
+    let _ = stop_beats.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(2), beats).await;
     sessions.close().await;
     tracing::info!("stopped");
     Ok(())

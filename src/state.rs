@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::fleet::Presence;
 use crate::metrics::Metrics;
 use crate::session::store::SessionBackend;
 use crate::shutdown::Drain;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub chaos: bool,
     /// What this replica counts for `GET /metrics` (the session store counts into it too).
     pub metrics: Metrics,
+    /// When this replica started and its request rate, for the fleet view.
+    pub presence: Arc<Presence>,
 }
 
 /// How changes of an existing session are made.

@@ -1,5 +1,5 @@
-//! The JSON API: `/api/products` and `/api/cart`. Its field names are a contract that
-//! other tools depend on.
+//! The JSON API: `/api/products`, `/api/cart` and `/api/fleet`. Its field names are a
+//! contract that other tools depend on.
 
 use axum::Router;
 use axum::extract::State;
@@ -14,6 +14,7 @@ use crate::cart::{AddQuantity, Cart, LineQuantity};
 use crate::catalog::{self, Product};
 use crate::error::{Error, Result};
 use crate::extract::{AppJson, AppPath, IdempotencyKey};
+use crate::fleet;
 use crate::security;
 use crate::session::replays::Keyed;
 use crate::session::{CartSession, Changed};
@@ -24,6 +25,7 @@ use crate::state::AppState;
 pub(crate) fn router(sessions: super::Sessions) -> Router<AppState> {
     Router::new()
         .route("/products", get(list_products))
+        .route("/fleet", get(show_fleet))
         .route("/cart", get(show_cart).delete(clear_cart))
         .route(
             "/cart/items",
@@ -103,6 +105,23 @@ fn known_product(id: &str) -> Result<&'static Product> {
 
 async fn list_products() -> AppJson<&'static [Product]> {
     AppJson(catalog::products())
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct FleetBody {
+    pub replicas: Vec<fleet::Member>,
+    pub served_by: String,
+}
+
+/// The replicas whose heartbeat is fresh (see `crate::fleet`); never cached, since the
+/// fleet page polls it.
+async fn show_fleet(State(state): State<AppState>) -> Result<Response> {
+    let replicas = fleet::members(&state).await?;
+    let body = FleetBody {
+        replicas,
+        served_by: state.replica_id.to_string(),
+    };
+    Ok(([(header::CACHE_CONTROL, "no-store")], AppJson(body)).into_response())
 }
 
 async fn show_cart(

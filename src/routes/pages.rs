@@ -1,4 +1,4 @@
-//! Browser pages: catalog, cart, checkout confirmation and error pages.
+//! Browser pages: catalog, cart, checkout confirmation, the fleet and error pages.
 //!
 //! Forms work without JavaScript: every change is a POST answered by a 303 to a GET page,
 //! whose query string names a one-time notice ("Added ..."), so notices cost no store
@@ -21,6 +21,7 @@ use crate::cart::{AddQuantity, LineQuantity, MAX_LINE_QUANTITY, PricedCart};
 use crate::catalog::{self, Product, format_price};
 use crate::error::{Error, ErrorReport, Result};
 use crate::extract::{AppForm, AppPath};
+use crate::fleet;
 use crate::order::Order;
 use crate::security;
 use crate::session::CartSession;
@@ -41,7 +42,8 @@ pub(crate) fn router(state: &AppState, sessions: super::Sessions) -> Router<AppS
         .route("/cart/items/{product_id}/remove", post(remove_item))
         .route("/cart/clear", post(clear_cart))
         .route("/checkout", post(checkout))
-        .route("/checkout/complete", get(confirmation_page));
+        .route("/checkout/complete", get(confirmation_page))
+        .route("/fleet", get(fleet_page));
     if state.chaos {
         router = router.merge(super::chaos::router());
     }
@@ -223,6 +225,68 @@ impl CartPage {
     }
 }
 
+/// One replica in the fleet page's snapshot (`static/fleet.js` redraws the same cells).
+struct FleetRow {
+    id: String,
+    version: String,
+    started_at: String,
+    total: u64,
+    rate: String,
+    /// Its fraction of the fleet's requests/s, and that as a percentage.
+    share: String,
+    share_pct: String,
+    state: &'static str,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "fleet.html")]
+struct FleetPage {
+    layout: Layout,
+    rows: Vec<FleetRow>,
+    total_rate: String,
+    store_shared: bool,
+    fresh_secs: u64,
+}
+
+impl FleetPage {
+    fn new(state: &AppState, layout: Layout, members: Vec<fleet::Member>) -> Self {
+        let total: f64 = members.iter().map(|m| m.report.requests_per_sec).sum();
+        let rows = members
+            .into_iter()
+            .map(|member| {
+                let report = member.report;
+                let share = share_of(report.requests_per_sec, total);
+                FleetRow {
+                    share: format!("{share:.3}"),
+                    share_pct: format!("{:.0}%", share * 100.0),
+                    rate: format!("{:.1}", report.requests_per_sec),
+                    total: report.requests_total,
+                    state: if report.draining {
+                        "draining"
+                    } else {
+                        "serving"
+                    },
+                    id: report.id,
+                    version: report.version,
+                    started_at: report.started_at,
+                }
+            })
+            .collect();
+        Self {
+            layout,
+            rows,
+            total_rate: format!("{total:.1}"),
+            store_shared: state.sessions.is_shared(),
+            fresh_secs: fleet::FRESH_FOR.as_secs(),
+        }
+    }
+}
+
+/// A replica's share of the fleet's requests/s; 0 when the fleet is idle.
+fn share_of(rate: f64, total: f64) -> f64 {
+    if total > 0.0 { rate / total } else { 0.0 }
+}
+
 struct OrderRow {
     name: String,
     quantity: u32,
@@ -321,6 +385,17 @@ async fn cart_page(
         .layout
         .with_notice(&NoticeQuery::parse(query.as_deref()));
     Ok(page)
+}
+
+/// The fleet as its heartbeats say now; `static/fleet.js` keeps it live.
+async fn fleet_page(State(state): State<AppState>, session: CartSession) -> Result<FleetPage> {
+    let count = session.cart().await?.priced().item_count;
+    let members = fleet::members(&state).await?;
+    Ok(FleetPage::new(
+        &state,
+        Layout::new(&state, Some(count)),
+        members,
+    ))
 }
 
 async fn add_item(session: CartSession, AppForm(form): AppForm<AddForm>) -> Result<Redirect> {

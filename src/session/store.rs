@@ -84,6 +84,11 @@ impl SessionBackend {
         }
     }
 
+    /// Whether every replica shares this store (Redis), rather than each its own memory.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.store, Store::Redis(_))
+    }
+
     /// The instruments this store counts into (changes count their races there too).
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
@@ -164,6 +169,36 @@ impl SessionBackend {
                 let confirm = redis.confirm_unchanged(&snapshot.record.id, token);
                 self.timed("confirm", confirm).await
             }
+            Store::Memory(_) => Ok(()),
+        }
+    }
+
+    /// Writes this replica's fleet heartbeat (see `crate::fleet`); nothing to do in
+    /// memory, where the fleet is this replica.
+    pub async fn heartbeat(&self, id: &str, report: &str) -> session_store::Result<()> {
+        match &self.store {
+            Store::Redis(redis) => {
+                let beat =
+                    redis.heartbeat(id, report, crate::fleet::FRESH_FOR, crate::fleet::KEY_TTL);
+                self.timed("heartbeat", beat).await
+            }
+            Store::Memory(_) => Ok(()),
+        }
+    }
+
+    /// The store's time (ms since the epoch) and the fleet's heartbeats (field, value,
+    /// ...); `None` in memory, where there is no fleet to read.
+    pub async fn fleet(&self) -> session_store::Result<Option<(u64, Vec<String>)>> {
+        match &self.store {
+            Store::Redis(redis) => self.timed("fleet", redis.fleet()).await.map(Some),
+            Store::Memory(_) => Ok(None),
+        }
+    }
+
+    /// Deletes replica `id`'s heartbeat (when it stops).
+    pub async fn leave_fleet(&self, id: &str) -> session_store::Result<()> {
+        match &self.store {
+            Store::Redis(redis) => self.timed("leave", redis.leave_fleet(id)).await,
             Store::Memory(_) => Ok(()),
         }
     }

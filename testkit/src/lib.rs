@@ -71,6 +71,14 @@ pub async fn eventually(what: &str, check: impl AsyncFnMut() -> bool) {
     }
 }
 
+/// Polls `check` every 50 ms until it is true; panics naming `what` after `limit` (for
+/// claims of a bound, such as "a killed replica leaves the fleet view within 5 s").
+pub async fn eventually_within(what: &str, limit: Duration, check: impl AsyncFnMut() -> bool) {
+    if !poll_until(limit, check).await {
+        panic!("{what} did not happen within {limit:?}");
+    }
+}
+
 /// Polls `check` every 50 ms until it is true (then true) or `limit` passes (then false).
 pub async fn poll_until(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;

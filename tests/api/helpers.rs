@@ -105,6 +105,7 @@ impl TestApp {
             drain: Default::default(),
             changes,
             chaos: false,
+            presence: Default::default(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(serve(listener, state, async move {

@@ -16,6 +16,7 @@ mod cart_api;
 mod concurrency;
 mod failover;
 mod fleet;
+mod fleet_view;
 mod fuzz;
 mod helpers;
 mod metrics;

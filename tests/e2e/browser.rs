@@ -12,7 +12,7 @@ use testkit::Signal;
 use testkit::binaries::require;
 use testkit::http::bare_client;
 use testkit::process::Process;
-use testkit::{FleetOptions, LoopbackFleet, eventually, free_port};
+use testkit::{FleetOptions, LoopbackFleet, eventually, eventually_within, free_port};
 
 /// chromedriver on a free loopback port; stopped on drop, with the browsers it started
 /// (they share its process group).
@@ -215,5 +215,129 @@ async fn a_shopper_in_chromium_sees_round_robin_and_survives_a_crash() {
         .unwrap();
     wait_for_text(&browser, "h1", "order is placed").await;
     save_screenshot(&browser, "confirmation").await;
+    browser.close().await.unwrap();
+}
+
+/// The fleet page's rows as (replica id, state class).
+async fn fleet_rows(browser: &Client) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    for row in browser
+        .find_all(Locator::Css("#fleet-replicas tr[data-replica]"))
+        .await
+        .unwrap_or_default()
+    {
+        let (Ok(Some(id)), Ok(class)) = (row.attr("data-replica").await, row.attr("class").await)
+        else {
+            continue; // redrawn while read
+        };
+        rows.push((id, class.unwrap_or_default()));
+    }
+    rows
+}
+
+/// Waits until the fleet page's rows satisfy `check`, within `limit`.
+async fn wait_for_rows(
+    browser: &Client,
+    what: &str,
+    limit: std::time::Duration,
+    check: impl Fn(&[(String, String)]) -> bool,
+) {
+    eventually_within(what, limit, async || check(&fleet_rows(browser).await)).await;
+}
+
+/// `/fleet` in Chromium, under a gentle load through nginx: a row per replica, each with
+/// a share of the requests; a SIGKILLed replica is marked gone and then dropped within
+/// seconds; replicas started later appear, marked joined, without a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "e2e tier: cargo xtask test e2e"]
+async fn the_fleet_page_draws_replicas_joining_and_vanishing_live() {
+    use std::time::Duration;
+    use testkit::scenario::Fleet;
+
+    let mut fleet =
+        LoopbackFleet::start(FleetOptions::new(env!("CARGO_BIN_EXE_elastic-cart"))).await;
+    let driver = ChromeDriver::start().await;
+    let browser = driver.browser().await;
+    let shop = fleet.url("/");
+    let load = tokio::spawn(async move {
+        let client = bare_client();
+        loop {
+            let _ = client.get(&shop).send().await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+
+    browser.goto(&fleet.url("/fleet")).await.unwrap();
+    let three: Vec<String> = (0..3).map(|i| format!("replica-{i}")).collect();
+    wait_for_rows(
+        &browser,
+        "three serving rows",
+        Duration::from_secs(5),
+        |rows| {
+            rows.iter().map(|(id, _)| id).eq(three.iter())
+                && rows.iter().all(|(_, c)| c == "serving")
+        },
+    )
+    .await;
+    wait_for_text(&browser, "#fleet-status", "Live").await;
+    eventually_within(
+        "every replica to get a share",
+        Duration::from_secs(5),
+        async || {
+            let Ok(shares) = browser
+                .find_all(Locator::Css("#fleet-replicas .share-value"))
+                .await
+            else {
+                return false;
+            };
+            let mut positive = 0;
+            for share in shares {
+                if share
+                    .text()
+                    .await
+                    .is_ok_and(|t| t != "0%" && t.ends_with('%'))
+                {
+                    positive += 1;
+                }
+            }
+            positive == 3
+        },
+    )
+    .await;
+    save_screenshot(&browser, "fleet").await;
+
+    fleet.kill("replica-1").await;
+    wait_for_rows(
+        &browser,
+        "replica-1 marked gone",
+        Duration::from_secs(5),
+        |rows| rows.iter().any(|(id, c)| id == "replica-1" && c == "gone"),
+    )
+    .await;
+    save_screenshot(&browser, "fleet-after-kill").await;
+    wait_for_rows(
+        &browser,
+        "replica-1's row dropped",
+        Duration::from_secs(6),
+        |rows| rows.iter().all(|(id, _)| id != "replica-1"),
+    )
+    .await;
+
+    // Scaling out starts replica-1 again and adds replica-3.
+    fleet.scale(4).await;
+    wait_for_rows(
+        &browser,
+        "two replicas marked joined",
+        Duration::from_secs(4),
+        |rows| {
+            ["replica-1", "replica-3"]
+                .iter()
+                .all(|new| rows.iter().any(|(id, c)| id == new && c == "joined"))
+                && rows.len() == 4
+        },
+    )
+    .await;
+    save_screenshot(&browser, "fleet-after-scale-out").await;
+    load.abort();
     browser.close().await.unwrap();
 }

@@ -31,6 +31,11 @@ pub(super) fn probe_key(prefix: &str, probe: &str) -> String {
     format!("{prefix}readyz:{probe}")
 }
 
+/// The hash of the fleet's heartbeats, one field per replica: `<prefix>fleet`.
+pub(super) fn fleet_key(prefix: &str) -> String {
+    format!("{prefix}fleet")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,8 +35,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fred::clients::Client;
 use fred::prelude::{
-    Builder, ClientLike, Config as RedisConfig, Expiration, KeysInterface, LuaInterface, Options,
-    Pool, ReconnectPolicy, SetOptions,
+    Builder, ClientLike, Config as RedisConfig, Expiration, HashesInterface, KeysInterface,
+    LuaInterface, Options, Pool, ReconnectPolicy, SetOptions,
 };
 use fred::types::config::ReconnectError;
 use fred::types::{ClusterHash, CustomCommand, Value};
@@ -44,7 +44,7 @@ use time::OffsetDateTime;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 
-use super::keys::{probe_key, session_key};
+use super::keys::{fleet_key, probe_key, session_key};
 use super::{Data, Snapshot, needs_refresh};
 use crate::metrics::Metrics;
 use crate::session::ledger::{ChangeToken, MARKER_TTL, applied_key};
@@ -66,6 +66,34 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
   return 2
 end
 return 0
+";
+
+/// Writes a replica's heartbeat into the fleet hash (KEYS[1]): field ARGV[1] gets Redis's
+/// time in ms and the report ARGV[2]; fields older than ARGV[3] ms are deleted; the hash
+/// expires ARGV[4] ms from now. Redis's clock, so the replicas' clocks need not agree.
+const HEARTBEAT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%.0f', now) .. ' ' .. ARGV[2])
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  local seen = tonumber(string.match(fields[i + 1], '^%d+'))
+  if seen == nil or now - seen > tonumber(ARGV[3]) then
+    redis.call('HDEL', KEYS[1], fields[i])
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+";
+
+/// Reads the fleet hash (KEYS[1]) with Redis's time in ms in front: `[now, field, value,
+/// field, value, ...]`.
+const FLEET: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local fields = redis.call('HGETALL', KEYS[1])
+table.insert(fields, 1, string.format('%.0f', now))
+return fields
 ";
 
 /// How long the key `/readyz` writes (one per replica) outlives the last probe.
@@ -216,6 +244,50 @@ impl RedisSessions {
         let expire = Some(Expiration::PX(PROBE_KEY_TTL.as_millis() as i64));
         self.pool
             .set::<(), _, _>(key, 1, expire, None, false)
+            .await
+            .map_err(backend_error)
+    }
+
+    /// Writes replica `id`'s heartbeat `report` (see `crate::fleet`).
+    pub(super) async fn heartbeat(
+        &self,
+        id: &str,
+        report: &str,
+        fresh_for: Duration,
+        key_ttl: Duration,
+    ) -> session_store::Result<()> {
+        let args: Vec<Value> = vec![
+            id.into(),
+            report.into(),
+            (fresh_for.as_millis() as i64).into(),
+            (key_ttl.as_millis() as i64).into(),
+        ];
+        self.pool
+            .next()
+            .eval::<(), _, _, _>(HEARTBEAT, fleet_key(&self.prefix), args)
+            .await
+            .map_err(backend_error)
+    }
+
+    /// Redis's time (ms since the epoch) and the fleet hash's fields and values.
+    pub(super) async fn fleet(&self) -> session_store::Result<(u64, Vec<String>)> {
+        let mut reply: Vec<String> = self
+            .pool
+            .next()
+            .eval(FLEET, fleet_key(&self.prefix), Vec::<Value>::new())
+            .await
+            .map_err(backend_error)?;
+        if reply.is_empty() {
+            return Err(backend_error("the fleet script answered nothing"));
+        }
+        let now = reply.remove(0).parse().map_err(backend_error)?;
+        Ok((now, reply))
+    }
+
+    /// Deletes replica `id`'s heartbeat.
+    pub(super) async fn leave_fleet(&self, id: &str) -> session_store::Result<()> {
+        self.pool
+            .hdel::<(), _, _>(fleet_key(&self.prefix), id)
             .await
             .map_err(backend_error)
     }
