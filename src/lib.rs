@@ -91,10 +91,7 @@ pub fn app(state: AppState) -> Router {
         .layer(
             ServiceBuilder::new()
                 // First, so a request's time includes every layer below it.
-                .layer(middleware::from_fn_with_state(
-                    metrics,
-                    metrics::count_requests,
-                ))
+                .layer(metrics::CountRequestsLayer::new(metrics))
                 .layer(
                     TraceLayer::new_for_http()
                         .make_span_with(move |request: &Request<_>| request_span(&replica, request))

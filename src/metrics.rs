@@ -9,19 +9,24 @@
 //! Prometheus reads.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::extract::MatchedPath;
+use axum::http::{self, Request};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use tower::{Layer, Service};
 
 /// The content type of `GET /metrics`.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -40,7 +45,7 @@ const STORE_BUCKETS: [f64; 12] = [
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: Cow<'static, str>,
+    method: &'static str,
     route: Cow<'static, str>,
     status: u16,
 }
@@ -168,7 +173,7 @@ impl Metrics {
     /// Counts an answered request and its duration.
     pub fn record_request(
         &self,
-        method: &str,
+        method: &'static str,
         route: Cow<'static, str>,
         status: u16,
         took: Duration,
@@ -184,7 +189,7 @@ impl Metrics {
         inner
             .requests
             .get_or_create(&RequestLabels {
-                method: method_label(method),
+                method,
                 route,
                 status,
             })
@@ -242,16 +247,14 @@ fn store_histogram() -> Histogram {
 
 /// The method as a label: the standard ones by name, anything else as `other`, so a
 /// client cannot make up label values.
-fn method_label(method: &str) -> Cow<'static, str> {
+fn method_label(method: &str) -> &'static str {
     const KNOWN: [&str; 9] = [
         "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
     ];
-    Cow::Borrowed(
-        KNOWN
-            .into_iter()
-            .find(|known| *known == method)
-            .unwrap_or("other"),
-    )
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method)
+        .unwrap_or("other")
 }
 
 /// The route label of a request: the pattern the router matched (`/api/cart/items/{id}`),
@@ -262,31 +265,125 @@ pub fn route_label(matched: Option<&MatchedPath>, path: &str) -> Cow<'static, st
         return Cow::Borrowed("/static/{file}");
     }
     match matched {
-        Some(matched) => Cow::Owned(matched.as_str().to_owned()),
+        Some(matched) => Cow::Borrowed(interned(matched.as_str())),
         None => Cow::Borrowed("unmatched"),
     }
 }
 
-/// Middleware: counts every request with its route pattern, status and duration.
-pub async fn count_requests(
-    State(metrics): State<Metrics>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let route = route_label(
-        request.extensions().get::<MatchedPath>(),
-        request.uri().path(),
-    );
-    let method = request.method().clone();
-    let response = next.run(request).await;
-    metrics.record_request(
-        method.as_str(),
-        route,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
-    response
+/// `pattern` as a `&'static str`, each distinct one leaked once: route patterns are the
+/// router's, a fixed handful, so this saves two allocations per request (the label of
+/// the counter and that of the histogram) for a few bytes kept for good.
+fn interned(pattern: &str) -> &'static str {
+    static PATTERNS: LazyLock<RwLock<HashSet<&'static str>>> = LazyLock::new(Default::default);
+    if let Some(known) = PATTERNS
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(pattern)
+    {
+        return known;
+    }
+    let mut patterns = PATTERNS.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(known) = patterns.get(pattern) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(pattern.to_owned().into_boxed_str());
+    patterns.insert(leaked);
+    leaked
+}
+
+/// The layer that counts every request with its route pattern, status and duration.
+///
+/// A hand-written tower layer rather than `axum::middleware::from_fn`: `from_fn` clones
+/// the whole inner stack and boxes it for every request, which cost more than all the
+/// counting (docs/benchmark.md has the instruction counts).
+#[derive(Debug, Clone)]
+pub struct CountRequestsLayer(Metrics);
+
+impl CountRequestsLayer {
+    /// Counts into `metrics`.
+    pub fn new(metrics: Metrics) -> Self {
+        Self(metrics)
+    }
+}
+
+impl<S> Layer<S> for CountRequestsLayer {
+    type Service = CountRequests<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CountRequests {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+/// See [`CountRequestsLayer`].
+#[derive(Debug, Clone)]
+pub struct CountRequests<S> {
+    inner: S,
+    metrics: Metrics,
+}
+
+impl<S, B, R> Service<Request<B>> for CountRequests<S>
+where
+    S: Service<Request<B>, Response = http::Response<R>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Counted<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let route = route_label(
+            request.extensions().get::<MatchedPath>(),
+            request.uri().path(),
+        );
+        let method = method_label(request.method().as_str());
+        Counted {
+            inner: self.inner.call(request),
+            metrics: Some(self.metrics.clone()),
+            started,
+            method,
+            route,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`CountRequests`]: counts the request when it is answered.
+    pub struct Counted<F> {
+        #[pin]
+        inner: F,
+        metrics: Option<Metrics>,
+        started: Instant,
+        method: &'static str,
+        route: Cow<'static, str>,
+    }
+}
+
+impl<F, R, E> Future for Counted<F>
+where
+    F: Future<Output = Result<http::Response<R>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        if let (Ok(response), Some(metrics)) = (&result, this.metrics.take()) {
+            metrics.record_request(
+                this.method,
+                std::mem::take(this.route),
+                response.status().as_u16(),
+                this.started.elapsed(),
+            );
+        }
+        Poll::Ready(result)
+    }
 }
 
 #[cfg(test)]
@@ -296,7 +393,12 @@ mod tests {
     #[test]
     fn renders_every_named_series_with_its_labels() {
         let metrics = Metrics::new("1.2.3");
-        metrics.record_request("GET", Cow::Borrowed("/cart"), 200, Duration::from_millis(3));
+        metrics.record_request(
+            method_label("GET"),
+            Cow::Borrowed("/cart"),
+            200,
+            Duration::from_millis(3),
+        );
         metrics.record_store("load", Duration::from_micros(200), Some("timeout"));
         metrics.conflict();
         metrics.busy();
