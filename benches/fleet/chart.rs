@@ -11,13 +11,7 @@ use crate::report::Summary;
 /// Two bar charts side by side: requests/s, and p99 latency on a log scale (the worst-case
 /// `changes-shared` is a hundred times the others) with the 20 ms target drawn in.
 pub(crate) fn draw(path: &Path, summaries: &[Summary]) {
-    let font = std::fs::read("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
-        .expect("DejaVuSans.ttf: install the Debian package fonts-dejavu-core");
-    let _ = plotters::style::register_font(
-        "sans-serif",
-        FontStyle::Normal,
-        Box::leak(font.into_boxed_slice()),
-    );
+    crate::font::register_sans();
     let root = BitMapBackend::new(path, (1400, 440)).into_drawing_area();
     root.fill(&WHITE).unwrap();
     let (left, right) = root.split_horizontally(700);

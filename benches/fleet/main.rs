@@ -23,6 +23,8 @@
 //! Writes `target/bench/report.md`, `target/bench/report.json` and `target/bench/chart.png`.
 
 mod chart;
+#[path = "../common/font.rs"]
+mod font;
 mod report;
 mod servers;
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::ha::{RedisCluster, SentinelSet};
-use crate::nginx::Nginx;
+use crate::nginx::{Balance, Nginx};
 use crate::ports::free_port;
 use crate::proxy::FaultProxy;
 use crate::redis::RedisServer;
@@ -38,6 +38,8 @@ pub struct FleetOptions {
     pub store_proxy: bool,
     /// A replicated store instead of the one redis-server (with `redis`).
     pub replicated: Option<Replicated>,
+    /// How nginx picks a replica (the product: round robin).
+    pub balance: Balance,
 }
 
 /// The replicated stores a fleet can run on.
@@ -65,6 +67,7 @@ impl FleetOptions {
             ],
             store_proxy: false,
             replicated: None,
+            balance: Balance::RoundRobin,
         }
     }
 
@@ -133,7 +136,8 @@ impl LoopbackFleet {
             fleet.add_slot().await;
         }
         if fleet.options.balancer {
-            fleet.nginx = Some(Nginx::start(&fleet.live_ports()).await);
+            let balance = fleet.options.balance;
+            fleet.nginx = Some(Nginx::start_balanced(&fleet.live_ports(), balance).await);
         }
         fleet
     }

@@ -55,7 +55,7 @@ use std::time::{Duration, Instant};
 
 pub use crate::fleet::{FleetOptions, LoopbackFleet, Replicated};
 pub use crate::ha::{RedisCluster, SentinelSet};
-pub use crate::nginx::Nginx;
+pub use crate::nginx::{Balance, Nginx};
 pub use crate::ports::{bind_unclaimed_port, free_port};
 pub use crate::redis::RedisServer;
 pub use crate::replica::Replica;

@@ -25,9 +25,43 @@ pub fn shipped_conf() -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("reading {}: {err}", path.display()))
 }
 
+/// How nginx picks a replica. The product is [`Balance::RoundRobin`] (the shipped file as
+/// it is); the sticky ones exist to measure what stickiness costs
+/// (`benches/sticky_vs_shared`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balance {
+    /// The shipped nginx.conf: round robin, no stickiness.
+    #[default]
+    RoundRobin,
+    /// Sticky by a cookie the balancer issues, as a load balancer's stickiness does
+    /// (AWS's `AWSALB`, nginx Plus's `sticky cookie`): a request without the cookie
+    /// `ec_route` gets a fresh random one, and the upstream is `hash $ec_route consistent`.
+    /// Hashing the app's own session cookie would not stick: a visitor has none until its
+    /// first change, which the replica that creates the session may not be the one the
+    /// new cookie hashes to.
+    CookieRoute,
+    /// `ip_hash`, as sticky sessions are most often configured: by the first three octets
+    /// of the client's IPv4 address.
+    IpHash,
+}
+
+/// The cookie [`Balance::CookieRoute`] sticks by.
+pub const ROUTE_COOKIE: &str = "ec_route";
+
 /// Rewrites the shipped configuration for replicas on `replica_ports` of 127.0.0.1, with
 /// nginx listening on `listen_port`.
 pub fn loopback_conf(shipped: &str, listen_port: u16, replica_ports: &[u16]) -> String {
+    balanced_conf(shipped, listen_port, replica_ports, Balance::RoundRobin)
+}
+
+/// [`loopback_conf`] with the upstream balanced by `balance` (the balancing directive goes
+/// first in the upstream block, before `keepalive`, as nginx requires).
+pub fn balanced_conf(
+    shipped: &str,
+    listen_port: u16,
+    replica_ports: &[u16],
+    balance: Balance,
+) -> String {
     let mut out = String::new();
     let mut rewrote_server = false;
     for line in shipped.lines() {
@@ -35,6 +69,28 @@ pub fn loopback_conf(shipped: &str, listen_port: u16, replica_ports: &[u16]) -> 
         let indent = &line[..line.len() - trimmed.len()];
         if trimmed.starts_with("resolver ") {
             out.push_str(&format!("{indent}# (resolver: Docker DNS only)\n"));
+            if balance == Balance::CookieRoute {
+                out.push_str(&format!(
+                    "{indent}map $cookie_{ROUTE_COOKIE} $ec_route {{ \"\" $request_id; default $cookie_{ROUTE_COOKIE}; }}\n\
+                     {indent}map $cookie_{ROUTE_COOKIE} $ec_route_cookie {{ \"\" \"{ROUTE_COOKIE}=$request_id; Path=/; HttpOnly\"; default \"\"; }}\n"
+                ));
+            }
+        } else if trimmed == "upstream app {" {
+            out.push_str(line);
+            out.push('\n');
+            match balance {
+                Balance::RoundRobin => {}
+                Balance::CookieRoute => {
+                    out.push_str(&format!("{indent}    hash $ec_route consistent;\n"));
+                }
+                Balance::IpHash => out.push_str(&format!("{indent}    ip_hash;\n")),
+            }
+        } else if trimmed == "proxy_pass http://app;" && balance == Balance::CookieRoute {
+            out.push_str(line);
+            out.push('\n');
+            out.push_str(&format!(
+                "{indent}add_header Set-Cookie $ec_route_cookie always;\n"
+            ));
         } else if trimmed.starts_with("server app:3000") {
             let params: Vec<&str> = trimmed
                 .trim_end_matches(';')
@@ -65,6 +121,7 @@ pub fn loopback_conf(shipped: &str, listen_port: u16, replica_ports: &[u16]) -> 
 pub struct Nginx {
     /// The port it listens on.
     pub port: u16,
+    balance: Balance,
     process: Process,
     dir: tempfile::TempDir,
 }
@@ -72,12 +129,20 @@ pub struct Nginx {
 impl Nginx {
     /// Starts nginx in front of `replica_ports` and waits until it proxies `/healthz`.
     pub async fn start(replica_ports: &[u16]) -> Self {
+        Self::start_balanced(replica_ports, Balance::RoundRobin).await
+    }
+
+    /// [`Self::start`], balancing by `balance`.
+    pub async fn start_balanced(replica_ports: &[u16], balance: Balance) -> Self {
         let binary = require("nginx", "nginx");
         let dir = tempfile::tempdir().expect("a temporary folder for nginx");
         let port = free_port();
         let conf = dir.path().join("nginx.conf");
-        std::fs::write(&conf, loopback_conf(&shipped_conf(), port, replica_ports))
-            .expect("writing nginx.conf");
+        std::fs::write(
+            &conf,
+            balanced_conf(&shipped_conf(), port, replica_ports, balance),
+        )
+        .expect("writing nginx.conf");
         let log = |name: &str| std::fs::File::create(dir.path().join(name)).expect("a log file");
         let mut command = Command::new(binary);
         command
@@ -95,7 +160,12 @@ impl Nginx {
             .stderr(log("error.log"));
         // SIGTERM: the master stops its workers before it exits.
         let process = Process::spawn(&mut command, Signal::SIGTERM).expect("starting nginx");
-        let nginx = Self { port, process, dir };
+        let nginx = Self {
+            port,
+            balance,
+            process,
+            dir,
+        };
         if !replica_ports.is_empty() {
             let client = bare_client();
             let url = nginx.url("/healthz");
@@ -121,7 +191,7 @@ impl Nginx {
     /// Points the upstream at `replica_ports` and reloads: what Docker's DNS does for the
     /// shipped configuration when replicas are added or removed.
     pub fn set_upstreams(&self, replica_ports: &[u16]) {
-        let conf = loopback_conf(&shipped_conf(), self.port, replica_ports);
+        let conf = balanced_conf(&shipped_conf(), self.port, replica_ports, self.balance);
         std::fs::write(self.dir.path().join("nginx.conf"), conf).expect("writing nginx.conf");
         self.process.signal(Signal::SIGHUP);
     }
@@ -184,5 +254,27 @@ mod tests {
                 assert!(conf.contains(line), "lost: {line}");
             }
         }
+    }
+
+    /// The sticky variants add their balancing directive first in the upstream block and
+    /// change nothing else but the route cookie's lines.
+    #[test]
+    fn the_sticky_variants_balance_first_and_keep_the_rest() {
+        let shipped = shipped_conf();
+        let plain = loopback_conf(&shipped, 9000, &[7001]);
+        for (balance, directive) in [
+            (Balance::IpHash, "ip_hash;"),
+            (Balance::CookieRoute, "hash $ec_route consistent;"),
+        ] {
+            let conf = balanced_conf(&shipped, 9000, &[7001], balance);
+            let upstream = conf.split("upstream app {").nth(1).unwrap();
+            let first = upstream.lines().map(str::trim).find(|l| !l.is_empty());
+            assert_eq!(first, Some(directive), "{conf}");
+            for line in plain.lines() {
+                assert!(conf.contains(line), "{balance:?} lost: {line}");
+            }
+        }
+        let cookie = balanced_conf(&shipped, 9000, &[7001], Balance::CookieRoute);
+        assert!(cookie.contains("add_header Set-Cookie $ec_route_cookie always;"));
     }
 }

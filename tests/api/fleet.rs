@@ -6,7 +6,7 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 use testkit::scenario::{self, Lifecycle, Steps};
-use testkit::{FleetOptions, LoopbackFleet, Replicated};
+use testkit::{Balance, FleetOptions, LoopbackFleet, Replicated};
 
 use crate::helpers::{binary, get_json, simultaneous_adds, start_session, visitor};
 
@@ -77,4 +77,36 @@ async fn the_fleet_on_sentinel_survives_its_primary_killed() {
         "{report}\nnginx said:\n{}",
         nginx.upstream_errors()
     );
+}
+
+/// The balancer variants of the sticky-versus-shared experiment
+/// (`benches/sticky_vs_shared`) do what they claim on the shipped nginx.conf: one visitor
+/// always reaches one replica with `CookieRoute` (after nginx's route cookie) and `IpHash`,
+/// and every replica with round robin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "integration tier: cargo xtask test integration"]
+async fn the_sticky_balancers_stick_and_round_robin_does_not() {
+    for (balance, replicas_seen) in [
+        (Balance::CookieRoute, 1),
+        (Balance::IpHash, 1),
+        (Balance::RoundRobin, 3),
+    ] {
+        let mut options = FleetOptions::new(binary());
+        options.redis = false;
+        options.balance = balance;
+        let fleet = LoopbackFleet::start(options).await;
+        let shopper = visitor();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..9 {
+            let response = shopper.get(fleet.url("/api/cart")).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            seen.insert(
+                response.headers()["x-served-by"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+        assert_eq!(seen.len(), replicas_seen, "{balance:?}: {seen:?}");
+    }
 }
