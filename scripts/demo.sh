@@ -2,12 +2,16 @@
 # A narrated demo of elastic-cart's elasticity, for a person watching a terminal.
 #
 #   scripts/demo.sh                 # as root; about a minute once the images exist
+#   scripts/demo.sh --shoppers 8    # with 8 background shoppers (default 4; 0 for none)
 #
 # It brings up the compose stack (Redis with two replicas and three sentinels, 3 app
 # replicas, nginx round robin without sticky sessions), fills a cart through nginx with
 # curl, shows which replicas answer, kills one, shows the cart intact and served by the
 # others, scales to 5 and back to 2, kills the Redis primary and shows the cart survive
-# the failover, and tears everything down. Each step says what it proves.
+# the failover, and tears everything down. Each step says what it proves. Meanwhile a few
+# background shoppers (curl, each with its own cookie jar) keep reading and filling their
+# carts through nginx, so http://localhost:$SHOP_PORT/fleet moves while the demo runs; at
+# the end it says how their requests were answered.
 #
 # It prepares Compose v2 and the images exactly like scripts/compose-e2e.sh
 # (scripts/lib/standin-images.sh): official images where a registry is reachable, local
@@ -22,6 +26,20 @@
 #   DEMO_STORE=single    docker-compose.yml alone (one Redis), without the failover step;
 #                        default `ha`: with docker-compose.ha.yml
 set -euo pipefail
+
+SHOPPERS="${DEMO_SHOPPERS:-4}"
+while (($#)); do
+    case $1 in
+    --shoppers) SHOPPERS="${2:-}" && shift 2 ;;
+    --shoppers=*) SHOPPERS="${1#*=}" && shift ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' && exit 0 ;;
+    *) echo "demo.sh: unknown argument $1 (try --help)" >&2 && exit 2 ;;
+    esac
+done
+if ! [[ $SHOPPERS =~ ^[0-9]+$ ]] || ((SHOPPERS > 200)); then
+    echo "demo.sh: --shoppers takes a number from 0 to 200, not '$SHOPPERS'" >&2
+    exit 2
+fi
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=scripts/lib/standin-images.sh
@@ -40,10 +58,15 @@ esac
 
 if [[ -t 1 ]]; then BOLD=$'\033[1m' DIM=$'\033[2m' RESET=$'\033[0m'; else BOLD="" DIM="" RESET=""; fi
 
+LOAD_DIR="$(mktemp -d)" # the background shoppers' cookie jars and answers
+SHOPPER_PIDS=()
+
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
+    stop_shoppers
     rm -f "$COOKIES"
+    rm -rf "$LOAD_DIR"
     if [[ ${KEEP_STACK:-0} == 1 ]]; then
         log "KEEP_STACK=1: the shop stays at $SHOP (take it down with:" \
             "COMPOSE_PROJECT_NAME=$COMPOSE_PROJECT_NAME docker compose down -v)"
@@ -126,6 +149,51 @@ add_item() {
     fi
 }
 
+# One background shopper ($1): reads the cart page, and every fifth request adds a unit,
+# cycling through the products, four times a second until killed. Each answer's status
+# goes to codes-$1.
+shopper_loop() {
+    local jar="$LOAD_DIR/jar-$1" n=0 code product
+    local products=(ceramic-mug tea-sampler espresso-beans hand-grinder paper-filters
+        pour-over-kettle milk-frother digital-scale cold-brew-jar travel-tumbler)
+    while :; do
+        if ((n % 5 == 0)); then
+            product=${products[$(((n / 5 + $1) % ${#products[@]}))]}
+            code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -b "$jar" -c "$jar" \
+                -H 'Content-Type: application/json' \
+                -d "{\"product_id\":\"$product\",\"quantity\":1}" "$SHOP/api/cart/items") || code=000
+        else
+            code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -b "$jar" -c "$jar" \
+                "$SHOP/cart") || code=000
+        fi
+        echo "$code" >>"$LOAD_DIR/codes-$1"
+        n=$((n + 1))
+        sleep 0.25
+    done
+}
+
+start_shoppers() {
+    local i
+    for ((i = 1; i <= SHOPPERS; i++)); do
+        shopper_loop "$i" </dev/null >/dev/null 2>&1 &
+        SHOPPER_PIDS+=("$!")
+    done
+}
+
+stop_shoppers() {
+    ((${#SHOPPER_PIDS[@]})) || return 0
+    kill "${SHOPPER_PIDS[@]}" 2>/dev/null || true
+    wait "${SHOPPER_PIDS[@]}" 2>/dev/null || true
+    SHOPPER_PIDS=()
+}
+
+# How the background shoppers' requests were answered: "1432 requests: 1429 x 200, 3 x 503".
+shoppers_summary() {
+    cat "$LOAD_DIR"/codes-* 2>/dev/null | sort | uniq -c | sort -rn |
+        awk '{total += $1; parts = parts (parts ? ", " : "") $1 " x " ($2 == "000" ? "no answer" : $2)}
+             END {if (total) print total " requests: " parts; else print "no requests"}'
+}
+
 replica_names() {
     local id
     for id in $(compose ps -q app); do
@@ -168,6 +236,11 @@ show docker compose up -d "${COMPOSE_UP_ARGS[@]}" --wait ||
     die "the stack did not start"
 wait_for_shop 60 || die "nginx does not answer at $SHOP"
 printf '   replicas (container hostnames, which they report in X-Served-By): %s\n' "$(replica_names)"
+if ((SHOPPERS > 0)); then
+    start_shoppers
+    printf '   %d background shoppers now browse and fill carts; watch them at %s/fleet\n' \
+        "$SHOPPERS" "$SHOP"
+fi
 pause
 
 narrate "Filling a cart through nginx" \
@@ -251,4 +324,8 @@ if [[ $DEMO_STORE == ha ]]; then
 else
     printf '\n%sThe cart survived a kill, a scale-out and a scale-in: it lives in Redis, not in any replica.%s\n' \
         "$BOLD" "$RESET"
+fi
+if ((SHOPPERS > 0)); then
+    stop_shoppers
+    printf '   The %d background shoppers sent %s.\n' "$SHOPPERS" "$(shoppers_summary)"
 fi
