@@ -25,21 +25,26 @@
 #   KEEP_STACK=1         leave the stack running at the end, to shop in a browser
 #   DEMO_STORE=single    docker-compose.yml alone (one Redis), without the failover step;
 #                        default `ha`: with docker-compose.ha.yml
+#   DEMO_SHOPPERS        background shoppers when --shoppers is not given (default 4)
 set -euo pipefail
 
 SHOPPERS="${DEMO_SHOPPERS:-4}"
 while (($#)); do
     case $1 in
-    --shoppers) SHOPPERS="${2:-}" && shift 2 ;;
+    --shoppers)
+        (($# >= 2)) || { echo "demo.sh: --shoppers needs a number" >&2 && exit 2; }
+        SHOPPERS="$2" && shift 2
+        ;;
     --shoppers=*) SHOPPERS="${1#*=}" && shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' && exit 0 ;;
     *) echo "demo.sh: unknown argument $1 (try --help)" >&2 && exit 2 ;;
     esac
 done
-if ! [[ $SHOPPERS =~ ^[0-9]+$ ]] || ((SHOPPERS > 200)); then
+if ! [[ $SHOPPERS =~ ^[0-9]{1,3}$ ]] || ((10#$SHOPPERS > 200)); then
     echo "demo.sh: --shoppers takes a number from 0 to 200, not '$SHOPPERS'" >&2
     exit 2
 fi
+SHOPPERS=$((10#$SHOPPERS))
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=scripts/lib/standin-images.sh
@@ -150,7 +155,7 @@ add_item() {
 }
 
 # One background shopper ($1): reads the cart page, and every fifth request adds a unit,
-# cycling through the products, four times a second until killed. Each answer's status
+# cycling through the products, with a quarter of a second between requests, until killed. Each answer's status
 # goes to codes-$1.
 shopper_loop() {
     local jar="$LOAD_DIR/jar-$1" n=0 code product
@@ -182,7 +187,12 @@ start_shoppers() {
 
 stop_shoppers() {
     ((${#SHOPPER_PIDS[@]})) || return 0
-    kill "${SHOPPER_PIDS[@]}" 2>/dev/null || true
+    local pid
+    for pid in "${SHOPPER_PIDS[@]}"; do
+        # The loop, and the curl or sleep it is waiting on.
+        kill "$pid" 2>/dev/null || true
+        pkill -P "$pid" 2>/dev/null || true
+    done
     wait "${SHOPPER_PIDS[@]}" 2>/dev/null || true
     SHOPPER_PIDS=()
 }

@@ -291,7 +291,8 @@ fn interned(pattern: &str) -> &'static str {
     leaked
 }
 
-/// The layer that counts every request with its route pattern, status and duration.
+/// The layer that counts every answered request with its route pattern, status and
+/// duration (a request whose client went away before the answer is not counted).
 ///
 /// A hand-written tower layer rather than `axum::middleware::from_fn`: `from_fn` clones
 /// the whole inner stack and boxes it for every request, which cost more than all the

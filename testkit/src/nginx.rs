@@ -33,9 +33,10 @@ pub enum Balance {
     /// The shipped nginx.conf: round robin, no stickiness.
     #[default]
     RoundRobin,
-    /// Sticky by a cookie the balancer issues, as a load balancer's stickiness does
-    /// (AWS's `AWSALB`, nginx Plus's `sticky cookie`): a request without the cookie
-    /// `ec_route` gets a fresh random one, and the upstream is `hash $ec_route consistent`.
+    /// Sticky by a cookie the balancer issues: a request without the cookie `ec_route` gets
+    /// a fresh random one, and the upstream is `hash $ec_route consistent` (what open-source
+    /// nginx can do; balancers whose cookie names a server, such as nginx Plus's `sticky
+    /// cookie`, pin differently).
     /// Hashing the app's own session cookie would not stick: a visitor has none until its
     /// first change, which the replica that creates the session may not be the one the
     /// new cookie hashes to.
@@ -113,6 +114,24 @@ pub fn balanced_conf(
         }
     }
     assert!(rewrote_server, "nginx.conf has no `server app:3000` line");
+    if balance == Balance::CookieRoute {
+        for needed in [
+            "map $cookie_",
+            "hash $ec_route",
+            "add_header Set-Cookie $ec_route_cookie",
+        ] {
+            assert!(
+                out.contains(needed),
+                "nginx.conf lacks the line the cookie balancer rewrites for {needed:?}"
+            );
+        }
+    }
+    if balance == Balance::IpHash {
+        assert!(
+            out.contains("ip_hash;"),
+            "nginx.conf has no `upstream app {{` line"
+        );
+    }
     out
 }
 
@@ -256,8 +275,9 @@ mod tests {
         }
     }
 
-    /// The sticky variants add their balancing directive first in the upstream block and
-    /// change nothing else but the route cookie's lines.
+    /// The sticky variants add their balancing directive first in the upstream block, keep
+    /// every line of the round-robin file, and (the cookie balancer) add the route cookie's
+    /// maps and header.
     #[test]
     fn the_sticky_variants_balance_first_and_keep_the_rest() {
         let shipped = shipped_conf();
@@ -276,5 +296,11 @@ mod tests {
         }
         let cookie = balanced_conf(&shipped, 9000, &[7001], Balance::CookieRoute);
         assert!(cookie.contains("add_header Set-Cookie $ec_route_cookie always;"));
+        assert!(cookie.contains("map $cookie_ec_route $ec_route { \"\" $request_id;"));
+        assert!(
+            cookie.contains("map $cookie_ec_route $ec_route_cookie { \"\" \"ec_route=$request_id;")
+        );
+        let added = cookie.lines().count() - plain.lines().count();
+        assert_eq!(added, 4, "two maps, the hash and the header:\n{cookie}");
     }
 }

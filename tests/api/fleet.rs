@@ -80,13 +80,14 @@ async fn the_fleet_on_sentinel_survives_its_primary_killed() {
 }
 
 /// The balancer variants of the sticky-versus-shared experiment
-/// (`benches/sticky_vs_shared`) do what they claim on the shipped nginx.conf: one visitor
-/// always reaches one replica with `CookieRoute` (after nginx's route cookie) and `IpHash`,
-/// and every replica with round robin.
+/// (`benches/sticky_vs_shared`) do what they claim on the shipped nginx.conf: with
+/// `CookieRoute` (after nginx's route cookie) and `IpHash` each of 12 visitors, each from
+/// its own /24 of the loopback network, always reaches one replica, and together they
+/// reach more than one; with round robin each visitor reaches every replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "integration tier: cargo xtask test integration"]
 async fn the_sticky_balancers_stick_and_round_robin_does_not() {
-    for (balance, replicas_seen) in [
+    for (balance, per_visitor) in [
         (Balance::CookieRoute, 1),
         (Balance::IpHash, 1),
         (Balance::RoundRobin, 3),
@@ -95,18 +96,35 @@ async fn the_sticky_balancers_stick_and_round_robin_does_not() {
         options.redis = false;
         options.balance = balance;
         let fleet = LoopbackFleet::start(options).await;
-        let shopper = visitor();
-        let mut seen = std::collections::BTreeSet::new();
-        for _ in 0..9 {
-            let response = shopper.get(fleet.url("/api/cart")).send().await.unwrap();
-            assert_eq!(response.status(), StatusCode::OK);
-            seen.insert(
-                response.headers()["x-served-by"]
-                    .to_str()
-                    .unwrap()
-                    .to_owned(),
+        let mut all = std::collections::BTreeSet::new();
+        for n in 0..12u8 {
+            let address = std::net::Ipv4Addr::new(127, 1, n, 1);
+            let shopper = reqwest::Client::builder()
+                .cookie_store(true)
+                .local_address(std::net::IpAddr::V4(address))
+                .build()
+                .unwrap();
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..6 {
+                let response = shopper.get(fleet.url("/api/cart")).send().await.unwrap();
+                assert_eq!(response.status(), StatusCode::OK);
+                seen.insert(
+                    response.headers()["x-served-by"]
+                        .to_str()
+                        .unwrap()
+                        .to_owned(),
+                );
+            }
+            assert_eq!(
+                seen.len(),
+                per_visitor,
+                "{balance:?}, visitor {n}: {seen:?}"
             );
+            all.extend(seen);
         }
-        assert_eq!(seen.len(), replicas_seen, "{balance:?}: {seen:?}");
+        assert!(
+            all.len() > 1,
+            "{balance:?}: every visitor on one replica: {all:?}"
+        );
     }
 }

@@ -343,7 +343,8 @@ async fn saving_a_record_that_vanished_writes_it_again() {
     assert!(ttl > 590, "ttl {ttl}");
 }
 
-/// Every key the app writes (records, change markers, the readiness probe) starts with
+/// Every key the app writes (records, change markers, the readiness probe, the fleet
+/// heartbeats) starts with
 /// `SESSION_KEY_PREFIX`, and two apps with their own prefixes share one Redis without
 /// seeing each other's carts.
 #[tokio::test]
@@ -387,15 +388,17 @@ async fn every_key_starts_with_the_prefix_and_apps_sharing_redis_stay_apart() {
     );
     let keys = redis.cli(&["--scan"]);
     let keys: Vec<&str> = keys.lines().collect();
-    for kind in ["session:{", "applied:{", "readyz:"] {
+    for kind in ["session:{", "applied:{", "readyz:", "fleet"] {
         let wanted = format!("shop-eu:{kind}");
         assert!(
             keys.iter().any(|key| key.starts_with(&wanted)),
             "no {wanted}: {keys:?}"
         );
     }
+    // The other app, which served nothing, wrote only its fleet heartbeat, under its prefix.
     assert!(
-        keys.iter().all(|key| key.starts_with("shop-eu:")),
+        keys.iter()
+            .all(|key| key.starts_with("shop-eu:") || *key == "shop-us:fleet"),
         "{keys:?}"
     );
 

@@ -69,8 +69,10 @@ return 0
 ";
 
 /// Writes a replica's heartbeat into the fleet hash (KEYS[1]): field ARGV[1] gets Redis's
-/// time in ms and the report ARGV[2]; fields older than ARGV[3] ms are deleted; the hash
-/// expires ARGV[4] ms from now. Redis's clock, so the replicas' clocks need not agree.
+/// time in ms and the report ARGV[2]; fields stamped more than ARGV[3] ms ago are deleted
+/// (a field it cannot read, from another version, is left to the hash's expiry, so
+/// versions side by side in a rolling update do not delete each other's); the hash expires
+/// ARGV[4] ms from now. Redis's clock, so the replicas' clocks need not agree.
 const HEARTBEAT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -78,7 +80,7 @@ redis.call('HSET', KEYS[1], ARGV[1], string.format('%.0f', now) .. ' ' .. ARGV[2
 local fields = redis.call('HGETALL', KEYS[1])
 for i = 1, #fields, 2 do
   local seen = tonumber(string.match(fields[i + 1], '^%d+'))
-  if seen == nil or now - seen > tonumber(ARGV[3]) then
+  if seen ~= nil and now - seen > tonumber(ARGV[3]) then
     redis.call('HDEL', KEYS[1], fields[i])
   end
 end
