@@ -2,13 +2,17 @@
 //! `cargo bench --bench fleet -- [--users N] [--warmup S] [--duration S] [--repeats N]
 //! [--worker-threads N] [--redis-pool-size N] [--log FILTER] [--only a,b]`).
 //!
-//! Nine configurations, with real servers on loopback, each run `--repeats` times in
+//! Eleven configurations, with real servers on loopback, each run `--repeats` times in
 //! alternating order (medians are reported):
 //! 1. `memory-1`: one replica, in-memory sessions, no nginx;
 //! 2. `redis-1`: one replica, Redis sessions, no nginx;
 //! 3. `sticky-1`: nginx and one replica with in-memory sessions (what sticky sessions cost
 //!    per server);
 //! 4. `fleet-3`: nginx and three replicas with Redis sessions (the product);
+//!    `sticky-3`: nginx sticky by its route cookie over three replicas with in-memory
+//!    sessions (the same shape without Redis); `bare-3`: the same shape as fleet-3 with the
+//!    benchmark's minimal server (`bare.rs`) doing the product's Redis commands (the same
+//!    shape without our stack);
 //! 5. `changes-own` and `changes-shared`: the fleet under changes only (`PUT` of a cart
 //!    line), each user in its own session, then all users in one session: the cost of
 //!    serialised changes without and with contention;
@@ -22,7 +26,9 @@
 //!
 //! Writes `target/bench/report.md`, `target/bench/report.json` and `target/bench/chart.png`.
 
+mod bare;
 mod chart;
+mod curve;
 #[path = "../common/font.rs"]
 mod font;
 mod report;
@@ -33,8 +39,8 @@ use std::time::Duration;
 
 use report::{Sample, Settings};
 use servers::ReplicaSettings;
-use testkit::Replicated;
 use testkit::load::{self, Mix};
+use testkit::{Balance, Replicated};
 
 /// One configuration of the comparison.
 struct Setup {
@@ -47,9 +53,13 @@ struct Setup {
     replicated: Option<Replicated>,
     /// `REDIS_WAIT_REPLICAS` of the replicas.
     wait_replicas: u32,
+    /// How nginx picks a replica.
+    balance: Balance,
+    /// The benchmark's minimal server (`bare.rs`) instead of elastic-cart.
+    bare: bool,
 }
 
-const SETUPS: [Setup; 9] = [
+const SETUPS: [Setup; 11] = [
     Setup {
         name: "memory-1",
         replicas: 1,
@@ -58,6 +68,8 @@ const SETUPS: [Setup; 9] = [
         mix: Mix::Shop,
         replicated: None,
         wait_replicas: 0,
+        balance: Balance::RoundRobin,
+        bare: false,
     },
     Setup {
         name: "redis-1",
@@ -67,6 +79,8 @@ const SETUPS: [Setup; 9] = [
         mix: Mix::Shop,
         replicated: None,
         wait_replicas: 0,
+        balance: Balance::RoundRobin,
+        bare: false,
     },
     Setup {
         name: "sticky-1",
@@ -76,6 +90,8 @@ const SETUPS: [Setup; 9] = [
         mix: Mix::Shop,
         replicated: None,
         wait_replicas: 0,
+        balance: Balance::RoundRobin,
+        bare: false,
     },
     Setup {
         name: "fleet-3",
@@ -85,6 +101,31 @@ const SETUPS: [Setup; 9] = [
         mix: Mix::Shop,
         replicated: None,
         wait_replicas: 0,
+        balance: Balance::RoundRobin,
+        bare: false,
+    },
+    // The fleet's shape without Redis (sticky) and without our stack (bare).
+    Setup {
+        name: "sticky-3",
+        replicas: 3,
+        redis: false,
+        nginx: true,
+        mix: Mix::Shop,
+        replicated: None,
+        wait_replicas: 0,
+        balance: Balance::CookieRoute,
+        bare: false,
+    },
+    Setup {
+        name: "bare-3",
+        replicas: 3,
+        redis: true,
+        nginx: true,
+        mix: Mix::Shop,
+        replicated: None,
+        wait_replicas: 0,
+        balance: Balance::RoundRobin,
+        bare: true,
     },
     // What a change costs in the fleet, without and with contention (see session_update).
     Setup {
@@ -95,6 +136,8 @@ const SETUPS: [Setup; 9] = [
         mix: Mix::OwnSessionChanges,
         replicated: None,
         wait_replicas: 0,
+        balance: Balance::RoundRobin,
+        bare: false,
     },
     Setup {
         name: "changes-shared",
@@ -104,6 +147,8 @@ const SETUPS: [Setup; 9] = [
         mix: Mix::SharedSessionChanges,
         replicated: None,
         wait_replicas: 0,
+        balance: Balance::RoundRobin,
+        bare: false,
     },
     // The product on a replicated store: what Sentinel, WAIT and a cluster cost.
     Setup {
@@ -114,6 +159,8 @@ const SETUPS: [Setup; 9] = [
         mix: Mix::Shop,
         replicated: Some(Replicated::Sentinel),
         wait_replicas: 0,
+        balance: Balance::RoundRobin,
+        bare: false,
     },
     Setup {
         name: "fleet-3-sentinel-wait1",
@@ -123,6 +170,8 @@ const SETUPS: [Setup; 9] = [
         mix: Mix::Shop,
         replicated: Some(Replicated::Sentinel),
         wait_replicas: 1,
+        balance: Balance::RoundRobin,
+        bare: false,
     },
     Setup {
         name: "fleet-3-cluster",
@@ -132,10 +181,16 @@ const SETUPS: [Setup; 9] = [
         mix: Mix::Shop,
         replicated: Some(Replicated::Cluster),
         wait_replicas: 0,
+        balance: Balance::RoundRobin,
+        bare: false,
     },
 ];
 
 fn main() {
+    // Started as a replica of `bare-3`: serve, never return.
+    if bare::serve_if_asked().is_some() {
+        return;
+    }
     let settings = parse_args();
     let replica = ReplicaSettings {
         worker_threads: settings.worker_threads,
@@ -153,7 +208,7 @@ fn main() {
             chosen.rev().collect()
         };
         for setup in order {
-            let sample = measure(setup, &settings, &replica);
+            let sample = measure_setup(setup, &settings, &replica);
             eprintln!(
                 "round {}/{} {:<9} {:>8.0} req/s  p99 {:>6.2} ms  errors {}",
                 round + 1,
@@ -170,9 +225,14 @@ fn main() {
         .iter()
         .filter_map(|setup| Some((setup.name, samples.remove(setup.name)?)))
         .collect();
+    let curve = if settings.curve {
+        cost_curve(&settings, &replica)
+    } else {
+        Vec::new()
+    };
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&out).unwrap();
-    let table = report::write(&out, &settings, &ordered);
+    let table = report::write(&out, &settings, &ordered, &curve);
     println!("{table}");
     println!(
         "wrote {}/report.md, report.json and chart.png",
@@ -180,15 +240,64 @@ fn main() {
     );
 }
 
-fn measure(setup: &Setup, settings: &Settings, replica: &ReplicaSettings) -> Sample {
+/// Users of the cost curve's load points, and live sessions of its store points (at 64
+/// users).
+const CURVE_USERS: [usize; 4] = [16, 64, 256, 1024];
+const CURVE_SESSIONS: [usize; 3] = [1_000, 100_000, 1_000_000];
+
+/// `fleet-3` at each point of the cost curve, once each.
+fn cost_curve(settings: &Settings, replica: &ReplicaSettings) -> Vec<report::CurvePoint> {
+    let fleet = SETUPS.iter().find(|s| s.name == "fleet-3").unwrap();
+    let points = CURVE_USERS
+        .iter()
+        .map(|users| (*users, 0))
+        .chain(CURVE_SESSIONS.iter().map(|sessions| (64, *sessions)));
+    points
+        .map(|(users, sessions)| {
+            let (sample, bytes_per_session) = measure(fleet, settings, replica, users, sessions);
+            eprintln!(
+                "curve: {users} users, {sessions} sessions: {:.0} req/s, p99 {:.2} ms, errors {}",
+                sample.rps, sample.p99_ms, sample.errors
+            );
+            report::CurvePoint {
+                users,
+                sessions,
+                sample,
+                bytes_per_session,
+            }
+        })
+        .collect()
+}
+
+fn measure_setup(setup: &Setup, settings: &Settings, replica: &ReplicaSettings) -> Sample {
+    measure(setup, settings, replica, settings.users, 0).0
+}
+
+/// One run of `setup` with `users`, after filling its Redis with `sessions` live sessions
+/// (whose Redis memory per session it returns too).
+fn measure(
+    setup: &Setup,
+    settings: &Settings,
+    replica: &ReplicaSettings,
+    users: usize,
+    sessions: usize,
+) -> (Sample, Option<f64>) {
     let running = servers::start(
-        setup.replicas,
-        setup.redis,
-        setup.nginx,
-        setup.replicated,
-        setup.wait_replicas,
+        &servers::Shape {
+            replicas: setup.replicas,
+            redis: setup.redis,
+            nginx: setup.nginx,
+            replicated: setup.replicated,
+            wait_replicas: setup.wait_replicas,
+            balance: setup.balance,
+            bare: setup.bare,
+        },
         replica,
     );
+    let bytes_per_session = match (&running.fleet.redis, sessions) {
+        (Some(redis), n) if n > 0 => Some(curve::prefill(&running.target, redis, n)),
+        _ => None,
+    };
     // Redis statistics and CPU times cover the measured window only: read when it opens
     // and when it closes.
     let redis = running.fleet.redis.as_ref().map(|redis| redis.admin());
@@ -196,7 +305,7 @@ fn measure(setup: &Setup, settings: &Settings, replica: &ReplicaSettings) -> Sam
     let (measured, [(cpu_before, before), (cpu_after, after)]) = load::run(
         &running.target,
         setup.mix,
-        settings.users,
+        users,
         Duration::from_secs(settings.warmup_secs),
         Duration::from_secs(settings.duration_secs),
         // CPU first: running redis-cli takes a few milliseconds.
@@ -228,7 +337,26 @@ fn measure(setup: &Setup, settings: &Settings, replica: &ReplicaSettings) -> Sam
             )
         })
         .collect();
-    Sample::new(&measured, commands, cpu_us_per_req)
+    if measured.errors > 0
+        && let Some(nginx) = &running.fleet.nginx
+    {
+        // What went wrong, as nginx saw it (the fleet and its logs go when this returns).
+        let log = nginx.error_log();
+        let last: Vec<&str> = log
+            .lines()
+            .filter(|l| !l.contains("no live upstreams"))
+            .take(5)
+            .collect();
+        eprintln!(
+            "{} errors; nginx's first complaints:\n{}",
+            measured.errors,
+            last.join("\n")
+        );
+    }
+    (
+        Sample::new(&measured, commands, cpu_us_per_req),
+        bytes_per_session,
+    )
 }
 
 fn parse_args() -> Settings {
@@ -264,6 +392,7 @@ fn parse_args() -> Settings {
                     })
                     .collect();
             }
+            "--no-curve" => settings.curve = false,
             "--log" => settings.log = Some(args.next().expect("--log needs a filter, e.g. info")),
             // cargo bench passes --bench to every bench target.
             "--bench" => {}

@@ -23,6 +23,8 @@ pub(crate) struct Settings {
     pub log: Option<String>,
     /// Configurations to run; empty means all.
     pub only: Vec<&'static str>,
+    /// Whether to measure the cost curve (fleet-3 by users and by live sessions).
+    pub curve: bool,
 }
 
 impl Default for Settings {
@@ -36,6 +38,7 @@ impl Default for Settings {
             redis_pool_size: 1,
             log: None,
             only: Vec::new(),
+            curve: true,
         }
     }
 }
@@ -178,8 +181,51 @@ fn cell(value: Option<f64>) -> String {
     value.map_or("-".to_owned(), |v| format!("{v:.0}"))
 }
 
+/// One point of the cost curve: fleet-3 with `users` users and `sessions` live sessions
+/// besides theirs.
+pub(crate) struct CurvePoint {
+    pub users: usize,
+    pub sessions: usize,
+    pub sample: Sample,
+    /// Redis memory per live session, where sessions were added.
+    pub bytes_per_session: Option<f64>,
+}
+
+/// The cost curve as a Markdown table.
+fn curve_table(curve: &[CurvePoint]) -> String {
+    if curve.is_empty() {
+        return "Cost curve: not measured (--no-curve).\n".to_owned();
+    }
+    let mut table = String::from(
+        "Cost curve of fleet-3, one run per point:\n\n\
+         | users | live sessions added | req/s | p99 ms | errors | Redis bytes per session |\n\
+         |---:|---:|---:|---:|---:|---:|\n",
+    );
+    for point in curve {
+        writeln!(
+            table,
+            "| {} | {} | {:.0} | {:.2} | {} | {} |",
+            point.users,
+            point.sessions,
+            point.sample.rps,
+            point.sample.p99_ms,
+            point.sample.errors,
+            point
+                .bytes_per_session
+                .map_or("-".to_owned(), |b| format!("{b:.0}"))
+        )
+        .unwrap();
+    }
+    table
+}
+
 /// Writes report.md, report.json and chart.png into `out`; returns the Markdown table.
-pub(crate) fn write(out: &Path, settings: &Settings, samples: &[(&str, Vec<Sample>)]) -> String {
+pub(crate) fn write(
+    out: &Path,
+    settings: &Settings,
+    samples: &[(&str, Vec<Sample>)],
+    curve: &[CurvePoint],
+) -> String {
     let summaries: Vec<Summary> = samples
         .iter()
         .map(|(name, samples)| summarise(name, samples))
@@ -225,32 +271,61 @@ pub(crate) fn write(out: &Path, settings: &Settings, samples: &[(&str, Vec<Sampl
     }
     // The ratio of the medians, and the ratio within each round: the machine's speed drifts
     // between rounds (here by up to 15%), and the two configurations of one round share it.
-    let ratio = |a: &str, b: &str| {
+    let ratio_of = |a: &str, b: &str| -> Option<(f64, Vec<f64>)> {
         let rounds = |name: &str| samples.iter().find(|(n, _)| *n == name).map(|(_, s)| s);
-        let Some((a, b)) = rounds(a).zip(rounds(b)) else {
-            return "not measured".to_owned();
-        };
+        let (a, b) = rounds(a).zip(rounds(b))?;
         let of_medians = median(a.iter().map(|s| s.rps)) / median(b.iter().map(|s| s.rps));
-        let per_round: Vec<String> = a
-            .iter()
-            .zip(b)
-            .map(|(a, b)| format!("{:.0}%", a.rps / b.rps * 100.0))
-            .collect();
-        format!(
-            "{:.0}% of the requests/s (per round: {})",
-            of_medians * 100.0,
-            per_round.join(", ")
-        )
+        let per_round = a.iter().zip(b).map(|(a, b)| a.rps / b.rps).collect();
+        Some((of_medians, per_round))
     };
+    let ratio = |a: &str, b: &str| match ratio_of(a, b) {
+        None => "not measured".to_owned(),
+        Some((of_medians, per_round)) => {
+            let rounds: Vec<String> = per_round
+                .iter()
+                .map(|r| format!("{:.0}%", r * 100.0))
+                .collect();
+            format!(
+                "{:.0}% of the requests/s (median of the rounds {:.0}%; per round: {})",
+                of_medians * 100.0,
+                median(per_round.iter().copied()) * 100.0,
+                rounds.join(", ")
+            )
+        }
+    };
+    const RATIOS: [(&str, &str); 7] = [
+        ("fleet-3", "bare-3"),
+        ("fleet-3", "sticky-3"),
+        ("fleet-3", "sticky-1"),
+        ("redis-1", "memory-1"),
+        ("fleet-3-sentinel", "fleet-3"),
+        ("fleet-3-sentinel-wait1", "fleet-3-sentinel"),
+        ("fleet-3-cluster", "fleet-3"),
+    ];
+    let ratios_md: Vec<String> = RATIOS
+        .iter()
+        .map(|(a, b)| format!("{a} / {b}: {}.", ratio(a, b)))
+        .collect();
+    let ratios_json: serde_json::Map<String, serde_json::Value> = RATIOS
+        .iter()
+        .filter_map(|(a, b)| {
+            let (of_medians, per_round) = ratio_of(a, b)?;
+            Some((
+                format!("{a} / {b}"),
+                json!({
+                    "of_medians": of_medians,
+                    "median_of_rounds": median(per_round.iter().copied()),
+                    "per_round": per_round,
+                }),
+            ))
+        })
+        .collect();
     let md = format!(
         "# elastic-cart benchmark\n\n\
          Machine: {machine}. Settings: {} virtual users, {} s warm-up, {} s measured, \
          {} rounds in alternating order (medians shown; errors summed), replicas with \
          {}, {} Redis connections and RUST_LOG {} each. Mix: 80% GET /cart, \
-         15% POST /api/cart/items, 5% GET /api/cart.\n\n{table}\n\
-         fleet-3 / sticky-1: {}. redis-1 / memory-1: {}. \
-         fleet-3-sentinel / fleet-3: {}. fleet-3-sentinel-wait1 / fleet-3-sentinel: {}. \
-         fleet-3-cluster / fleet-3: {}.\n",
+         15% POST /api/cart/items, 5% GET /api/cart.\n\n{table}\n{}\n\n{}",
         settings.users,
         settings.warmup_secs,
         settings.duration_secs,
@@ -263,11 +338,8 @@ pub(crate) fn write(out: &Path, settings: &Settings, samples: &[(&str, Vec<Sampl
         ),
         settings.redis_pool_size,
         settings.log.as_deref().unwrap_or("unset (the default)"),
-        ratio("fleet-3", "sticky-1"),
-        ratio("redis-1", "memory-1"),
-        ratio("fleet-3-sentinel", "fleet-3"),
-        ratio("fleet-3-sentinel-wait1", "fleet-3-sentinel"),
-        ratio("fleet-3-cluster", "fleet-3"),
+        ratios_md.join(" "),
+        curve_table(curve),
     );
     std::fs::write(out.join("report.md"), &md).unwrap();
 
@@ -297,6 +369,12 @@ pub(crate) fn write(out: &Path, settings: &Settings, samples: &[(&str, Vec<Sampl
             "redis_pool_size": settings.redis_pool_size, "log": settings.log,
         },
         "configs": configs,
+        "ratios": ratios_json,
+        "curve": curve.iter().map(|p| json!({
+            "users": p.users, "sessions": p.sessions, "rps": p.sample.rps,
+            "p99_ms": p.sample.p99_ms, "errors": p.sample.errors,
+            "redis_bytes_per_session": p.bytes_per_session,
+        })).collect::<Vec<_>>(),
     });
     std::fs::write(
         out.join("report.json"),

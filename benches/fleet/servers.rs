@@ -3,7 +3,7 @@
 //! benchmark reads off it. Stopped when dropped.
 
 use testkit::cpu::CpuProbe;
-use testkit::{FleetOptions, LoopbackFleet, Replicated};
+use testkit::{Balance, FleetOptions, LoopbackFleet, Replicated};
 
 /// Replica settings every configuration shares.
 pub(crate) struct ReplicaSettings {
@@ -20,20 +20,42 @@ pub(crate) struct Running {
     pub fleet: LoopbackFleet,
 }
 
-/// Starts `replicas` replicas (with Redis, without persistence, if `redis`; on a
-/// replicated store if `replicated`, confirming changes with `wait_replicas` replicas)
-/// and nginx in front if `nginx`.
-pub(crate) fn start(
-    replicas: usize,
-    redis: bool,
-    nginx: bool,
-    replicated: Option<Replicated>,
-    wait_replicas: u32,
-    settings: &ReplicaSettings,
-) -> Running {
+/// What to start.
+#[derive(Clone, Copy)]
+pub(crate) struct Shape {
+    pub replicas: usize,
+    /// Sessions in Redis (without persistence); else in each replica's memory.
+    pub redis: bool,
+    /// nginx in front, balancing by `balance`.
+    pub nginx: bool,
+    pub balance: Balance,
+    /// A replicated store instead of one redis-server.
+    pub replicated: Option<Replicated>,
+    /// `REDIS_WAIT_REPLICAS` of the replicas.
+    pub wait_replicas: u32,
+    /// The benchmark's minimal server instead of elastic-cart.
+    pub bare: bool,
+}
+
+/// Starts the replicas, their store and nginx as `shape` says.
+pub(crate) fn start(shape: &Shape, settings: &ReplicaSettings) -> Running {
+    let Shape {
+        replicas,
+        redis,
+        nginx,
+        balance,
+        replicated,
+        wait_replicas,
+        bare,
+    } = *shape;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let worker_threads = settings.worker_threads.unwrap_or((cores / replicas).max(1));
-    let mut options = FleetOptions::new(env!("CARGO_BIN_EXE_elastic-cart"))
+    let binary = if bare {
+        std::env::current_exe().expect("the benchmark's own path")
+    } else {
+        env!("CARGO_BIN_EXE_elastic-cart").into()
+    };
+    let mut options = FleetOptions::new(binary)
         .env("WORKER_THREADS", &worker_threads.to_string())
         .env("REDIS_POOL_SIZE", &settings.redis_pool_size.to_string())
         .env("REDIS_WAIT_REPLICAS", &wait_replicas.to_string());
@@ -46,6 +68,10 @@ pub(crate) fn start(
     options.persist = false;
     options.balancer = nginx;
     options.replicated = replicated;
+    options.balance = balance;
+    if bare {
+        options = options.env(crate::bare::ENV, "1");
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,4 +1,4 @@
-//! The load generator: N virtual users, each with its own session cookie, on a lean hyper
+//! The load generator: N virtual users, each with its own cookies, on a lean hyper
 //! client in one thread (so it takes one core at most and its own cost can be reported).
 //!
 //! The shop mix: 80% `GET /cart` (the HTML page), 15% `POST /api/cart/items`, 5%
@@ -27,6 +27,8 @@ use hyper::{Method, Request};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+
+use crate::http::SESSION_COOKIE;
 
 const PRODUCTS: [&str; 10] = [
     "espresso-beans",
@@ -183,6 +185,8 @@ async fn virtual_user(
         served_by: BTreeMap::new(),
     };
     let mut units = 0;
+    // Every cookie the servers set (the session's, and a sticky balancer's route cookie).
+    let mut jar: BTreeMap<String, String> = BTreeMap::new();
     // A small xorshift per user: reproducible mixes without a shared generator.
     let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ (user as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     let mut next = move || {
@@ -206,7 +210,8 @@ async fn virtual_user(
             get(&base, "/cart", &cookie)
         } else if roll < 95 {
             if units >= UNITS_PER_SESSION {
-                cookie = None;
+                jar.remove(SESSION_COOKIE);
+                cookie = (!jar.is_empty()).then(|| cookie_header(&jar));
                 units = 0;
             }
             units += 1;
@@ -222,10 +227,18 @@ async fn virtual_user(
             Ok(response) => {
                 let status = response.status();
                 // The shared session keeps its one cookie, whatever a response sets.
-                let set_cookie = response.headers().get(hyper::header::SET_COOKIE);
-                if let (Some(set), false) = (set_cookie, mix == Mix::SharedSessionChanges) {
-                    let value = set.to_str().unwrap_or_default();
-                    cookie = value.split(';').next().map(str::to_owned);
+                if mix != Mix::SharedSessionChanges {
+                    let mut changed = false;
+                    for set in response.headers().get_all(hyper::header::SET_COOKIE) {
+                        let pair = set.to_str().unwrap_or_default().split(';').next();
+                        if let Some((name, value)) = pair.and_then(|p| p.split_once('=')) {
+                            jar.insert(name.trim().to_owned(), value.to_owned());
+                            changed = true;
+                        }
+                    }
+                    if changed {
+                        cookie = Some(cookie_header(&jar));
+                    }
                 }
                 let replica = response
                     .headers()
@@ -249,6 +262,14 @@ async fn virtual_user(
         }
     }
     tally
+}
+
+/// The `Cookie` header for every cookie in `jar`.
+fn cookie_header(jar: &BTreeMap<String, String>) -> String {
+    jar.iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn get(base: &str, path: &str, cookie: &Option<String>) -> Request<Full<Bytes>> {
