@@ -1,6 +1,7 @@
 //! From a [`Config`] to a running replica: the session store, the listener, the state, the
-//! fleet heartbeats, and the graceful shutdown (drain, close the listener, finish what is in flight). `main`
-//! only parses the configuration, starts the runtime and logging, and calls [`run`].
+//! fleet heartbeats, and the graceful shutdown (drain, close the listener, finish what is
+//! in flight). `main` only parses the configuration, starts the runtime and logging, and
+//! calls [`run`].
 
 use std::time::Duration;
 

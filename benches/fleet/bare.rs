@@ -150,26 +150,29 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
     answer(&shared, "application/json", r#"{"status":"ok"}"#.to_owned())
 }
 
-async fn cart_page(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let cart = match session_id(&headers) {
-        Some(id) => match load(&shared, &id).await {
-            Ok(found) => found.map(|(_, cart)| cart).unwrap_or_default(),
-            Err(err) => return unavailable(err),
-        },
-        None => Cart::new(),
+/// The visitor's cart: empty without a session (no Redis), else one `GET`.
+async fn visitors_cart(shared: &Shared, headers: &HeaderMap) -> Result<Cart, Response> {
+    let Some(id) = session_id(headers) else {
+        return Ok(Cart::new());
     };
-    answer(&shared, "text/html; charset=utf-8", page(&cart))
+    match load(shared, &id).await {
+        Ok(found) => Ok(found.map(|(_, cart)| cart).unwrap_or_default()),
+        Err(err) => Err(unavailable(err)),
+    }
+}
+
+async fn cart_page(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    match visitors_cart(&shared, &headers).await {
+        Ok(cart) => answer(&shared, "text/html; charset=utf-8", page(&cart)),
+        Err(unavailable) => unavailable,
+    }
 }
 
 async fn cart_json(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let cart = match session_id(&headers) {
-        Some(id) => match load(&shared, &id).await {
-            Ok(found) => found.map(|(_, cart)| cart).unwrap_or_default(),
-            Err(err) => return unavailable(err),
-        },
-        None => Cart::new(),
-    };
-    answer(&shared, "application/json", json(&cart))
+    match visitors_cart(&shared, &headers).await {
+        Ok(cart) => answer(&shared, "application/json", json(&cart)),
+        Err(unavailable) => unavailable,
+    }
 }
 
 fn json(cart: &Cart) -> String {
