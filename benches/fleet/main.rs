@@ -24,6 +24,9 @@
 //! unless `--worker-threads` says otherwise. Besides latency and throughput, each run reports
 //! the CPU time per request of the replicas, nginx, Redis and the load generator.
 //!
+//! `BENCH_REPLICA_BINARY=<path>` runs another build of elastic-cart as the replicas (to
+//! measure two builds alternately with the same benchmark binary).
+//!
 //! Writes `target/bench/report.md`, `target/bench/report.json` and `target/bench/chart.png`.
 
 mod bare;

@@ -37,6 +37,17 @@ pub(crate) struct Shape {
     pub bare: bool,
 }
 
+/// Names another build of elastic-cart to run as the replicas, so that two builds can be
+/// measured alternately in one run (see docs/benchmark.md).
+pub(crate) const REPLICA_BINARY_ENV: &str = "BENCH_REPLICA_BINARY";
+
+/// The replicas' binary: this tree's, built with the bench profile, unless [`REPLICA_BINARY_ENV`] names
+/// another.
+fn replica_binary() -> std::path::PathBuf {
+    std::env::var_os(REPLICA_BINARY_ENV)
+        .map_or_else(|| env!("CARGO_BIN_EXE_elastic-cart").into(), Into::into)
+}
+
 /// Starts the replicas, their store and nginx as `shape` says.
 pub(crate) fn start(shape: &Shape, settings: &ReplicaSettings) -> Running {
     let Shape {
@@ -53,7 +64,7 @@ pub(crate) fn start(shape: &Shape, settings: &ReplicaSettings) -> Running {
     let binary = if bare {
         std::env::current_exe().expect("the benchmark's own path")
     } else {
-        env!("CARGO_BIN_EXE_elastic-cart").into()
+        replica_binary()
     };
     let mut options = FleetOptions::new(binary)
         .env("WORKER_THREADS", &worker_threads.to_string())
