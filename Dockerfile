@@ -17,12 +17,12 @@ RUN mkdir -p src benches/fleet testkit/src/bin xtask/src \
     && echo 'fn main() {}' > benches/fleet/main.rs \
     && touch testkit/src/lib.rs && echo 'fn main() {}' > testkit/src/bin/fleet-scenario.rs \
     && echo 'fn main() {}' > xtask/src/main.rs \
-    && cargo build --release --locked --package elastic-cart \
+    && cargo build --profile dist --locked --package elastic-cart \
     && rm -rf src
 COPY src src
 COPY templates templates
 # Make cargo see the real sources as newer than the placeholder build.
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked --package elastic-cart
+RUN touch src/main.rs src/lib.rs && cargo build --profile dist --locked --package elastic-cart
 
 FROM ${RUNTIME_IMAGE}
 # The version each replica shows on its pages and in /healthz (empty: the crate's), so a
@@ -32,7 +32,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin app
 WORKDIR /app
-COPY --from=build /src/target/release/elastic-cart /usr/local/bin/elastic-cart
+COPY --from=build /src/target/dist/elastic-cart /usr/local/bin/elastic-cart
 COPY static static
 USER app
 ENV LISTEN_ADDR=0.0.0.0:3000 STATIC_DIR=/app/static APP_VERSION=${APP_VERSION}
