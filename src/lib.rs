@@ -48,6 +48,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Request, Response, header};
 use axum::middleware;
 use tower::ServiceBuilder;
+use tower::util::MapResponseLayer;
 use tower_http::services::ServeDir;
 use tower_http::set_header::{SetResponseHeader, SetResponseHeaderLayer};
 use tower_http::trace::TraceLayer;
@@ -79,6 +80,7 @@ pub fn app(state: AppState) -> Router {
     let chaos = state.chaos;
     let replica = state.replica_id.clone();
     let metrics = state.metrics.clone();
+    let drain = state.drain.clone();
 
     let router = Router::new()
         .merge(routes::pages::router(&state, sessions.clone()))
@@ -99,14 +101,16 @@ pub fn app(state: AppState) -> Router {
                         .on_response(log_response)
                         .on_failure(()),
                 )
-                .layer(middleware::map_response(security::add_security_headers))
+                // Plain response maps, not `axum::middleware`'s `from_fn` and
+                // `map_response`, which box the inner service and the future of every
+                // request (docs/benchmark.md).
+                .layer(MapResponseLayer::new(security::add_security_headers))
                 .layer(SetResponseHeaderLayer::overriding(SERVED_BY, served_by))
-                .layer(middleware::from_fn_with_state(
-                    state.drain.clone(),
-                    shutdown::close_connections_while_draining,
-                ))
+                .layer(MapResponseLayer::new(move |response| {
+                    shutdown::close_connection_while_draining(&drain, response)
+                }))
                 .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-                .layer(middleware::from_fn(routes::json_errors)),
+                .layer(MapResponseLayer::new(routes::json_errors)),
         )
         .with_state(state);
     if chaos {

@@ -11,9 +11,8 @@ pub(crate) mod health;
 pub(crate) mod pages;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
 use tower::layer::util::{Identity, Stack};
@@ -50,21 +49,18 @@ pub(crate) async fn not_found(request: Request) -> Error {
 /// handlers: axum's 405, tower-sessions' 500 when saving the session failed (a store
 /// outage, so our 503), a missing static file's 404, tower-http's 413 for a declared
 /// length over the limit.
-pub(crate) async fn json_errors(request: Request, next: Next) -> Response {
-    with_our_body(next.run(request).await)
+/// Mapped over every response (a `tower::util::MapResponseLayer`: no boxing per request).
+pub(crate) fn json_errors(response: Response) -> Response {
+    with_our_body(response)
 }
 
 /// For the browser pages: every error as an HTML error page.
-pub(crate) async fn html_errors(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let response = with_our_body(next.run(request).await);
+pub(crate) fn html_errors(state: &AppState, response: Response) -> Response {
+    let response = with_our_body(response);
     let Some(report) = response.extensions().get::<ErrorReport>() else {
         return response;
     };
-    let page = pages::error_page(&state, response.status(), report);
+    let page = pages::error_page(state, response.status(), report);
     let (mut parts, _) = response.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(

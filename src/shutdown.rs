@@ -15,9 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use axum::serve::Listener;
 use tokio::net::{TcpListener, TcpStream};
@@ -39,13 +37,8 @@ impl Drain {
     }
 }
 
-/// Adds `Connection: close` to every response while draining.
-pub async fn close_connections_while_draining(
-    State(drain): State<Drain>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let mut response = next.run(request).await;
+/// Adds `Connection: close` to `response` while draining (mapped over every response).
+pub fn close_connection_while_draining(drain: &Drain, mut response: Response) -> Response {
     if drain.is_draining() {
         response
             .headers_mut()

@@ -4,7 +4,6 @@
 use axum::Router;
 use axum::extract::State;
 use axum::http::header;
-use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use serde::{Deserialize, Serialize};
@@ -40,7 +39,7 @@ pub(crate) fn router(sessions: super::Sessions) -> Router<AppState> {
         .fallback(super::not_found)
         .layer(
             ServiceBuilder::new()
-                .layer(middleware::from_fn(security::reject_cross_origin))
+                .layer(security::reject_cross_origin())
                 .layer(sessions),
         )
 }

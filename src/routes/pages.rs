@@ -5,16 +5,18 @@
 //! write. Every page shows the replica that served it, so a person sees there is no
 //! stickiness; `static/app.js` adds the replicas that served the tab before.
 
+use std::sync::{Arc, LazyLock};
+
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware;
 use axum::response::Redirect;
 use axum::routing::{get, post};
 use serde::Deserialize;
 use tower::ServiceBuilder;
+use tower::util::MapResponseLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::cart::{AddQuantity, LineQuantity, MAX_LINE_QUANTITY, PricedCart};
@@ -47,6 +49,7 @@ pub(crate) fn router(state: &AppState, sessions: super::Sessions) -> Router<AppS
     if state.chaos {
         router = router.merge(super::chaos::router());
     }
+    let errors_state = state.clone();
     router.fallback(super::not_found).layer(
         ServiceBuilder::new()
             // Never kept by the browser: a page restored by "back" would bring back an
@@ -55,20 +58,20 @@ pub(crate) fn router(state: &AppState, sessions: super::Sessions) -> Router<AppS
                 header::CACHE_CONTROL,
                 HeaderValue::from_static("no-store"),
             ))
-            .layer(middleware::from_fn_with_state(
-                state.clone(),
-                super::html_errors,
-            ))
-            .layer(middleware::from_fn(security::reject_cross_origin))
+            .layer(MapResponseLayer::new(move |response| {
+                super::html_errors(&errors_state, response)
+            }))
+            .layer(security::reject_cross_origin())
             .layer(sessions),
     )
 }
 
 /// What the header of every page shows.
 struct Layout {
-    served_by: String,
+    /// Shared with the state, not copied per page.
+    served_by: Arc<str>,
     /// The version the serving replica runs.
-    version: String,
+    version: Arc<str>,
     /// Units in the cart; `None` where it is unknown (error pages).
     cart_count: Option<u32>,
     /// A one-time message about the last action.
@@ -84,8 +87,8 @@ struct Layout {
 impl Layout {
     fn new(state: &AppState, cart_count: Option<u32>) -> Self {
         Self {
-            served_by: state.replica_id.to_string(),
-            version: state.version.to_string(),
+            served_by: state.replica_id.clone(),
+            version: state.version.clone(),
             cart_count,
             notice: None,
             chaos: state.chaos,
@@ -161,28 +164,67 @@ fn after(path: &str, notice: &str, product: Option<&Product>) -> Redirect {
     Redirect::to(&format!("{path}?notice={notice}{product}"))
 }
 
+/// A product as pages show it: every field escaped for HTML once, when the card is made.
 struct ProductCard {
-    id: &'static str,
-    name: &'static str,
-    description: &'static str,
-    price: String,
-    image: String,
+    /// The product's slug, to find its card (unescaped).
+    slug: &'static str,
+    id: Escaped,
+    name: Escaped,
+    description: Escaped,
+    price: Escaped,
+    image: Escaped,
+}
+
+/// Text already escaped for HTML. askama writes an `HtmlSafe` value as it is, so the
+/// catalog's text, the same on every page, is not escaped again for each one.
+struct Escaped(String);
+
+impl Escaped {
+    fn new(text: &str) -> Self {
+        use askama::filters::Escaper;
+        let mut escaped = String::with_capacity(text.len());
+        askama::filters::Html
+            .write_escaped_str(&mut escaped, text)
+            .expect("writing to a String cannot fail");
+        Self(escaped)
+    }
+}
+
+impl std::fmt::Display for Escaped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl askama::filters::HtmlSafe for Escaped {}
+
+/// Every product's card, made once: pages show the same ten, over and over.
+static CARDS: LazyLock<Vec<ProductCard>> =
+    LazyLock::new(|| catalog::products().iter().map(ProductCard::from).collect());
+
+/// The card of a product of the catalog.
+fn card(product: &Product) -> &'static ProductCard {
+    CARDS
+        .iter()
+        .find(|card| card.slug == product.id)
+        .expect("every product of the catalog has a card")
 }
 
 impl From<&Product> for ProductCard {
     fn from(product: &Product) -> Self {
         Self {
-            id: product.id,
-            name: product.name,
-            description: product.description,
-            price: format_price(product.price_cents),
-            image: product.image_path(),
+            slug: product.id,
+            id: Escaped::new(product.id),
+            name: Escaped::new(product.name),
+            description: Escaped::new(product.description),
+            price: Escaped::new(&format_price(product.price_cents)),
+            image: Escaped::new(&product.image_path()),
         }
     }
 }
 
 struct CartRow {
-    product: ProductCard,
+    product: &'static ProductCard,
     quantity: u32,
     line_total: String,
     /// The quantities the steppers set (the maximum has no "+").
@@ -194,7 +236,7 @@ struct CartRow {
 #[template(path = "catalog.html")]
 struct CatalogPage {
     layout: Layout,
-    products: Vec<ProductCard>,
+    products: &'static [ProductCard],
 }
 
 #[derive(Template, WebTemplate)]
@@ -214,7 +256,7 @@ impl CartPage {
                 .lines
                 .iter()
                 .map(|line| CartRow {
-                    product: line.product.into(),
+                    product: card(line.product),
                     quantity: line.quantity,
                     line_total: format_price(line.line_total_cents),
                     fewer: line.quantity.saturating_sub(1),
@@ -371,7 +413,7 @@ async fn catalog_page(
     let notice = NoticeQuery::parse(query.as_deref());
     Ok(CatalogPage {
         layout: Layout::new(&state, Some(cart.item_count)).with_notice(&notice),
-        products: catalog::products().iter().map(ProductCard::from).collect(),
+        products: &CARDS,
     })
 }
 
