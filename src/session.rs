@@ -93,9 +93,16 @@ impl FromRequestParts<AppState> for CartSession {
 }
 
 impl CartSession {
-    /// The cart; a value that no longer decodes (an older format) counts as empty.
+    /// The cart, for a handler that only reads it; a value that no longer decodes (an
+    /// older format) counts as empty. Read from the store straight into a [`Cart`] when it
+    /// can be, else through the session (boxed, as the store's futures are).
     pub(crate) async fn cart(&self) -> Result<Cart> {
-        self.get_or_default(CART_KEY).await
+        if let Some(id) = self.session.id()
+            && let Some(cart) = self.store.read_value::<Cart>(&id, CART_KEY).await?
+        {
+            return Ok(cart.unwrap_or_default());
+        }
+        Box::pin(self.get_or_default(CART_KEY)).await
     }
 
     /// Applies a change to the cart and returns the new cart. `change` may run more than
@@ -164,7 +171,8 @@ impl CartSession {
         }
         // No session yet (nobody else can know its id), or serialisation switched off:
         // change the tower-sessions record, which its layer saves after the handler.
-        let mut cart = self.cart().await?;
+        // Through the session, which this request may have changed already.
+        let mut cart: Cart = self.get_or_default(CART_KEY).await?;
         let before = cart.clone();
         change(&mut cart)?;
         if cart != before {

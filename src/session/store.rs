@@ -15,9 +15,12 @@
 
 pub mod keys;
 mod memory;
+mod read;
 mod redis;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,7 +45,7 @@ pub struct Snapshot {
     /// The record as decoded.
     pub record: Record,
     /// The stored bytes (Redis); empty for the memory store, which compares records.
-    stored: Vec<u8>,
+    stored: bytes::Bytes,
 }
 
 /// The session store of one replica.
@@ -95,19 +98,25 @@ impl SessionBackend {
     }
 
     /// Runs one store operation `op`, counting its duration and, if it fails, its kind.
-    async fn timed<T>(
-        &self,
+    /// Boxed here, as `async_trait` boxes the `SessionStore` methods: the Redis client's
+    /// futures are kilobytes large, and inline they would make the future of every
+    /// handler that awaits one that much larger, copied each time it moves
+    /// (docs/benchmark.md).
+    fn timed<'a, T: Send + 'a>(
+        &'a self,
         op: &'static str,
-        work: impl std::future::Future<Output = session_store::Result<T>>,
-    ) -> session_store::Result<T> {
-        let started = std::time::Instant::now();
-        let result = work.await;
-        let failure = result
-            .as_ref()
-            .err()
-            .map(|err| crate::error::store_error_kind(&err.to_string()));
-        self.metrics.record_store(op, started.elapsed(), failure);
-        result
+        work: impl Future<Output = session_store::Result<T>> + Send + 'a,
+    ) -> Pin<Box<dyn Future<Output = session_store::Result<T>> + Send + 'a>> {
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let result = work.await;
+            let failure = result
+                .as_ref()
+                .err()
+                .map(|err| crate::error::store_error_kind(&err.to_string()));
+            self.metrics.record_store(op, started.elapsed(), failure);
+            result
+        })
     }
 
     /// Whether the store takes a write now (used by `/readyz`): a store that answers but
@@ -117,6 +126,22 @@ impl SessionBackend {
         match &self.store {
             Store::Redis(redis) => self.timed("probe", redis.probe_writes(probe)).await,
             Store::Memory(_) => Ok(()),
+        }
+    }
+
+    /// The value under `key` of session `id` (`Some(None)`: the session holds none), read
+    /// with one `GET` and decoded straight into `T`, without building the rest of the
+    /// record. `None` where tower-sessions' load must decide instead: the memory store, a
+    /// missing session (whose cookie its layer then removes), a record or value that does
+    /// not decode as `T`.
+    pub async fn read_value<T: serde::de::DeserializeOwned + Send>(
+        &self,
+        id: &Id,
+        key: &str,
+    ) -> session_store::Result<Option<Option<T>>> {
+        match &self.store {
+            Store::Redis(redis) => self.timed("load", redis.read_value(id, key)).await,
+            Store::Memory(_) => Ok(None),
         }
     }
 

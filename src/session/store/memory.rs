@@ -46,7 +46,7 @@ impl MemorySessions {
         let record = records.get(id).filter(|record| record.expiry_date > now)?;
         Some(Snapshot {
             record: record.clone(),
-            stored: Vec::new(),
+            stored: bytes::Bytes::new(),
         })
     }
 

@@ -28,11 +28,14 @@
 //!   hold it; otherwise the change fails as "outcome unknown", which a retry with the same
 //!   `Idempotency-Key` settles.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use fred::clients::Client;
 use fred::prelude::{
     Builder, ClientLike, Config as RedisConfig, Expiration, HashesInterface, KeysInterface,
@@ -40,6 +43,7 @@ use fred::prelude::{
 };
 use fred::types::config::ReconnectError;
 use fred::types::{ClusterHash, CustomCommand, Value};
+use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
@@ -305,8 +309,18 @@ impl RedisSessions {
         }
     }
 
+    /// The `GET` of session `id`'s record. Boxed: fred's command futures are kilobytes
+    /// large, and inline they would be copied with every caller's future
+    /// (docs/benchmark.md).
+    fn get_stored(
+        &self,
+        id: &Id,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<Bytes>, fred::error::Error>> + Send + '_>> {
+        Box::pin(self.pool.get(self.key(id)))
+    }
+
     pub(super) async fn snapshot(&self, id: &Id) -> session_store::Result<Option<Snapshot>> {
-        let stored = match self.pool.get::<Option<Vec<u8>>, _>(self.key(id)).await {
+        let stored = match self.get_stored(id).await {
             Ok(Some(stored)) => stored,
             Ok(None) => return Ok(None),
             // Not a session of ours (another type under the key): a fresh session.
@@ -322,6 +336,46 @@ impl RedisSessions {
                 tracing::warn!(%err, "undecodable session record; starting a fresh session");
                 Ok(None)
             }
+        }
+    }
+
+    /// The value under `key` of session `id`, decoded straight from the stored bytes (see
+    /// `super::read`), moving the expiry as [`SessionStore::load`] does. `None` if there is
+    /// no such record or it does not decode so: tower-sessions' load then decides.
+    pub(super) async fn read_value<T: DeserializeOwned + Send>(
+        &self,
+        id: &Id,
+        key: &str,
+    ) -> session_store::Result<Option<Option<T>>> {
+        let stored = match self.get_stored(id).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return Ok(None),
+            Err(err) if err.details().starts_with("WRONGTYPE") => return Ok(None),
+            Err(err) => return Err(backend_error(err)),
+        };
+        let Ok((expiry_date, value)) = super::read::one_value(&stored, key) else {
+            return Ok(None);
+        };
+        if needs_refresh(expiry_date, OffsetDateTime::now_utc(), self.ttl) {
+            // Once per half TTL of a session: the whole record, for the refresh.
+            let Ok(record) = rmp_serde::from_slice::<Record>(&stored) else {
+                return Ok(None);
+            };
+            let snapshot = Snapshot { record, stored };
+            // Boxed: this branch's futures are kilobytes large, and inline they would be
+            // copied with every read's (docs/benchmark.md).
+            Box::pin(self.refresh_expiry(&snapshot)).await;
+        }
+        Ok(Some(value))
+    }
+
+    /// Moves a record's expiry (same data) unless it changed meanwhile, in which case the
+    /// change that did it moved the expiry already. A failure costs only the refresh.
+    async fn refresh_expiry(&self, snapshot: &Snapshot) {
+        let data = snapshot.record.data.clone();
+        match self.replace_if_unchanged(snapshot, data, None).await {
+            Ok(_) => self.metrics.expiry_refreshed(),
+            Err(err) => tracing::warn!(%err, "could not refresh a session's expiry"),
         }
     }
 
@@ -350,7 +404,7 @@ impl RedisSessions {
         let key = self.key(&record.id);
         let keys = vec![key.clone(), marker];
         let args = vec![
-            Value::from(snapshot.stored.as_slice()),
+            Value::from(snapshot.stored.clone()),
             Value::from(bytes.as_slice()),
             Value::from(expire_at_ms as i64),
             Value::from(marker_ttl_ms),
@@ -444,13 +498,7 @@ impl SessionStore for RedisSessions {
             OffsetDateTime::now_utc(),
             self.ttl,
         ) {
-            // Same data, new expiry; if the record changed meanwhile, the change that did it
-            // moved the expiry already. A failure costs only the refresh, not the read.
-            let data = snapshot.record.data.clone();
-            match self.replace_if_unchanged(&snapshot, data, None).await {
-                Ok(_) => self.metrics.expiry_refreshed(),
-                Err(err) => tracing::warn!(%err, "could not refresh a session's expiry"),
-            }
+            self.refresh_expiry(&snapshot).await;
         }
         Ok(Some(snapshot.record))
     }
