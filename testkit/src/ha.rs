@@ -3,11 +3,13 @@
 //! Cluster (primaries with a replica each, made by `redis-cli --cluster create`).
 //!
 //! Both are what an ElastiCache user runs (cluster mode disabled with automatic failover,
-//! and cluster mode enabled), sped up: a node counts as down after one second, so a
-//! failover takes seconds, not the tens of seconds of a production setting. The faults
-//! they offer are those of a real failover: the primary killed (SIGKILL, and later back
-//! as a replica), a failover on command (the old primary turns replica and answers
-//! `READONLY` on the connections it keeps), and scripts flushed from every node.
+//! and cluster mode enabled), sped up: a node counts as down after one second (a sentinel
+//! after two: with one, a loaded machine made a sentinel count a primary it had just
+//! promoted as down and fail over again, as in redis/redis#8607), so a failover takes
+//! seconds, not the tens of seconds of a production setting. The faults they offer are
+//! those of a real failover: the primary killed (SIGKILL, and later back as a replica), a
+//! failover on command (the old primary turns replica and answers `READONLY` on the
+//! connections it keeps), and scripts flushed from every node.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -16,7 +18,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::binaries::{store_cli, store_server};
-use crate::ports::free_port;
+use crate::ports::{free_cluster_port, free_port};
 use crate::process::Process;
 use crate::redis::{RedisAdmin, RedisServer};
 use crate::{eventually, poll_until};
@@ -53,7 +55,7 @@ impl Sentinel {
         let text = format!(
             "port {port}\nbind 127.0.0.1\ndir {dir}\n\
              sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {primary_port} {quorum}\n\
-             sentinel down-after-milliseconds {SENTINEL_SERVICE} 1000\n\
+             sentinel down-after-milliseconds {SENTINEL_SERVICE} 2000\n\
              sentinel failover-timeout {SENTINEL_SERVICE} 5000\n\
              sentinel parallel-syncs {SENTINEL_SERVICE} 1\n",
             dir = dir.path().display()
@@ -118,7 +120,7 @@ pub struct SentinelSet {
 
 impl SentinelSet {
     /// One primary, `replicas` replicas, `sentinels` sentinels (quorum: a majority), each
-    /// primary counted down after 1 s. Returns once every replica is in sync and every
+    /// primary counted down after 2 s. Returns once every replica is in sync and every
     /// sentinel knows them all.
     pub async fn start(replicas: usize, sentinels: usize) -> Self {
         let primary = RedisServer::start().await;
@@ -307,6 +309,7 @@ impl RedisCluster {
         let mut nodes = Vec::new();
         for _ in 0..primaries * 2 {
             let node = RedisServer::builder()
+                .port(free_cluster_port())
                 .arg("--cluster-enabled")
                 .arg("yes")
                 .arg("--cluster-config-file")

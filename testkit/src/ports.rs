@@ -31,3 +31,40 @@ pub fn free_port() -> u16 {
         .expect("a bound address")
         .port()
 }
+
+/// Redis Cluster's bus listens this far above a node's port.
+const CLUSTER_BUS_OFFSET: u16 = 10_000;
+
+/// A free loopback port for a Redis Cluster node, claimed for the caller together with its
+/// bus port (`port + 10000`): at most 55535, which is all a cluster node accepts (Linux hands
+/// out ephemeral ports up to 60999), and with the bus port free too, else the node exits.
+pub fn free_cluster_port() -> u16 {
+    loop {
+        let listener = bind_unclaimed_port();
+        let port = listener.local_addr().expect("a bound address").port();
+        let Some(bus) = port.checked_add(CLUSTER_BUS_OFFSET) else {
+            continue;
+        };
+        let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+        if claimed.contains(&bus) || std::net::TcpListener::bind(("127.0.0.1", bus)).is_err() {
+            continue;
+        }
+        claimed.push(bus);
+        return port;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_port_leaves_room_for_its_bus_and_both_are_claimed() {
+        for _ in 0..200 {
+            let port = free_cluster_port();
+            assert!(port <= u16::MAX - CLUSTER_BUS_OFFSET, "{port}");
+            let claimed = CLAIMED.lock().unwrap();
+            assert!(claimed.contains(&port) && claimed.contains(&(port + CLUSTER_BUS_OFFSET)));
+        }
+    }
+}
