@@ -35,11 +35,15 @@ pub fn free_port() -> u16 {
 /// Redis Cluster's bus listens this far above a node's port.
 const CLUSTER_BUS_OFFSET: u16 = 10_000;
 
+/// How many ports [`free_cluster_port`] tries before it gives up.
+const CLUSTER_PORT_ATTEMPTS: usize = 1_000;
+
 /// A free loopback port for a Redis Cluster node, claimed for the caller together with its
 /// bus port (`port + 10000`): at most 55535, which is all a cluster node accepts (Linux hands
 /// out ephemeral ports up to 60999), and with the bus port free too, else the node exits.
+/// The ports it rejects stay claimed, so that the next call gets others.
 pub fn free_cluster_port() -> u16 {
-    loop {
+    for _ in 0..CLUSTER_PORT_ATTEMPTS {
         let listener = bind_unclaimed_port();
         let port = listener.local_addr().expect("a bound address").port();
         let Some(bus) = port.checked_add(CLUSTER_BUS_OFFSET) else {
@@ -52,6 +56,11 @@ pub fn free_cluster_port() -> u16 {
         claimed.push(bus);
         return port;
     }
+    panic!(
+        "no loopback port at most {} with a free bus port in {CLUSTER_PORT_ATTEMPTS} tries: \
+         does net.ipv4.ip_local_port_range reach below it?",
+        u16::MAX - CLUSTER_BUS_OFFSET
+    );
 }
 
 #[cfg(test)]
