@@ -18,7 +18,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::binaries::{store_cli, store_server};
-use crate::ports::{free_cluster_port, free_port};
+use crate::ports::free_port;
 use crate::process::Process;
 use crate::redis::{RedisAdmin, RedisServer};
 use crate::{eventually, poll_until};
@@ -308,8 +308,11 @@ impl RedisCluster {
     pub async fn start(primaries: usize) -> Self {
         let mut nodes = Vec::new();
         for _ in 0..primaries * 2 {
+            // The bus port named: by default it is the port + 10000, and a node whose port
+            // is above 55535 (Linux hands out ports up to 60999) would exit.
             let node = RedisServer::builder()
-                .port(free_cluster_port())
+                .arg("--cluster-port")
+                .arg(&free_port().to_string())
                 .arg("--cluster-enabled")
                 .arg("yes")
                 .arg("--cluster-config-file")
