@@ -163,6 +163,7 @@ impl LoopbackFleet {
             binary: self.options.binary.clone(),
             env: self.options.env.clone(),
             log: None,
+            place: None,
         }
         .with("REPLICA_ID", id);
         let url = match (&self.proxy, &self.redis, &self.sentinel, &self.cluster) {

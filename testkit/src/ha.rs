@@ -11,6 +11,7 @@
 //! failover on command (the old primary turns replica and answers `READONLY` on the
 //! connections it keeps), and scripts flushed from every node.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::binaries::{store_cli, store_server};
+use crate::hosts::Place;
 use crate::ports::free_port;
 use crate::process::Process;
 use crate::redis::{RedisAdmin, RedisServer};
@@ -41,20 +43,39 @@ pub const SENTINEL_SERVICE: &str = "carts";
 
 /// A sentinel: `redis-server --sentinel` with a config file of its own (it rewrites it).
 #[derive(Debug)]
-struct Sentinel {
-    port: u16,
+pub(crate) struct Sentinel {
+    pub(crate) port: u16,
+    place: Option<Place>,
     _process: Process,
     _dir: tempfile::TempDir,
 }
 
 impl Sentinel {
+    /// A sentinel on loopback watching the primary on loopback `primary_port`.
     async fn start(primary_port: u16, quorum: usize) -> Self {
+        Self::start_at(None, (Ipv4Addr::LOCALHOST, primary_port), quorum).await
+    }
+
+    /// A sentinel on port 26379 of a test host ([`crate::hosts`]), or on a free loopback
+    /// port without one, watching the primary at `primary`.
+    pub(crate) async fn start_at(
+        place: Option<&Place>,
+        primary: (Ipv4Addr, u16),
+        quorum: usize,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("a folder for a sentinel");
-        let port = free_port();
+        let (port, bind) = match place {
+            Some(place) => (
+                26379,
+                format!("{} 127.0.0.1\nprotected-mode no", place.addr),
+            ),
+            None => (free_port(), "127.0.0.1".to_owned()),
+        };
+        let (primary_addr, primary_port) = primary;
         let config: PathBuf = dir.path().join("sentinel.conf");
         let text = format!(
-            "port {port}\nbind 127.0.0.1\ndir {dir}\n\
-             sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {primary_port} {quorum}\n\
+            "port {port}\nbind {bind}\ndir {dir}\n\
+             sentinel monitor {SENTINEL_SERVICE} {primary_addr} {primary_port} {quorum}\n\
              sentinel down-after-milliseconds {SENTINEL_SERVICE} 2000\n\
              sentinel failover-timeout {SENTINEL_SERVICE} 5000\n\
              sentinel parallel-syncs {SENTINEL_SERVICE} 1\n",
@@ -65,28 +86,36 @@ impl Sentinel {
             Err(_) => text,
         };
         std::fs::write(&config, text).expect("writing sentinel.conf");
-        let mut command = Command::new(store_server());
+        let mut command = match place {
+            Some(place) => place.command(store_server()),
+            None => Command::new(store_server()),
+        };
         command
             .arg(&config)
             .arg("--sentinel")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let process = Process::spawn(&mut command, Signal::SIGKILL).expect("starting a sentinel");
+        let addr = place.map_or(Ipv4Addr::LOCALHOST, |place| place.addr);
         eventually("a sentinel to accept connections", async || {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
+            tokio::net::TcpStream::connect((addr, port)).await.is_ok()
         })
         .await;
         Self {
             port,
+            place: place.cloned(),
             _process: process,
             _dir: dir,
         }
     }
 
-    fn cli(&self, args: &[&str]) -> String {
-        cli(self.port, args)
+    /// `redis-cli` against it (from its host's loopback on a test host); what it printed,
+    /// empty if it could not connect.
+    pub(crate) fn cli(&self, args: &[&str]) -> String {
+        match &self.place {
+            Some(place) => RedisAdmin::on(place, self.port).try_cli(args),
+            None => cli(self.port, args),
+        }
     }
 }
 

@@ -37,6 +37,8 @@ pub mod cpu;
 pub mod docker;
 pub mod fleet;
 pub mod ha;
+pub mod host_fleet;
+pub mod hosts;
 pub mod http;
 pub mod load;
 pub mod nginx;

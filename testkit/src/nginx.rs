@@ -7,6 +7,7 @@
 //! tells this one with [`Nginx::set_upstreams`], which rewrites the file and reloads nginx
 //! (SIGHUP: new workers take over, the old ones finish their requests).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -63,6 +64,22 @@ pub fn balanced_conf(
     replica_ports: &[u16],
     balance: Balance,
 ) -> String {
+    let upstreams: Vec<SocketAddr> = replica_ports
+        .iter()
+        .map(|port| SocketAddr::from(([127, 0, 0, 1], *port)))
+        .collect();
+    conf_for(shipped, listen_port, &upstreams, balance)
+}
+
+/// The shipped configuration for replicas at `upstreams` (any addresses: loopback ports,
+/// or test hosts of [`crate::hosts`]), balanced by `balance`, nginx listening on
+/// `listen_port` of 127.0.0.1.
+pub fn conf_for(
+    shipped: &str,
+    listen_port: u16,
+    upstreams: &[SocketAddr],
+    balance: Balance,
+) -> String {
     let mut out = String::new();
     let mut rewrote_server = false;
     for line in shipped.lines() {
@@ -99,9 +116,9 @@ pub fn balanced_conf(
                 .skip(2)
                 .filter(|param| *param != "resolve")
                 .collect();
-            for port in replica_ports {
+            for upstream in upstreams {
                 out.push_str(&format!(
-                    "{indent}server 127.0.0.1:{port} {};\n",
+                    "{indent}server {upstream} {};\n",
                     params.join(" ")
                 ));
             }
@@ -153,15 +170,22 @@ impl Nginx {
 
     /// [`Self::start`], balancing by `balance`.
     pub async fn start_balanced(replica_ports: &[u16], balance: Balance) -> Self {
+        let upstreams: Vec<SocketAddr> = replica_ports
+            .iter()
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], *port)))
+            .collect();
+        Self::start_at(&upstreams, balance).await
+    }
+
+    /// nginx on the test's loopback in front of replicas at `upstreams`, which may be on
+    /// test hosts ([`crate::hosts`]); waits until it proxies `/healthz`.
+    pub async fn start_at(upstreams: &[SocketAddr], balance: Balance) -> Self {
         let binary = require("nginx", "nginx");
         let dir = tempfile::tempdir().expect("a temporary folder for nginx");
         let port = free_port();
         let conf = dir.path().join("nginx.conf");
-        std::fs::write(
-            &conf,
-            balanced_conf(&shipped_conf(), port, replica_ports, balance),
-        )
-        .expect("writing nginx.conf");
+        std::fs::write(&conf, conf_for(&shipped_conf(), port, upstreams, balance))
+            .expect("writing nginx.conf");
         let log = |name: &str| std::fs::File::create(dir.path().join(name)).expect("a log file");
         let mut command = Command::new(binary);
         command
@@ -185,7 +209,7 @@ impl Nginx {
             process,
             dir,
         };
-        if !replica_ports.is_empty() {
+        if !upstreams.is_empty() {
             let client = bare_client();
             let url = nginx.url("/healthz");
             eventually(

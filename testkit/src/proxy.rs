@@ -3,6 +3,7 @@
 //! connection cut at once. Portable where `tc netem` in a network namespace is not (it
 //! needs no privileges), and it injects the faults at the place the replicas see them.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -33,7 +34,22 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Starts forwarding connections to `target` (a loopback port), without faults.
     pub fn start(target: u16) -> Self {
-        let listener = bind_unclaimed_port();
+        Self::serve(
+            bind_unclaimed_port(),
+            SocketAddr::from(([127, 0, 0, 1], target)),
+        )
+    }
+
+    /// Starts forwarding connections made to `listen` (an address of the test's own, such
+    /// as a test network's gateway, on a port of the system's choice) to `target`: a link
+    /// between two test hosts ([`crate::hosts`]) that the proxy can slow down or stall.
+    pub fn start_between(listen: IpAddr, target: SocketAddr) -> Self {
+        let listener = std::net::TcpListener::bind((listen, 0))
+            .unwrap_or_else(|err| panic!("binding a proxy on {listen}: {err}"));
+        Self::serve(listener, target)
+    }
+
+    fn serve(listener: std::net::TcpListener, target: SocketAddr) -> Self {
         listener
             .set_nonblocking(true)
             .expect("a non-blocking socket");
@@ -84,7 +100,7 @@ impl Drop for FaultProxy {
 
 async fn accept(
     listener: TcpListener,
-    target: u16,
+    target: SocketAddr,
     faults: Arc<Faults>,
     cuts: watch::Receiver<u64>,
 ) {
@@ -96,7 +112,7 @@ async fn accept(
         tokio::spawn(async move {
             // From here on, a cut ends this connection, even one made while connecting.
             cuts.mark_unchanged();
-            let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
+            let Ok(server) = TcpStream::connect(target).await else {
                 return;
             };
             let _ = client.set_nodelay(true);

@@ -16,6 +16,7 @@ use nix::sys::signal::Signal;
 
 use crate::binaries::{store_cli, store_server};
 use crate::eventually;
+use crate::hosts::Place;
 use crate::ports::free_port;
 use crate::process::Process;
 use crate::tls::Certificates;
@@ -28,6 +29,7 @@ pub struct RedisBuilder {
     password: Option<String>,
     aof: bool,
     extra_args: Vec<String>,
+    place: Option<Place>,
 }
 
 impl RedisBuilder {
@@ -55,6 +57,14 @@ impl RedisBuilder {
         self
     }
 
+    /// Run on a test host ([`crate::hosts`]) instead of the test's loopback: it listens on
+    /// the host's address and its loopback, on port 6379 unless [`Self::port`] says
+    /// otherwise (each host has ports of its own).
+    pub fn on(mut self, place: &Place) -> Self {
+        self.place = Some(place.clone());
+        self
+    }
+
     /// More `redis-server` arguments.
     pub fn arg(mut self, arg: &str) -> Self {
         self.extra_args.push(arg.to_owned());
@@ -64,8 +74,12 @@ impl RedisBuilder {
     /// Starts the server and waits until it accepts connections.
     pub async fn start(self) -> RedisServer {
         let data = tempfile::tempdir().expect("a temporary folder for Redis");
+        let default_port = match self.place {
+            Some(_) => 6379,
+            None => free_port(),
+        };
         let mut server = RedisServer {
-            port: self.port.unwrap_or_else(free_port),
+            port: self.port.unwrap_or(default_port),
             settings: self,
             process: None,
             data,
@@ -101,7 +115,10 @@ impl RedisServer {
         let binary = store_server();
         let settings = &self.settings;
         let port = self.port.to_string();
-        let mut command = Command::new(binary);
+        let mut command = match &settings.place {
+            Some(place) => place.command(binary),
+            None => Command::new(binary),
+        };
         command.current_dir(self.data.path());
         match &settings.tls {
             Some(tls) => {
@@ -115,7 +132,19 @@ impl RedisServer {
                 command.args(["--port", &port]);
             }
         }
-        command.args(["--bind", "127.0.0.1", "--save", ""]);
+        match &settings.place {
+            // Reached from other hosts: no protected mode (it refuses them without a
+            // password).
+            Some(place) => command.args([
+                "--bind",
+                &place.addr.to_string(),
+                "127.0.0.1",
+                "--protected-mode",
+                "no",
+            ]),
+            None => command.args(["--bind", "127.0.0.1"]),
+        };
+        command.args(["--save", ""]);
         if settings.aof {
             command.args(["--appendonly", "yes", "--appendfsync", "everysec"]);
         } else {
@@ -139,21 +168,28 @@ impl RedisServer {
         } else {
             Signal::SIGKILL
         };
+        let addr = self.addr();
         let process = self
             .process
             .insert(Process::spawn(&mut command, stop_with).expect("starting redis-server"));
         let port = self.port;
         eventually("redis-server to accept connections", async || {
             // Accepting, and still running: not another server that holds the port.
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
+            tokio::net::TcpStream::connect((addr, port)).await.is_ok()
                 && process.try_wait().is_none()
         })
         .await;
     }
 
-    /// `redis://127.0.0.1:port` (`rediss://` with TLS), with the password if there is one.
+    /// The address it is reached at: its host's, or 127.0.0.1.
+    pub fn addr(&self) -> std::net::Ipv4Addr {
+        self.settings
+            .place
+            .as_ref()
+            .map_or(std::net::Ipv4Addr::LOCALHOST, |place| place.addr)
+    }
+
+    /// `redis://<address>:port` (`rediss://` with TLS), with the password if there is one.
     pub fn url(&self) -> String {
         let scheme = if self.settings.tls.is_some() {
             "rediss"
@@ -164,7 +200,7 @@ impl RedisServer {
             Some(password) => format!("default:{password}@"),
             None => String::new(),
         };
-        format!("{scheme}://{auth}127.0.0.1:{}", self.port)
+        format!("{scheme}://{auth}{}:{}", self.addr(), self.port)
     }
 
     /// The process id, while it runs.
@@ -210,6 +246,7 @@ impl RedisServer {
             port: self.port,
             ca_cert: self.settings.tls.as_ref().map(|tls| tls.ca_cert.clone()),
             password: self.settings.password.clone(),
+            place: self.settings.place.clone(),
         }
     }
 
@@ -230,12 +267,14 @@ impl RedisServer {
     }
 }
 
-/// How to reach a [`RedisServer`] with `redis-cli`.
+/// How to reach a [`RedisServer`] with `redis-cli`: on the test's loopback, or from the
+/// loopback of the server's own host (which works while the host is silent to the rest).
 #[derive(Debug, Clone)]
 pub struct RedisAdmin {
     port: u16,
     ca_cert: Option<PathBuf>,
     password: Option<String>,
+    place: Option<Place>,
 }
 
 impl RedisAdmin {
@@ -245,6 +284,15 @@ impl RedisAdmin {
             port,
             ca_cert: None,
             password: None,
+            place: None,
+        }
+    }
+
+    /// A server or sentinel on `port` of the host at `place`, from that host's loopback.
+    pub(crate) fn on(place: &Place, port: u16) -> Self {
+        Self {
+            place: Some(place.clone()),
+            ..Self::plain(port)
         }
     }
 
@@ -261,12 +309,15 @@ impl RedisAdmin {
 
     /// What `redis-cli` with `args` printed, empty if it could not connect (a node being
     /// killed or restarted), for polling.
-    pub(crate) fn try_cli(&self, args: &[&str]) -> String {
+    pub fn try_cli(&self, args: &[&str]) -> String {
         String::from_utf8_lossy(&self.run(args).stdout).into_owned()
     }
 
     fn run(&self, args: &[&str]) -> std::process::Output {
-        let mut command = Command::new(store_cli());
+        let mut command = match &self.place {
+            Some(place) => place.command(store_cli()),
+            None => Command::new(store_cli()),
+        };
         command.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
         if let Some(ca_cert) = &self.ca_cert {
             command.arg("--tls").arg("--cacert").arg(ca_cert);

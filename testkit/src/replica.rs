@@ -13,6 +13,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::eventually;
+use crate::hosts::Place;
 use crate::http::bare_client;
 use crate::ports::free_port;
 use crate::process::Process;
@@ -26,6 +27,8 @@ pub struct ReplicaSpec {
     pub env: Vec<(String, String)>,
     /// Where its log lines go; `None`: discarded.
     pub log: Option<PathBuf>,
+    /// A test host to run on ([`crate::hosts`]); `None`: the test's loopback.
+    pub place: Option<Place>,
 }
 
 impl ReplicaSpec {
@@ -38,7 +41,14 @@ impl ReplicaSpec {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             log: None,
+            place: None,
         }
+    }
+
+    /// The same, run on a test host.
+    pub fn on(mut self, place: &Place) -> Self {
+        self.place = Some(place.clone());
+        self
     }
 
     /// The same, plus one more variable (replacing an earlier value).
@@ -72,9 +82,14 @@ impl Replica {
         Self::start_on(free_port(), spec).await
     }
 
-    /// Starts a replica listening on `port` of 127.0.0.1 and waits until it answers.
+    /// Starts a replica listening on `port` of 127.0.0.1 (or of its host's address) and
+    /// waits until it answers.
     pub async fn start_on(port: u16, spec: &ReplicaSpec) -> Self {
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let ip = spec
+            .place
+            .as_ref()
+            .map_or(std::net::Ipv4Addr::LOCALHOST, |place| place.addr);
+        let addr: SocketAddr = (ip, port).into();
         let static_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../static");
         let output = || match &spec.log {
             Some(path) => Stdio::from(
@@ -86,7 +101,10 @@ impl Replica {
             ),
             None => Stdio::null(),
         };
-        let mut command = Command::new(&spec.binary);
+        let mut command = match &spec.place {
+            Some(place) => place.command(&spec.binary),
+            None => Command::new(&spec.binary),
+        };
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())

@@ -20,6 +20,7 @@
 //! [`FaultProxy`]: crate::proxy::FaultProxy
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -120,6 +121,12 @@ struct Stats {
     other_answers: BTreeMap<String, u64>,
     last_ack: Option<Instant>,
     longest_unavailable: Duration,
+    /// Reads that were not answered 200 (each also counted by status or as a connection
+    /// error).
+    failed_reads: u64,
+    /// The longest single request of each kind, answered or not (resends count apart).
+    longest_read: Duration,
+    longest_change: Duration,
 }
 
 /// One change of a cart, as the ledger keeps it.
@@ -184,66 +191,125 @@ pub async fn run(options: SoakOptions) -> Value {
     })
     .await;
     let shop = fleet.url("");
-    let products = catalog(&shop).await;
-    let stats = Arc::new(Mutex::new(Stats::default()));
     let started = Instant::now();
     let deadline = started + options.duration;
-
-    let shoppers: Vec<_> = (0..options.shoppers)
-        .map(|n| {
-            let (shop, products, stats) = (shop.clone(), products.clone(), stats.clone());
-            let seed = options.seed.wrapping_mul(1000).wrapping_add(n as u64);
-            tokio::spawn(shop_until(shop, products, stats, seed, n, deadline))
-        })
-        .collect();
+    let load = LedgerLoad::start(&shop, options.shoppers, options.seed).await;
     let faults = inject_faults(&mut fleet, &kinds, options.seed, options.replicas, deadline).await;
+    tokio::time::sleep_until(deadline.into()).await;
+    let mut report = load.finish().await;
 
-    let mut carts_checked = 0u64;
-    for shopper in shoppers {
-        let (http, expected) = shopper.await.expect("a shopper task");
-        let actual = final_cart(&http, &shop).await;
-        carts_checked += 1;
-        if actual != expected {
-            disagree(
-                &mut stats.lock().expect("stats"),
-                "final cart".into(),
-                &expected,
-                &actual,
-            );
-        }
-    }
-
-    let stats = stats.lock().expect("stats");
     let store = match options.replicated {
         None => "redis",
         Some(Replicated::Sentinel) => "sentinel",
         Some(Replicated::Cluster) => "cluster",
     };
-    json!({
+    let head = json!({
         "store": store,
         "wait_replicas": options.wait_replicas,
         "seed": options.seed,
         "duration_secs": started.elapsed().as_secs(),
         "replicas": options.replicas,
         "shoppers": options.shoppers,
-        "requests": stats.requests,
-        "reads": stats.reads,
-        "changes_acknowledged": stats.changes_acknowledged,
-        "resends": stats.resends,
         "faults": faults,
         "faults_total": faults.values().sum::<u64>(),
-        "carts_checked": carts_checked,
-        "lost": stats.lost,
-        "applied_twice": stats.doubled,
-        "abandoned": stats.abandoned,
-        "disagreements": stats.disagreements.len(),
-        "disagreement_examples": stats.disagreements.iter().take(5).collect::<Vec<_>>(),
-        "refused_4xx": stats.refused_4xx,
-        "errors_5xx": stats.errors_5xx,
-        "connection_errors": stats.connection_errors,
-        "other_answers": stats.other_answers,
-        "longest_unavailable_ms": stats.longest_unavailable.as_millis() as u64,
-    })
+    });
+    let fields = report.as_object_mut().expect("a report object");
+    for (key, value) in head.as_object().expect("an object") {
+        fields.insert(key.clone(), value.clone());
+    }
+    report
+}
+
+/// Shoppers keeping the ledger described above, against a shop until
+/// [`LedgerLoad::finish`]: the soak's load, and the host scenarios' (tests/api/hosts.rs).
+#[derive(Debug)]
+pub struct LedgerLoad {
+    shop: String,
+    stats: Arc<Mutex<Stats>>,
+    running: Arc<AtomicBool>,
+    shoppers: Vec<tokio::task::JoinHandle<(reqwest::Client, Lines)>>,
+}
+
+impl LedgerLoad {
+    /// Starts `shoppers` shoppers (one session each, choices seeded by `seed`) on the shop
+    /// at `shop`, once it lists its products.
+    pub async fn start(shop: &str, shoppers: usize, seed: u64) -> Self {
+        let products = catalog(shop).await;
+        let stats = Arc::new(Mutex::new(Stats::default()));
+        let running = Arc::new(AtomicBool::new(true));
+        let shoppers = (0..shoppers)
+            .map(|n| {
+                let (shop, products) = (shop.to_owned(), products.clone());
+                let (stats, running) = (stats.clone(), running.clone());
+                let seed = seed.wrapping_mul(1000).wrapping_add(n as u64);
+                tokio::spawn(shop_while(shop, products, stats, seed, n, running))
+            })
+            .collect();
+        Self {
+            shop: shop.to_owned(),
+            stats,
+            running,
+            shoppers,
+        }
+    }
+
+    /// Changes answered 200 so far.
+    pub fn acknowledged(&self) -> u64 {
+        self.stats.lock().expect("stats").changes_acknowledged
+    }
+
+    /// When the last change was answered 200, if one was.
+    pub fn last_acknowledged(&self) -> Option<Instant> {
+        self.stats.lock().expect("stats").last_ack
+    }
+
+    /// Waits until `more` changes have been answered 200 since the call; false if they
+    /// were not within `limit`.
+    pub async fn wait_for_more(&self, more: u64, limit: Duration) -> bool {
+        let target = self.acknowledged() + more;
+        crate::poll_until(limit, async || self.acknowledged() >= target).await
+    }
+
+    /// Stops the shoppers (each finishes resending its last change until it is answered),
+    /// reads every cart once more, and reports (see [`report_ok`]).
+    pub async fn finish(self) -> Value {
+        self.running.store(false, Ordering::Relaxed);
+        let mut carts_checked = 0u64;
+        for shopper in self.shoppers {
+            let (http, expected) = shopper.await.expect("a shopper task");
+            let actual = final_cart(&http, &self.shop).await;
+            carts_checked += 1;
+            if actual != expected {
+                disagree(
+                    &mut self.stats.lock().expect("stats"),
+                    "final cart".into(),
+                    &expected,
+                    &actual,
+                );
+            }
+        }
+        let stats = self.stats.lock().expect("stats");
+        json!({
+            "requests": stats.requests,
+            "reads": stats.reads,
+            "failed_reads": stats.failed_reads,
+            "changes_acknowledged": stats.changes_acknowledged,
+            "resends": stats.resends,
+            "carts_checked": carts_checked,
+            "lost": stats.lost,
+            "applied_twice": stats.doubled,
+            "abandoned": stats.abandoned,
+            "disagreements": stats.disagreements.len(),
+            "disagreement_examples": stats.disagreements.iter().take(5).collect::<Vec<_>>(),
+            "refused_4xx": stats.refused_4xx,
+            "errors_5xx": stats.errors_5xx,
+            "connection_errors": stats.connection_errors,
+            "other_answers": stats.other_answers,
+            "longest_unavailable_ms": stats.longest_unavailable.as_millis() as u64,
+            "longest_read_ms": stats.longest_read.as_millis() as u64,
+            "longest_change_ms": stats.longest_change.as_millis() as u64,
+        })
+    }
 }
 
 /// Whether the report shows a clean run: nothing lost, nothing applied twice, every answer
@@ -315,15 +381,15 @@ async fn final_cart(http: &reqwest::Client, shop: &str) -> Lines {
     panic!("the shop did not answer a final read");
 }
 
-/// One shopper: changes and reads until `deadline`, then the last change's resends are
+/// One shopper: changes and reads while `running`, then the last change's resends are
 /// done; returns its client (its session cookie) and the fold of its ledger.
-async fn shop_until(
+async fn shop_while(
     shop: String,
     products: Vec<String>,
     stats: Arc<Mutex<Stats>>,
     seed: u64,
     n: usize,
-    deadline: Instant,
+    running: Arc<AtomicBool>,
 ) -> (reqwest::Client, Lines) {
     let http = reqwest::Client::builder()
         .cookie_store(true)
@@ -333,7 +399,7 @@ async fn shop_until(
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut cart = Lines::new();
     let mut changes = 0u64;
-    while Instant::now() < deadline {
+    while running.load(Ordering::Relaxed) {
         let product = products[rng.usize(..products.len())].clone();
         let roll = rng.u32(..100);
         if roll >= 70 {
@@ -366,18 +432,28 @@ async fn shop_until(
     (http, cart)
 }
 
-/// The status and JSON body of the answer to `request`; `None` if no answer came.
-async fn answer(request: reqwest::RequestBuilder) -> Option<(u16, Option<Value>)> {
-    let response = request.send().await.ok()?;
-    let status = response.status().as_u16();
-    Some((status, response.json::<Value>().await.ok()))
+/// The status and JSON body of the answer to `request` (`None` if no answer came), and
+/// how long the request took.
+async fn answer(request: reqwest::RequestBuilder) -> (Option<(u16, Option<Value>)>, Duration) {
+    let started = Instant::now();
+    let answer = async {
+        let response = request.send().await.ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.json::<Value>().await.ok()))
+    }
+    .await;
+    (answer, started.elapsed())
 }
 
 /// A read, compared with the ledger's fold.
 async fn read(http: &reqwest::Client, shop: &str, cart: &mut Lines, stats: &Mutex<Stats>) {
-    let answer = answer(http.get(format!("{shop}/api/cart"))).await;
+    let (answer, took) = answer(http.get(format!("{shop}/api/cart"))).await;
     let mut stats = stats.lock().expect("stats");
     stats.requests += 1;
+    stats.longest_read = stats.longest_read.max(took);
+    if !matches!(answer, Some((200, Some(_)))) {
+        stats.failed_reads += 1;
+    }
     match answer {
         Some((200, Some(body))) => {
             stats.reads += 1;
@@ -419,10 +495,12 @@ async fn send_until_answered(
     let mut attempts = 0u32;
     loop {
         attempts += 1;
-        let answer = answer(change.request(http, shop).header("Idempotency-Key", key)).await;
+        let (answer, took) =
+            answer(change.request(http, shop).header("Idempotency-Key", key)).await;
         {
             let mut stats = stats.lock().expect("stats");
             stats.requests += 1;
+            stats.longest_change = stats.longest_change.max(took);
             if attempts > 1 {
                 stats.resends += 1;
             }

@@ -26,9 +26,15 @@ pub(crate) use testkit::{PATIENCE, RedisServer, bind_unclaimed_port, eventually,
 /// The command timeout of in-process replicas: short, so failure tests stay quick.
 pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// The release binary of this package, as cargo built it for the tests.
+/// The release binary of this package, as cargo built it for the tests; or another build
+/// named by `TEST_REPLICA_BINARY`, to show that a test fails without the change it covers
+/// (build the earlier commit in a worktree and point this at its binary).
 pub(crate) fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_elastic-cart")
+    static BINARY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BINARY.get_or_init(|| {
+        std::env::var("TEST_REPLICA_BINARY")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_elastic-cart").to_owned())
+    })
 }
 
 /// Starts the real binary with `env` on a free port and waits until it answers.

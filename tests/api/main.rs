@@ -19,6 +19,7 @@ mod fleet;
 mod fleet_view;
 mod fuzz;
 mod helpers;
+mod hosts;
 mod metrics;
 mod pages;
 mod redis_failure;

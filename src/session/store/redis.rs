@@ -41,7 +41,8 @@ use fred::prelude::{
     Builder, ClientLike, Config as RedisConfig, Expiration, HashesInterface, KeysInterface,
     LuaInterface, Options, Pool, ReconnectPolicy, SetOptions,
 };
-use fred::types::config::ReconnectError;
+use fred::socket2::TcpKeepalive;
+use fred::types::config::{ReconnectError, TcpConfig};
 use fred::types::{ClusterHash, CustomCommand, Value};
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
@@ -514,23 +515,37 @@ impl SessionStore for RedisSessions {
 }
 
 fn build_pool(settings: &RedisSettings) -> Result<Pool, fred::error::Error> {
-    let timeout = settings.command_timeout;
-    // Connecting (TCP, TLS, AUTH) may legitimately take longer than one command; it runs in
-    // the background while requests fail fast on the command timeout.
-    let connect_timeout = timeout.max(Duration::from_secs(5));
+    let timeouts = ConnectionTimeouts::of(settings.command_timeout);
     Builder::from_config(RedisConfig::from_url(&settings.url)?)
         .with_config(|config| {
             // Run the reconnect policy for the first connection too, instead of failing.
             config.fail_fast = false;
         })
-        .with_performance_config(|perf| perf.default_command_timeout = timeout)
+        .with_performance_config(|perf| perf.default_command_timeout = settings.command_timeout)
         .with_connection_config(|conn| {
-            conn.connection_timeout = connect_timeout;
-            conn.internal_command_timeout = connect_timeout;
-            // A connection that stops answering (paused server, lost network) is dropped
-            // and reopened rather than waited on forever.
-            conn.unresponsive.max_timeout = Some(timeout * 2);
-            conn.unresponsive.interval = (timeout / 2).max(Duration::from_millis(50));
+            conn.connection_timeout = timeouts.connect;
+            conn.internal_command_timeout = timeouts.connect;
+            // A server that stops answering while the network still acknowledges (a paused
+            // process, a proxy that holds bytes back) is left once no reply came for this
+            // long after the last command: fred measures from the latest write, so this
+            // catches a quiet connection, not a busy one (see the TCP settings below).
+            conn.unresponsive.max_timeout = Some(timeouts.unresponsive);
+            conn.unresponsive.interval = timeouts.unresponsive_check;
+            // A host that vanishes without a reset (power lost, an instance terminated, a
+            // failover that leaves the old primary's address silent) is noticed by the
+            // kernel: data unacknowledged for `user_timeout` ends the connection, and so do
+            // keepalive probes unanswered on an idle one. fred then reconnects, resolving
+            // the store's name again (ElastiCache moves its primary endpoint's name).
+            conn.tcp = TcpConfig {
+                keepalive: Some(
+                    TcpKeepalive::new()
+                        .with_time(timeouts.keepalive_idle)
+                        .with_interval(timeouts.keepalive_interval)
+                        .with_retries(KEEPALIVE_PROBES),
+                ),
+                user_timeout: Some(timeouts.user),
+                ..TcpConfig::default()
+            };
             // What a failover answers for a while: reconnect, which finds the new primary
             // (Sentinel, cluster slots) and retries the command there.
             conn.reconnect_errors = vec![
@@ -541,9 +556,61 @@ fn build_pool(settings: &RedisSettings) -> Result<Pool, fred::error::Error> {
                 ReconnectError::Custom("TRYAGAIN"),
             ];
         })
-        // Retry forever (0 attempts = no limit), 100 ms doubling up to 2 s between tries.
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+        // Retry forever (0 attempts = no limit), 100 ms doubling up to 1 s between tries.
+        .set_policy(ReconnectPolicy::new_exponential(
+            0,
+            100,
+            timeouts.max_reconnect_delay.as_millis() as u32,
+            2,
+        ))
         .build_pool(settings.pool_size)
+}
+
+/// Unanswered keepalive probes after which an idle connection is given up.
+const KEEPALIVE_PROBES: u32 = 3;
+
+/// How long each stage of a connection may take, all derived from the command timeout
+/// (`REDIS_COMMAND_TIMEOUT_MS`, 1 s by default) so that one setting bounds them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ConnectionTimeouts {
+    /// Opening a connection (TCP, TLS, `AUTH`, `HELLO`): twice the command timeout, at
+    /// least 1 s. A connect to a silent address waits this long before the next try (which
+    /// resolves the name again), so it bounds how long a replica stays on a name's old
+    /// address; a TLS handshake in the same region takes milliseconds.
+    connect: Duration,
+    /// `TCP_USER_TIMEOUT`: how long written data may stay unacknowledged by the peer's
+    /// kernel before the connection is ended: twice the command timeout, at least 1 s. The
+    /// peer's kernel acknowledges even while Redis is busy (a long `WAIT`, a slow script),
+    /// so only a lost network or host reaches it; a retransmission or two on a lossy link
+    /// stays well below it.
+    user: Duration,
+    /// fred's own check: no reply for this long after the last command (twice the command
+    /// timeout).
+    unresponsive: Duration,
+    /// How often fred runs that check.
+    unresponsive_check: Duration,
+    /// Idle time before the first keepalive probe, and the time between probes: an idle
+    /// connection to a vanished host is ended within idle + probes × interval (the user
+    /// timeout ends it sooner when set, as Linux applies it to probes too).
+    keepalive_idle: Duration,
+    keepalive_interval: Duration,
+    /// Longest pause between reconnect attempts.
+    max_reconnect_delay: Duration,
+}
+
+impl ConnectionTimeouts {
+    fn of(command_timeout: Duration) -> Self {
+        let at_least_a_second = (command_timeout * 2).max(Duration::from_secs(1));
+        Self {
+            connect: at_least_a_second,
+            user: at_least_a_second,
+            unresponsive: command_timeout * 2,
+            unresponsive_check: (command_timeout / 2).max(Duration::from_millis(50)),
+            keepalive_idle: Duration::from_secs(5),
+            keepalive_interval: Duration::from_secs(1),
+            max_reconnect_delay: Duration::from_secs(1),
+        }
+    }
 }
 
 fn backend_error(err: impl std::fmt::Display) -> session_store::Error {
@@ -552,4 +619,28 @@ fn backend_error(err: impl std::fmt::Display) -> session_store::Error {
 
 fn encode(record: &Record) -> session_store::Result<Vec<u8>> {
     rmp_serde::to_vec(record).map_err(|err| session_store::Error::Encode(err.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every stage of a connection is bounded by the command timeout: at the default 1 s a
+    /// silent host is left within 2 s of its last acknowledged byte, a connect to a silent
+    /// address gives up after 2 s, and reconnects come at least once a second.
+    #[test]
+    fn connection_timeouts_follow_the_command_timeout() {
+        let default = ConnectionTimeouts::of(Duration::from_secs(1));
+        assert_eq!(default.user, Duration::from_secs(2));
+        assert_eq!(default.connect, Duration::from_secs(2));
+        assert_eq!(default.unresponsive, Duration::from_secs(2));
+        assert_eq!(default.unresponsive_check, Duration::from_millis(500));
+        assert_eq!(default.max_reconnect_delay, Duration::from_secs(1));
+        // A tiny command timeout does not make the kernel give up on a healthy but lossy
+        // link, nor a TLS handshake fail.
+        let tiny = ConnectionTimeouts::of(Duration::from_millis(20));
+        assert_eq!(tiny.user, Duration::from_secs(1));
+        assert_eq!(tiny.connect, Duration::from_secs(1));
+        assert_eq!(tiny.unresponsive_check, Duration::from_millis(50));
+    }
 }
