@@ -145,12 +145,7 @@ impl Network {
         });
         remove_abandoned();
         let number = (FIRST_NETWORK..=250)
-            .find(|n| {
-                !Path::new(OWNERS).join(n.to_string()).exists()
-                    && !Path::new("/sys/class/net")
-                        .join(format!("ec{n}br"))
-                        .exists()
-            })
+            .find(|n| !Path::new(OWNERS).join(n.to_string()).exists() && !in_use(*n))
             .expect("a free test network number (are 240 networks in use?)");
         std::fs::write(
             Path::new(OWNERS).join(number.to_string()),
@@ -207,27 +202,30 @@ impl Network {
         std::fs::write(&hosts_file, "").expect("writing a host's /etc/hosts");
         let ip = ip();
         run(&ip, &["netns", "add", &netns]);
+        // From here on, dropping it (also on a panic below) removes what was made.
+        let host = Host {
+            name: name.to_owned(),
+            place: Place { netns, addr },
+            hosts_file,
+            outside: outside.clone(),
+            extra_names: Mutex::new(Vec::new()),
+            network: self.shared.clone(),
+        };
+        let netns = host.place.netns.as_str();
         run(
             &ip,
             &[
                 "link", "add", &inside, "type", "veth", "peer", "name", &outside,
             ],
         );
-        run(&ip, &["link", "set", &inside, "netns", &netns]);
-        run(&ip, &["-n", &netns, "link", "set", &inside, "name", "eth0"]);
+        run(&ip, &["link", "set", &inside, "netns", netns]);
+        run(&ip, &["-n", netns, "link", "set", &inside, "name", "eth0"]);
         let cidr = format!("{addr}/24");
-        run(&ip, &["-n", &netns, "addr", "add", &cidr, "dev", "eth0"]);
-        run(&ip, &["-n", &netns, "link", "set", "eth0", "up"]);
-        run(&ip, &["-n", &netns, "link", "set", "lo", "up"]);
+        run(&ip, &["-n", netns, "addr", "add", &cidr, "dev", "eth0"]);
+        run(&ip, &["-n", netns, "link", "set", "eth0", "up"]);
+        run(&ip, &["-n", netns, "link", "set", "lo", "up"]);
         run(&ip, &["link", "set", &outside, "master", &shared.bridge]);
         run(&ip, &["link", "set", &outside, "up"]);
-        let host = Host {
-            name: name.to_owned(),
-            place: Place { netns, addr },
-            hosts_file,
-            extra_names: Mutex::new(Vec::new()),
-            network: self.shared.clone(),
-        };
         for (chain, hook) in [("ecin", "INPUT"), ("ecout", "OUTPUT")] {
             host.iptables(&["-N", chain]);
             host.iptables(&["-A", hook, "-j", chain]);
@@ -256,6 +254,8 @@ pub struct Host {
     pub name: String,
     place: Place,
     hosts_file: PathBuf,
+    /// Its veth end on the bridge.
+    outside: String,
     /// Names this host resolves besides the network's hosts (`cache-primary`, say).
     extra_names: Mutex<Vec<(String, Ipv4Addr)>>,
     network: Arc<Shared>,
@@ -340,9 +340,47 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        run_quietly(&ip(), &["netns", "del", &self.place.netns]);
-        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&self.place.netns));
+        delete_netns(&self.place.netns);
+        // The kernel may keep the namespace a while longer (sockets of a silent host still
+        // retransmitting), and its veth pair with it; deleting this end deletes both now.
+        run_quietly(&ip(), &["link", "del", &self.outside]);
     }
+}
+
+/// Deletes namespace `name` and its `/etc/netns` folder. `ip netns exec` gave each program
+/// started there a mount namespace of its own, holding a copy of the namespace's mount;
+/// until the kernel has torn that down (just after the program is reaped) the name cannot
+/// be removed ("busy"), so this tries again for a while.
+fn delete_netns(name: &str) {
+    let path = Path::new("/run/netns").join(name);
+    for _ in 0..100 {
+        run_quietly(&ip(), &["netns", "del", name]);
+        if !path.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(name));
+}
+
+/// Whether anything of network `number` exists: a link (its bridge, a veth end) or a
+/// namespace.
+fn in_use(number: u8) -> bool {
+    let link = format!("ec{number}");
+    let netns = format!("ec{number}-");
+    let starts = |dir: &str, prefix: &str| {
+        std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries.flatten().any(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                name.starts_with(prefix)
+                    && name[prefix.len()..]
+                        .chars()
+                        .next()
+                        .is_some_and(|c| !c.is_ascii_digit())
+            })
+        })
+    };
+    starts("/sys/class/net", &link) || starts("/run/netns", &netns) || starts("/etc/netns", &netns)
 }
 
 /// Removes what networks of test processes that no longer run left behind.
@@ -371,8 +409,16 @@ fn remove_abandoned() {
             for netns in namespaces.flatten() {
                 let name = netns.file_name().to_string_lossy().into_owned();
                 if name.starts_with(&prefix) {
-                    run_quietly(&ip(), &["netns", "del", &name]);
-                    let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&name));
+                    delete_netns(&name);
+                }
+            }
+        }
+        if let Ok(links) = std::fs::read_dir("/sys/class/net") {
+            let prefix = format!("ec{number}g");
+            for link in links.flatten() {
+                let name = link.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&prefix) {
+                    run_quietly(&ip(), &["link", "del", &name]);
                 }
             }
         }

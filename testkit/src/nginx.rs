@@ -103,12 +103,6 @@ pub fn conf_for(
                 }
                 Balance::IpHash => out.push_str(&format!("{indent}    ip_hash;\n")),
             }
-        } else if trimmed == "proxy_pass http://app;" && balance == Balance::CookieRoute {
-            out.push_str(line);
-            out.push('\n');
-            out.push_str(&format!(
-                "{indent}add_header Set-Cookie $ec_route_cookie always;\n"
-            ));
         } else if trimmed.starts_with("server app:3000") {
             let params: Vec<&str> = trimmed
                 .trim_end_matches(';')
@@ -125,6 +119,12 @@ pub fn conf_for(
             rewrote_server = true;
         } else if trimmed == "listen 8080;" {
             out.push_str(&format!("{indent}listen 127.0.0.1:{listen_port};\n"));
+            if balance == Balance::CookieRoute {
+                // In the server block, so every location (reads, changes) inherits it.
+                out.push_str(&format!(
+                    "{indent}add_header Set-Cookie $ec_route_cookie always;\n"
+                ));
+            }
         } else {
             out.push_str(line);
             out.push('\n');

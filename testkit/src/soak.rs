@@ -258,6 +258,12 @@ impl LedgerLoad {
         self.stats.lock().expect("stats").changes_acknowledged
     }
 
+    /// Reads so far, and those of them that were not answered 200.
+    pub fn reads(&self) -> (u64, u64) {
+        let stats = self.stats.lock().expect("stats");
+        (stats.reads + stats.failed_reads, stats.failed_reads)
+    }
+
     /// When the last change was answered 200, if one was.
     pub fn last_acknowledged(&self) -> Option<Instant> {
         self.stats.lock().expect("stats").last_ack
