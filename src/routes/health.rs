@@ -1,7 +1,13 @@
 //! Health checks for balancers and orchestrators: `/healthz` (the process answers) and
-//! `/readyz` (the session store takes writes too: a store that answers but refuses writes,
-//! out of memory or a primary demoted by a failover, cannot serve changes); and
-//! `/metrics` for Prometheus. None of them has a session.
+//! `/readyz` (this replica should get traffic: it is not draining and it reaches the
+//! session store); and `/metrics` for Prometheus. None of them has a session.
+//!
+//! Readiness says what is wrong with *this* replica, not with the store: an orchestrator
+//! routes only to ready replicas, so a store that is full or failing over (answering,
+//! but refusing writes for a while) must not make every replica unready at once, which
+//! would route nothing although reads still work. A replica that cannot reach the store at
+//! all (its network cut off, its connection lost) is unready, and traffic goes to the
+//! others.
 
 use axum::Router;
 use axum::extract::State;
@@ -44,7 +50,7 @@ async fn readyz(State(state): State<AppState>) -> Result<AppJson<Value>> {
     }
     state
         .sessions
-        .probe_writes(&state.replica_id)
+        .probe()
         .await
         .map_err(|err| Error::from_store(err.to_string()))?;
     Ok(AppJson(

@@ -119,12 +119,13 @@ impl SessionBackend {
         })
     }
 
-    /// Whether the store takes a write now (used by `/readyz`): a store that answers but
-    /// refuses writes (out of memory, a demoted primary) cannot serve changes either. `probe` names
-    /// the prober, whose one short-lived key it writes.
-    pub async fn probe_writes(&self, probe: &str) -> session_store::Result<()> {
+    /// Whether this replica reaches the store now (used by `/readyz`): any reply counts,
+    /// an error reply included (a store that is full, loading or failing over is the same
+    /// for every replica, and reads may still work); only no reply is an error. The memory
+    /// store is always reached.
+    pub async fn probe(&self) -> session_store::Result<()> {
         match &self.store {
-            Store::Redis(redis) => self.timed("probe", redis.probe_writes(probe)).await,
+            Store::Redis(redis) => self.timed("probe", redis.probe()).await,
             Store::Memory(_) => Ok(()),
         }
     }

@@ -146,8 +146,9 @@ async fn cluster_carts_spread_over_the_slots_and_survive_a_script_flush() {
 /// A primary demoted under the app's feet (`REPLICAOF`) answers `READONLY` to writes: the
 /// app answers 503 with Retry-After (`outcome_unknown`: the client may have resent the
 /// write on a new connection, so the app cannot tell it was never applied), not a 500,
-/// and the cart is unchanged; `/readyz` answers 503 `store_unavailable`; once the server
-/// is a primary again changes work without a restart.
+/// and the cart is unchanged; `/readyz` stays 200 (a failover under way is the store's
+/// condition, the same for every replica, and reads still work); once the server is a
+/// primary again changes work without a restart.
 #[tokio::test]
 #[ignore = "integration tier: cargo xtask test integration"]
 async fn a_demoted_primary_gives_a_503_then_recovers() {
@@ -173,9 +174,7 @@ async fn a_demoted_primary_gives_a_503_then_recovers() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "outcome_unknown", "{body}");
     let ready = visitor().get(replica.url("/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let ready: Value = ready.json().await.unwrap();
-    assert_eq!(ready["error"]["code"], "store_unavailable", "{ready}");
+    assert_eq!(ready.status(), StatusCode::OK);
 
     redis.cli(&["REPLICAOF", "NO", "ONE"]);
     other.resume();

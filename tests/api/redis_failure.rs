@@ -194,8 +194,9 @@ async fn a_write_held_back_past_the_timeout_is_unknown_and_safe_to_retry() {
 
 /// Redis answering but refusing writes, out of memory under `noeviction`: changes answer
 /// 503 `store_refusing_writes` with `Retry-After` (refused, so known not to be applied: not
-/// `outcome_unknown`), reads still serve the stored cart, `/readyz` answers 503, nothing
-/// stored changes, and all is well again once Redis takes writes. (A read-only replica is
+/// `outcome_unknown`), reads still serve the stored cart, `/readyz` stays 200 (the store's
+/// condition, the same for every replica: an orchestrator must not take them all out while
+/// reads work), nothing stored changes, and all is well again once Redis takes writes. (A read-only replica is
 /// a failover under way instead: `failover::a_demoted_primary_gives_a_503_then_recovers`.)
 #[tokio::test]
 #[ignore = "integration tier: cargo xtask test integration"]
@@ -224,22 +225,10 @@ async fn a_redis_refusing_writes_answers_503_and_keeps_every_cart() {
         let body: Value = refused.json().await.unwrap();
         assert_eq!(body["error"]["code"], "store_refusing_writes", "{body}");
         let ready = visitor().get(app.url("/readyz")).send().await.unwrap();
-        assert_eq!(
-            ready.status(),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "{refuse:?}"
-        );
-        let ready: Value = ready.json().await.unwrap();
-        assert_eq!(ready["error"]["code"], "store_refusing_writes");
+        assert_eq!(ready.status(), StatusCode::OK, "{refuse:?}");
         let cart = get_json(&shopper, &app.url("/api/cart")).await;
         assert_eq!(cart["item_count"], 1, "the stored cart is served: {cart}");
-
         redis.cli(allow);
-        eventually("/readyz to answer 200 again", async || {
-            let ready = visitor().get(app.url("/readyz")).send().await.unwrap();
-            ready.status() == StatusCode::OK
-        })
-        .await;
     }
     assert_eq!(
         add(&shopper, &app, "tea-sampler").await.status(),

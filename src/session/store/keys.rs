@@ -26,11 +26,6 @@ pub fn session_key(prefix: &str, id: &Id) -> String {
     format!("{prefix}session:{{{id}}}")
 }
 
-/// The key `/readyz` of replica `probe` writes: `<prefix>readyz:<probe>`.
-pub(super) fn probe_key(prefix: &str, probe: &str) -> String {
-    format!("{prefix}readyz:{probe}")
-}
-
 /// The hash of the fleet's heartbeats, one field per replica: `<prefix>fleet`.
 pub(super) fn fleet_key(prefix: &str) -> String {
     format!("{prefix}fleet")

@@ -38,8 +38,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use fred::clients::Client;
 use fred::prelude::{
-    Builder, ClientLike, Config as RedisConfig, Expiration, HashesInterface, KeysInterface,
-    LuaInterface, Options, Pool, ReconnectPolicy, SetOptions,
+    Builder, ClientLike, Config as RedisConfig, HashesInterface, KeysInterface, LuaInterface,
+    Options, Pool, ReconnectPolicy,
 };
 use fred::socket2::TcpKeepalive;
 use fred::types::config::{ReconnectError, TcpConfig};
@@ -49,7 +49,7 @@ use time::OffsetDateTime;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 
-use super::keys::{fleet_key, probe_key, session_key};
+use super::keys::{fleet_key, session_key};
 use super::{Data, Snapshot, needs_refresh};
 use crate::metrics::Metrics;
 use crate::session::ledger::{ChangeToken, MARKER_TTL, applied_key};
@@ -102,9 +102,6 @@ local fields = redis.call('HGETALL', KEYS[1])
 table.insert(fields, 1, string.format('%.0f', now))
 return fields
 ";
-
-/// How long the key `/readyz` writes (one per replica) outlives the last probe.
-const PROBE_KEY_TTL: Duration = Duration::from_secs(10);
 
 /// The SHA-1 of [`REPLACE_IF_UNCHANGED`], for `EVALSHA`.
 static REPLACE_IF_UNCHANGED_SHA: LazyLock<String> =
@@ -167,28 +164,76 @@ impl RedisSessions {
         session_key(&self.prefix, id)
     }
 
-    /// Waits until `wait_replicas` replicas hold every write `client` sent so far (the
-    /// caller's write among them); an error if they do not within the wait timeout, or if
-    /// the connection is lost meanwhile (a `WAIT` resent on a new connection would count
-    /// none of the old one's writes, so it is never resent).
-    async fn confirm_replicated(&self, client: &Client, key: &str) -> session_store::Result<()> {
-        if self.wait_replicas == 0 {
-            return Ok(());
+    /// Sends `write` and, if `confirm` and `wait_replicas` > 0, a `WAIT` for that many
+    /// replicas right behind it: one pipeline on one connection, neither command resent on
+    /// another. `WAIT` counts the writes of the connection it runs on, so it must run on
+    /// its write's connection or not at all: sent apart, a reconnect in between would run
+    /// it on a connection that wrote nothing, which it confirms at once. A lost connection
+    /// fails both instead (the change then answers "outcome unknown"). Without a `WAIT`,
+    /// fred resends the write on a new connection if need be (every write here is safe to
+    /// repeat). Pipelined, the `WAIT` also costs no round trip of its own.
+    ///
+    /// Returns the write's reply and whether the replicas confirmed it (`Ok` when not
+    /// asked), for the caller to use if the write wrote.
+    async fn write_then_wait(
+        &self,
+        client: &Client,
+        write: Write,
+        confirm: bool,
+    ) -> (Result<Value, fred::error::Error>, session_store::Result<()>) {
+        if !confirm || self.wait_replicas == 0 {
+            return (client.custom(write.command(), write.args).await, Ok(()));
         }
-        let slot = fred::util::redis_keyslot(key.as_bytes());
-        // Not fred's blocking `wait`, which would hold back every other command of the
-        // connection until it returns: Redis itself keeps the order.
-        let command = CustomCommand::new_static("WAIT", ClusterHash::Custom(slot), false);
+        let pipeline = client.pipeline();
         let options = Options {
             max_attempts: Some(1),
-            fail_fast: true,
             ..Options::default()
         };
+        let one_attempt = pipeline.with_options(&options);
+        // Not fred's blocking `wait`, which would hold back every other command of the
+        // connection until it returns: Redis itself keeps the order.
+        let wait = CustomCommand::new_static("WAIT", ClusterHash::Custom(write.slot), false);
         let timeout_ms = self.wait_timeout.as_millis() as i64;
-        let confirmed: i64 = client
-            .with_options(&options)
-            .custom(command, vec![i64::from(self.wait_replicas), timeout_ms])
-            .await
+        let wait_args = vec![
+            Value::from(i64::from(self.wait_replicas)),
+            timeout_ms.into(),
+        ];
+        let queued = async {
+            one_attempt
+                .custom::<(), _>(write.command(), write.args)
+                .await?;
+            one_attempt.custom::<(), _>(wait, wait_args).await
+        }
+        .await;
+        if let Err(err) = queued {
+            let unconfirmed = Err(backend_error(format!("WAIT for replicas: {err}")));
+            return (Err(err), unconfirmed);
+        }
+        let mut replies = pipeline.try_all::<Value>().await.into_iter();
+        let reply = replies.next().unwrap_or_else(|| {
+            Err(fred::error::Error::new(
+                fred::error::ErrorKind::Unknown,
+                "no reply to a pipelined write",
+            ))
+        });
+        let confirmed = match (replies.next(), &reply) {
+            (Some(count), _) => self.confirmed(count, timeout_ms),
+            // The whole pipeline failed (a timeout, a lost connection): one error for both.
+            (None, Err(err)) => Err(backend_error(format!("WAIT for replicas: {err}"))),
+            (None, Ok(_)) => Err(backend_error("WAIT for replicas: no reply")),
+        };
+        (reply, confirmed)
+    }
+
+    /// The verdict of a `WAIT` that answered `count`: enough replicas, or an error (and a
+    /// reconnect soon, see [`Self::reconnect_soon`]).
+    fn confirmed(
+        &self,
+        count: Result<Value, fred::error::Error>,
+        timeout_ms: i64,
+    ) -> session_store::Result<()> {
+        let confirmed: i64 = count
+            .and_then(|count| count.convert())
             .map_err(|err| backend_error(format!("WAIT for replicas: {err}")))?;
         if confirmed < i64::from(self.wait_replicas) {
             self.reconnect_soon();
@@ -213,13 +258,15 @@ impl RedisSessions {
             return Ok(());
         }
         let marker = applied_key(&self.prefix, id, token);
-        let client = self.pool.next();
-        let expire = Some(Expiration::PX(MARKER_TTL.as_millis() as i64));
-        client
-            .set::<(), _, _>(&marker, 1, expire, None, false)
-            .await
-            .map_err(backend_error)?;
-        self.confirm_replicated(client, &marker).await
+        let ttl_ms = MARKER_TTL.as_millis() as i64;
+        let write = Write::new(
+            "SET",
+            &marker,
+            vec![marker.as_str().into(), 1.into(), "PX".into(), ttl_ms.into()],
+        );
+        let (reply, confirmed) = self.write_then_wait(self.pool.next(), write, true).await;
+        reply.map_err(backend_error)?;
+        confirmed
     }
 
     /// Too few replicas confirm: this may be a primary that a failover left behind (fred
@@ -246,13 +293,27 @@ impl RedisSessions {
         });
     }
 
-    pub(super) async fn probe_writes(&self, probe: &str) -> session_store::Result<()> {
-        let key = probe_key(&self.prefix, probe);
-        let expire = Some(Expiration::PX(PROBE_KEY_TTL.as_millis() as i64));
-        self.pool
-            .set::<(), _, _>(key, 1, expire, None, false)
+    /// Whether this replica reaches the store: a `PING` that gets any reply, an error reply
+    /// included. A store that is loading, full or failing over has been reached: that is
+    /// the store's condition, which every replica shares, and reads may still work. An
+    /// error only when no reply came: not connected, the connection lost, or no answer
+    /// within the command timeout. Sent once, not resent after a reconnect.
+    pub(super) async fn probe(&self) -> session_store::Result<()> {
+        let options = Options {
+            max_attempts: Some(1),
+            ..Options::default()
+        };
+        match self
+            .pool
+            .next()
+            .with_options(&options)
+            .ping::<Value>(None)
             .await
-            .map_err(backend_error)
+        {
+            Ok(_) => Ok(()),
+            Err(err) if is_error_reply(&err) => Ok(()),
+            Err(err) => Err(backend_error(err)),
+        }
     }
 
     /// Writes replica `id`'s heartbeat `report` (see `crate::fleet`).
@@ -403,29 +464,43 @@ impl RedisSessions {
             ),
         };
         let key = self.key(&record.id);
-        let keys = vec![key.clone(), marker];
-        let args = vec![
-            Value::from(snapshot.stored.clone()),
-            Value::from(bytes.as_slice()),
-            Value::from(expire_at_ms as i64),
-            Value::from(marker_ttl_ms),
-        ];
-        let sha = REPLACE_IF_UNCHANGED_SHA.as_str();
+        let script = |name: &'static str, script: &str| {
+            let args = vec![
+                Value::from(script),
+                2.into(),
+                Value::from(key.as_str()),
+                Value::from(marker.as_str()),
+                Value::from(snapshot.stored.clone()),
+                Value::from(bytes.as_slice()),
+                Value::from(expire_at_ms as i64),
+                Value::from(marker_ttl_ms),
+            ];
+            Write::new(name, &key, args)
+        };
         // One connection for the write and its `WAIT`, which counts that connection's writes.
         let client = self.pool.next();
-        let replaced: i64 = match client.evalsha(sha, keys.clone(), args.clone()).await {
-            // The node does not know the script yet (first use, a restart, a failover, a
-            // node of a cluster that never ran it): `EVAL` sends it along, to the node that
-            // owns the key, and the node keeps it for the next `EVALSHA`.
-            Err(err) if err.details().starts_with("NOSCRIPT") => {
-                client.eval(REPLACE_IF_UNCHANGED, keys, args).await
-            }
-            result => result,
+        let confirm = token.is_some();
+        let sha = REPLACE_IF_UNCHANGED_SHA.as_str();
+        let (mut reply, mut confirmed) = self
+            .write_then_wait(client, script("EVALSHA", sha), confirm)
+            .await;
+        // The node does not know the script yet (first use, a restart, a failover, a node of
+        // a cluster that never ran it): `EVAL` sends it along, to the node that owns the
+        // key, and the node keeps it for the next `EVALSHA`.
+        if reply
+            .as_ref()
+            .is_err_and(|err| err.details().starts_with("NOSCRIPT"))
+        {
+            (reply, confirmed) = self
+                .write_then_wait(client, script("EVAL", REPLACE_IF_UNCHANGED), confirm)
+                .await;
         }
-        .map_err(backend_error)?;
+        let replaced: i64 = reply
+            .and_then(|reply| reply.convert())
+            .map_err(backend_error)?;
         match (replaced, token) {
-            // Written by this copy: confirm what this connection wrote.
-            (1, Some(_)) => self.confirm_replicated(client, &key).await?,
+            // Written by this copy: confirmed with the `WAIT` behind it.
+            (1, Some(_)) => confirmed?,
             // A copy resent by the client on a new connection found its marker: that
             // connection wrote nothing, so confirm with a write of its own.
             (2, Some(token)) => self.confirm_unchanged(&snapshot.record.id, token).await?,
@@ -439,24 +514,24 @@ impl RedisSessions {
 impl SessionStore for RedisSessions {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
         record.expiry_date = OffsetDateTime::now_utc() + self.ttl;
-        let expire = Expiration::EXAT(record.expiry_date.unix_timestamp());
+        let expire_at = record.expiry_date.unix_timestamp();
         let bytes = encode(record)?;
         let client = self.pool.next();
         // An id already taken (128 random bits: in theory only) gets another.
         loop {
             let key = self.key(&record.id);
-            let created: Value = client
-                .set(
-                    &key,
-                    bytes.as_slice(),
-                    Some(expire.clone()),
-                    Some(SetOptions::NX),
-                    false,
-                )
-                .await
-                .map_err(backend_error)?;
-            if !created.is_null() {
-                return self.confirm_replicated(client, &key).await;
+            let args = vec![
+                Value::from(key.as_str()),
+                Value::from(bytes.as_slice()),
+                "EXAT".into(),
+                expire_at.into(),
+                "NX".into(),
+            ];
+            let (created, confirmed) = self
+                .write_then_wait(client, Write::new("SET", &key, args), true)
+                .await;
+            if !created.map_err(backend_error)?.is_null() {
+                return confirmed;
             }
             record.id = Id::default();
         }
@@ -465,29 +540,29 @@ impl SessionStore for RedisSessions {
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let record = self.with_new_expiry(record);
         let bytes = encode(&record)?;
-        let expire = Expiration::EXAT(record.expiry_date.unix_timestamp());
+        let expire_at = record.expiry_date.unix_timestamp();
         let key = self.key(&record.id);
         let client = self.pool.next();
-        let replaced: Value = client
-            .set(
-                &key,
-                bytes.as_slice(),
-                Some(expire.clone()),
-                Some(SetOptions::XX),
-                false,
-            )
-            .await
-            .map_err(backend_error)?;
-        if replaced.is_null() {
-            // The key expired or was deleted after this request loaded it. The request's
-            // change is still the user's latest intent: write it back rather than drop it.
-            tracing::info!("session record vanished before save; writing it again");
-            let _: Value = client
-                .set(&key, bytes.as_slice(), Some(expire), None, false)
-                .await
-                .map_err(backend_error)?;
+        let set = |only_if: Option<&'static str>| {
+            let mut args = vec![
+                Value::from(key.as_str()),
+                Value::from(bytes.as_slice()),
+                "EXAT".into(),
+                expire_at.into(),
+            ];
+            args.extend(only_if.map(Value::from));
+            Write::new("SET", &key, args)
+        };
+        let (replaced, confirmed) = self.write_then_wait(client, set(Some("XX")), true).await;
+        if !replaced.map_err(backend_error)?.is_null() {
+            return confirmed;
         }
-        self.confirm_replicated(client, &key).await
+        // The key expired or was deleted after this request loaded it. The request's
+        // change is still the user's latest intent: write it back rather than drop it.
+        tracing::info!("session record vanished before save; writing it again");
+        let (written, confirmed) = self.write_then_wait(client, set(None), true).await;
+        written.map_err(backend_error)?;
+        confirmed
     }
 
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
@@ -511,6 +586,29 @@ impl SessionStore for RedisSessions {
             .await
             .map_err(backend_error)?;
         Ok(())
+    }
+}
+
+/// A write to one key: the command, its arguments, and the key's cluster slot (where a
+/// `WAIT` behind it must go too).
+#[derive(Debug)]
+struct Write {
+    name: &'static str,
+    slot: u16,
+    args: Vec<Value>,
+}
+
+impl Write {
+    fn new(name: &'static str, key: &str, args: Vec<Value>) -> Self {
+        Self {
+            name,
+            slot: fred::util::redis_keyslot(key.as_bytes()),
+            args,
+        }
+    }
+
+    fn command(&self) -> CustomCommand {
+        CustomCommand::new_static(self.name, ClusterHash::Custom(self.slot), false)
     }
 }
 
@@ -613,6 +711,18 @@ impl ConnectionTimeouts {
     }
 }
 
+/// Whether `err` is the store's own error reply (`LOADING ...`, `READONLY ...`, `OOM ...`,
+/// `CLUSTERDOWN ...`: a code in capitals, then the message), rather than no reply at all.
+/// A refused password is a reply too, but one that leaves this replica unable to use the
+/// store: not counted.
+fn is_error_reply(err: &fred::error::Error) -> bool {
+    use fred::error::ErrorKind;
+    let code = err.details().split_whitespace().next().unwrap_or("");
+    matches!(err.kind(), ErrorKind::Unknown | ErrorKind::Cluster)
+        && code.len() >= 2
+        && code.chars().all(|c| c.is_ascii_uppercase())
+}
+
 fn backend_error(err: impl std::fmt::Display) -> session_store::Error {
     session_store::Error::Backend(err.to_string())
 }
@@ -624,6 +734,44 @@ fn encode(record: &Record) -> session_store::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The store's error replies count as reached; no reply, a timeout or a refused
+    /// password do not.
+    #[test]
+    fn error_replies_are_told_from_no_reply() {
+        use fred::error::{Error, ErrorKind};
+        for reply in [
+            "LOADING Redis is loading the dataset in memory",
+            "READONLY You can't write against a read only replica.",
+            "OOM command not allowed when used memory > 'maxmemory'.",
+            "MASTERDOWN Link with MASTER is down",
+        ] {
+            assert!(
+                is_error_reply(&Error::new(ErrorKind::Unknown, reply)),
+                "{reply}"
+            );
+        }
+        assert!(is_error_reply(&Error::new(
+            ErrorKind::Cluster,
+            "CLUSTERDOWN The cluster is down"
+        )));
+        assert!(!is_error_reply(&Error::new(
+            ErrorKind::Timeout,
+            "Request timed out."
+        )));
+        assert!(!is_error_reply(&Error::new(
+            ErrorKind::IO,
+            "Connection reset"
+        )));
+        assert!(!is_error_reply(&Error::new(
+            ErrorKind::Auth,
+            "WRONGPASS invalid"
+        )));
+        assert!(!is_error_reply(&Error::new(
+            ErrorKind::Unknown,
+            "no connection"
+        )));
+    }
 
     /// Every stage of a connection is bounded by the command timeout: at the default 1 s a
     /// silent host is left within 2 s of its last acknowledged byte, a connect to a silent
