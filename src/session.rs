@@ -35,8 +35,9 @@ pub const SESSION_COOKIE: &str = "cart_session";
 
 const CART_KEY: &str = "cart";
 const LAST_ORDER_KEY: &str = "last_order";
-/// Marks a session whose cart has been checked out, until its key is deleted a moment
-/// later: a change that races with the checkout must not land in it. Holds the time of
+/// Marks a session whose cart has been checked out, until its record expires a minute later
+/// (retired, see `store::RETIRED_FOR`): a change that races with the checkout must not land
+/// in it. Holds the time of
 /// the checkout (Unix milliseconds) and the order, so that a checkout cut short (the store
 /// failed between taking the cart and moving to a new id) can be finished by a retry.
 const CHECKED_OUT_KEY: &str = "checked_out";
@@ -160,7 +161,7 @@ impl CartSession {
             match outcome {
                 Outcome::Applied(Some(changed)) => return Ok(changed),
                 // A session closed by a checkout that did not finish: move to a new id
-                // (deleting the old record) and start the cart afresh below.
+                // (retiring the old record) and start the cart afresh below.
                 Outcome::Applied(None) => {
                     self.session.cycle_id().await?;
                     self.session.clear().await;
@@ -195,7 +196,8 @@ impl CartSession {
     }
 
     /// Places the order: takes the cart (atomically with respect to other changes), then
-    /// moves the visitor to a new session id (the old key is deleted) that keeps only the
+    /// moves the visitor to a new session id (the old record is retired: it expires a minute
+    /// later, keeping the mark for a retry should the new record fail) that keeps only the
     /// order, for the confirmation page. `None` if there is nothing to check out.
     pub(crate) async fn checkout(&self) -> Result<Option<Order>> {
         let Some(id) = self.session.id() else {

@@ -36,6 +36,15 @@ pub use self::redis::RedisSettings;
 use super::ledger::ChangeToken;
 use crate::metrics::Metrics;
 
+/// How long a record outlives its [`SessionStore::delete`]: it is retired, not deleted
+/// at once. tower-sessions deletes the old record when a session moves to a new id (a
+/// checkout's `cycle_id`) before the new record is written, at the end of the request;
+/// deleted at once, a checkout whose new record then failed (a lost connection, too few
+/// replicas confirming it) had closed the cart and lost the order's confirmation, as the
+/// retry found nothing. Retired, the old record keeps its checked-out mark, which holds
+/// the order, long enough for the visitor's retry to finish the checkout.
+pub const RETIRED_FOR: Duration = Duration::from_secs(60);
+
 /// The values a session holds, by key.
 pub type Data = HashMap<String, Json>;
 

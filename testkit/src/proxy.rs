@@ -19,6 +19,9 @@ use crate::ports::bind_unclaimed_port;
 struct Faults {
     delay_ms: AtomicU64,
     stalled: AtomicBool,
+    /// Bytes that, once a client has sent them, stall the proxy (see
+    /// [`FaultProxy::stall_after`]).
+    trigger: std::sync::Mutex<Option<Vec<u8>>>,
 }
 
 /// A running proxy from a loopback port to `127.0.0.1:<target>`; stops when dropped.
@@ -79,6 +82,15 @@ impl FaultProxy {
         self.faults.stalled.store(stalled, Ordering::Relaxed);
     }
 
+    /// Stalls (as [`Self::set_stalled`]) right after passing on the first chunk from a
+    /// client that contains `bytes`: the command carrying them reaches the server, and
+    /// neither its reply nor anything after it gets through until [`Self::heal`]. A fault
+    /// placed at one step of a request (the third of its commands, say) rather than at a
+    /// moment in time.
+    pub fn stall_after(&self, bytes: &[u8]) {
+        *self.faults.trigger.lock().expect("the trigger") = Some(bytes.to_vec());
+    }
+
     /// Closes every open connection now, mid-command or not; new ones are accepted.
     pub fn cut_all(&self) {
         self.cuts.send_modify(|generation| *generation += 1);
@@ -87,6 +99,7 @@ impl FaultProxy {
     /// Back to a plain proxy.
     pub fn heal(&self) {
         self.set_delay(Duration::ZERO);
+        *self.faults.trigger.lock().expect("the trigger") = None;
         self.set_stalled(false);
     }
 }
@@ -120,19 +133,21 @@ async fn accept(
             let (client_read, client_write) = client.into_split();
             let (server_read, server_write) = server.into_split();
             tokio::select! {
-                _ = pass_on(client_read, server_write, &faults) => {}
-                _ = pass_on(server_read, client_write, &faults) => {}
+                _ = pass_on(client_read, server_write, &faults, true) => {}
+                _ = pass_on(server_read, client_write, &faults, false) => {}
                 _ = cuts.changed() => {}
             }
         });
     }
 }
 
-/// Copies `from` to `to`, applying the faults to each chunk, until either side ends.
+/// Copies `from` to `to` (a client's bytes if `from_client`), applying the faults to each
+/// chunk, until either side ends.
 async fn pass_on(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     faults: &Faults,
+    from_client: bool,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -148,6 +163,16 @@ async fn pass_on(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         to.write_all(&buf[..n]).await?;
+        if from_client {
+            let mut trigger = faults.trigger.lock().expect("the trigger");
+            let hit = trigger.as_ref().is_some_and(|bytes| {
+                !bytes.is_empty() && buf[..n].windows(bytes.len()).any(|w| w == bytes)
+            });
+            if hit {
+                *trigger = None;
+                faults.stalled.store(true, Ordering::Relaxed);
+            }
+        }
     }
 }
 

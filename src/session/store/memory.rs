@@ -116,8 +116,13 @@ impl SessionStore for MemorySessions {
         Ok(Some(record.clone()))
     }
 
+    /// Retires the record, as the Redis store does: it expires [`super::RETIRED_FOR`]
+    /// from now, if not sooner.
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
-        self.records().remove(session_id);
+        if let Some(record) = self.records().get_mut(session_id) {
+            let retired = OffsetDateTime::now_utc() + super::RETIRED_FOR;
+            record.expiry_date = record.expiry_date.min(retired);
+        }
         Ok(())
     }
 }

@@ -579,10 +579,12 @@ impl SessionStore for RedisSessions {
         Ok(Some(snapshot.record))
     }
 
+    /// Retires the record: it expires [`super::RETIRED_FOR`] from now (see there why).
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
+        let retired_for = super::RETIRED_FOR.as_millis() as i64;
         let _: i64 = self
             .pool
-            .del(self.key(session_id))
+            .pexpire(self.key(session_id), retired_for, None)
             .await
             .map_err(backend_error)?;
         Ok(())
