@@ -576,6 +576,24 @@ impl Scenario {
             "longest time without an acknowledged change: {:.1} s",
             load.longest_gap().as_secs_f64()
         ));
+        // Not just the fleet as a whole: every replica, each of which must find the new
+        // primary by itself (a replica left on the dead primary's silent connection would
+        // answer 503 while the others carry the shop).
+        let ids = fleet.replicas().await;
+        let limit = Duration::from_secs(20);
+        let (all, seen) = self
+            .wait_until_changes_served_by(&ids, killed_at, limit)
+            .await;
+        report.check(
+            all,
+            timed(
+                "every replica answers changes again",
+                killed_at,
+                "the kill",
+                limit,
+            ),
+            format!("replicas {ids:?}, answered changes: {seen:?}"),
+        );
         let writers = load.stop().await;
         let resends: u64 = writers.iter().map(|w| w.resends).sum();
         let acknowledged: usize = writers.iter().map(|w| w.acknowledged).sum();
@@ -591,6 +609,41 @@ impl Scenario {
             self.writers.push(writer.shopper);
         }
         self.check_carts(report, "after the failover").await;
+    }
+
+    /// Adds through the balancer (a probe shopper of its own, each add with a key of its
+    /// own) until every one of `ids` has answered a change 200, or `limit` since `since`
+    /// passes; whether they all did, and which did.
+    async fn wait_until_changes_served_by(
+        &self,
+        ids: &BTreeSet<String>,
+        since: Instant,
+        limit: Duration,
+    ) -> (bool, BTreeSet<String>) {
+        let probe = Shopper::new("change-probe");
+        let mut seen = BTreeSet::new();
+        let mut n = 0usize;
+        let left = limit.saturating_sub(since.elapsed());
+        let all = poll_until(left, async || {
+            let product = &self.products[n % self.products.len()];
+            n += 1;
+            let answer = probe
+                .client
+                .post(format!("{}/api/cart/items", self.shop))
+                .header("Idempotency-Key", format!("change-probe-{n}"))
+                .json(&serde_json::json!({"product_id": product, "quantity": 1}))
+                .send()
+                .await;
+            if let Ok(response) = answer
+                && response.status() == reqwest::StatusCode::OK
+                && let Some(by) = response.headers().get("x-served-by")
+            {
+                seen.insert(by.to_str().unwrap_or_default().to_owned());
+            }
+            ids.is_subset(&seen)
+        })
+        .await;
+        (all, seen)
     }
 
     /// Reads (as a fresh visitor) until every one of `ids` has answered, or `limit` passes.
