@@ -14,7 +14,7 @@
 //! - [`binaries`]: where server binaries are (`PATH`), and the Debian package to install.
 //! - [`process`]: a child process in its own process group, signalled through `nix`, and
 //!   gone with its children when dropped (also when a test fails).
-//! - [`redis`]: `RedisServer` with a builder (port, TLS, password, AOF); [`tls`] makes its
+//! - [`redis`]: `RedisServer` with a builder (port, TLS, password, AOF, a test host); [`tls`] makes its
 //!   certificates with rcgen. `TESTKIT_STORE=valkey` starts Valkey instead, and
 //!   `TESTKIT_REDIS_LOGS=DIR` keeps every server's and sentinel's log in `DIR`.
 //! - [`replica`]: the release binary as a child process, answering `/healthz` as its id.
@@ -24,6 +24,10 @@
 //!   (primary killed and back as a replica, failover on command, scripts flushed).
 //! - [`fleet`]: Redis (one server or a replicated store), replicas and nginx together on
 //!   loopback.
+//! - [`hosts`]: test hosts with addresses of their own (network namespaces on a bridge)
+//!   that can go silent, be partitioned, and have the names they resolve moved;
+//!   [`host_fleet`]: Redis nodes, sentinels and replicas on such hosts behind nginx, and
+//!   ElastiCache's failover played on them.
 //! - [`scenario`]: the kill / drain / scale / rolling-update scenario, written once against
 //!   [`scenario::Fleet`], which the loopback fleet, [`compose`] and [`swarm`] implement (over
 //!   [`docker`] commands); [`shoppers`] is its checking load, [`checks`] its list of verdicts.
