@@ -36,6 +36,10 @@ const RECOVERY: Duration = Duration::from_secs(5);
 /// its answer (the read, then the compare-and-set or its `WAIT`).
 const LONGEST_REQUEST: Duration = Duration::from_millis(2_000);
 
+/// The same for a checkout, which sends more commands (the read, the compare-and-set that
+/// takes the cart, the new session's record).
+const LONGEST_CHECKOUT: Duration = Duration::from_millis(3_000);
+
 /// How long ElastiCache takes to count a silent primary out, as the harness plays it.
 const DETECTION: Duration = Duration::from_secs(3);
 
@@ -82,8 +86,8 @@ fn print_report(scenario: &str, report: &mut Value, extra: Value) {
 /// reset: the app's connections to it simply stop getting answers), the replica furthest
 /// ahead is promoted, the other follows it, and the primary endpoint's name moves to it.
 /// Every replica serves changes again within [`RECOVERY`] of the move, no request waits
-/// longer than [`LONGEST_REQUEST`], and with `REDIS_WAIT_REPLICAS=1` nothing acknowledged
-/// is lost or applied twice. Then the old primary's host comes back already demoted (made
+/// longer than [`LONGEST_REQUEST`] (a checkout sent meanwhile [`LONGEST_CHECKOUT`]), and
+/// with `REDIS_WAIT_REPLICAS=1` nothing acknowledged is lost or applied twice. Then the old primary's host comes back already demoted (made
 /// a replica of the new primary from its own loopback before its packets flow again, as
 /// ElastiCache's replaced node rejoins): it syncs, and the shop goes on undisturbed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,10 +97,29 @@ async fn an_elasticache_failover_from_a_silent_primary_leaves_no_replica_behind(
     let load = LedgerLoad::start(&fleet.url(""), SHOPPERS, 25).await;
     assert!(load.wait_for_more(100, PATIENCE).await, "the shop works");
 
+    // A shopper about to check out, straight on one replica.
+    let buyer = testkit::http::visitor();
+    let app = fleet.apps[0].replica.url("");
+    let added =
+        testkit::http::add_item(&buyer, &format!("{app}/api/cart/items"), "tea-sampler", 2).await;
+    assert_eq!(added.status(), reqwest::StatusCode::OK);
+
     let old = fleet.primary();
     let silent_at = Instant::now();
     fleet.caches[old].host.silence();
-    tokio::time::sleep(DETECTION).await;
+    // While the store is silent, a checkout (several commands) answers 503 within 3 s.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let checkout = buyer
+        .post(format!("{app}/checkout"))
+        .send()
+        .await
+        .expect("an answer to the checkout");
+    let checkout_took = started.elapsed();
+    assert_eq!(checkout.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(checkout.headers()["retry-after"], "1");
+    assert!(checkout_took <= LONGEST_CHECKOUT, "took {checkout_took:?}");
+    tokio::time::sleep(DETECTION.saturating_sub(silent_at.elapsed())).await;
     let new = fleet.promote_furthest();
     fleet.move_primary_name();
     let moved_after = silent_at.elapsed();
@@ -123,6 +146,7 @@ async fn an_elasticache_failover_from_a_silent_primary_leaves_no_replica_behind(
             "name_moved_after_ms": moved_after.as_millis() as u64,
             "recovery_ms": recovery,
             "every_replica_back_after_silence_ms": back_after.as_millis() as u64,
+            "checkout_while_silent_ms": checkout_took.as_millis() as u64,
         }),
     );
     assert_exactly_once(&report);
