@@ -190,7 +190,7 @@ deploy() {
         sleep 1
     done
     wait_for_shop 60 || die "nginx does not answer on http://127.0.0.1:$SHOP_PORT"
-    # Ready: the store takes writes, whichever replica answers (20 answers in a row).
+    # Ready: the replica reaches the store, whichever replica answers (20 answers in a row).
     local ready=0
     deadline=$((SECONDS + 120))
     while ((ready < 20)); do

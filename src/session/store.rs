@@ -36,8 +36,8 @@ pub use self::redis::RedisSettings;
 use super::ledger::ChangeToken;
 use crate::metrics::Metrics;
 
-/// How long a record outlives its [`SessionStore::delete`]: it is retired, not deleted
-/// at once. tower-sessions deletes the old record when a session moves to a new id (a
+/// How long a record outlives its [`SessionStore::delete`] in Redis: it is retired, not
+/// deleted at once. tower-sessions deletes the old record when a session moves to a new id (a
 /// checkout's `cycle_id`) before the new record is written, at the end of the request;
 /// deleted at once, a checkout whose new record then failed (a lost connection, too few
 /// replicas confirming it) had closed the cart and lost the order's confirmation, as the

@@ -251,8 +251,8 @@ impl HostFleet {
     }
 
     /// What ElastiCache does once it has counted the primary out: the replica furthest
-    /// ahead (by replication offset, among those that answer and are not `except`) is
-    /// promoted, and the other replicas follow it. Returns it; the name has not moved yet.
+    /// ahead (by replication offset, among the others that answer) is promoted, and the
+    /// other replicas follow it. Returns it; the name has not moved yet.
     pub fn promote_furthest(&mut self) -> usize {
         let old = self.primary;
         let offset = |node: &CacheNode| -> Option<u64> {

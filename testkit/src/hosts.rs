@@ -144,14 +144,21 @@ impl Network {
             panic!("creating {OWNERS}: {err} (the host tests need root: ip netns, iptables)")
         });
         remove_abandoned();
+        // Claimed by creating its owner file, which only one process can create.
         let number = (FIRST_NETWORK..=250)
-            .find(|n| !Path::new(OWNERS).join(n.to_string()).exists() && !in_use(*n))
+            .filter(|n| !in_use(*n))
+            .find(|n| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(Path::new(OWNERS).join(n.to_string()))
+                    .and_then(|mut file| {
+                        use std::io::Write;
+                        write!(file, "{}", std::process::id())
+                    })
+                    .is_ok()
+            })
             .expect("a free test network number (are 240 networks in use?)");
-        std::fs::write(
-            Path::new(OWNERS).join(number.to_string()),
-            std::process::id().to_string(),
-        )
-        .expect("writing a test network's owner file");
         let bridge = format!("ec{number}br");
         let shared = Shared {
             number,
@@ -385,48 +392,50 @@ fn in_use(number: u8) -> bool {
 
 /// Removes what networks of test processes that no longer run left behind.
 fn remove_abandoned() {
-    let Ok(entries) = std::fs::read_dir(OWNERS) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let Some(number) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u8>().ok())
-        else {
-            continue;
+    for number in FIRST_NETWORK..=250 {
+        let owner = std::fs::read_to_string(Path::new(OWNERS).join(number.to_string()));
+        let abandoned = match owner {
+            // Its owner's process is gone.
+            Ok(owner) => !owner
+                .trim()
+                .parse::<u32>()
+                .is_ok_and(|pid| Path::new("/proc").join(pid.to_string()).exists()),
+            // Nobody owns it, yet something of it is left (a namespace the kernel kept
+            // busy past its owner's cleanup, a folder left in /etc/netns by a reboot).
+            Err(_) => in_use(number),
         };
-        let owner = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        let alive = owner
-            .trim()
-            .parse::<u32>()
-            .is_ok_and(|pid| Path::new("/proc").join(pid.to_string()).exists());
-        if alive {
-            continue;
+        if abandoned {
+            remove_network(number);
         }
-        let prefix = format!("ec{number}-");
-        if let Ok(namespaces) = std::fs::read_dir("/run/netns") {
-            for netns in namespaces.flatten() {
-                let name = netns.file_name().to_string_lossy().into_owned();
+    }
+}
+
+/// Removes every namespace, link, rule and file of network `number`.
+fn remove_network(number: u8) {
+    let prefix = format!("ec{number}-");
+    for dir in ["/run/netns", "/etc/netns"] {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
                 if name.starts_with(&prefix) {
                     delete_netns(&name);
                 }
             }
         }
-        if let Ok(links) = std::fs::read_dir("/sys/class/net") {
-            let prefix = format!("ec{number}g");
-            for link in links.flatten() {
-                let name = link.file_name().to_string_lossy().into_owned();
-                if name.starts_with(&prefix) {
-                    run_quietly(&ip(), &["link", "del", &name]);
-                }
+    }
+    if let Ok(links) = std::fs::read_dir("/sys/class/net") {
+        let prefix = format!("ec{number}g");
+        for link in links.flatten() {
+            let name = link.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) {
+                run_quietly(&ip(), &["link", "del", &name]);
             }
         }
-        // Dropping the shared part removes the bridge, its rule and the owner file.
-        drop(Shared {
-            number,
-            bridge: format!("ec{number}br"),
-            names: Mutex::new(Vec::new()),
-        });
     }
+    // Dropping the shared part removes the bridge, its rule and the owner file.
+    drop(Shared {
+        number,
+        bridge: format!("ec{number}br"),
+        names: Mutex::new(Vec::new()),
+    });
 }

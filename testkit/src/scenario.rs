@@ -580,7 +580,7 @@ impl Scenario {
         // primary by itself (a replica left on the dead primary's silent connection would
         // answer 503 while the others carry the shop).
         let ids = fleet.replicas().await;
-        let limit = Duration::from_secs(20);
+        let limit = Duration::from_secs(30);
         let (all, seen) = self
             .wait_until_changes_served_by(&ids, killed_at, limit)
             .await;

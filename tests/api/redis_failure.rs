@@ -252,15 +252,9 @@ async fn a_checkout_whose_new_session_fails_is_finished_by_its_retry() {
     let url = format!("redis://127.0.0.1:{}", proxy.port);
     let app = TestApp::with_redis(&url, "replica-a").await;
     let shopper = visitor();
-    for _ in 0..2 {
-        let response = shopper
-            .post(app.url("/api/cart/items"))
-            .json(&json!({"product_id": "paper-filters", "quantity": 1}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-    }
+    let added =
+        crate::helpers::add_item(&shopper, &app.url("/api/cart/items"), "paper-filters", 2).await;
+    assert_eq!(added.status(), StatusCode::OK);
 
     // The command that creates the new session (`SET <key> <record> EXAT <t> NX`) reaches
     // Redis; its answer, and everything after it, does not.

@@ -73,6 +73,16 @@ end
 return 0
 ";
 
+/// Shortens a record's life (KEYS[1]) to ARGV[1] ms unless it has less left: what
+/// `PEXPIRE .. LT` does from Redis 7.0 on, here for 6.2 too (`PXAT` needs 6.2 already).
+/// Once per checkout: sent whole, not by its hash.
+const RETIRE: &str = r"
+local left = redis.call('PTTL', KEYS[1])
+if left == -1 or left > tonumber(ARGV[1]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+";
+
 /// Writes a replica's heartbeat into the fleet hash (KEYS[1]): field ARGV[1] gets Redis's
 /// time in ms and the report ARGV[2]; fields stamped more than ARGV[3] ms ago are deleted
 /// (a field it cannot read, from another version, is left to the hash's expiry, so
@@ -165,13 +175,18 @@ impl RedisSessions {
     }
 
     /// Sends `write` and, if `confirm` and `wait_replicas` > 0, a `WAIT` for that many
-    /// replicas right behind it: one pipeline on one connection, neither command resent on
-    /// another. `WAIT` counts the writes of the connection it runs on, so it must run on
-    /// its write's connection or not at all: sent apart, a reconnect in between would run
-    /// it on a connection that wrote nothing, which it confirms at once. A lost connection
-    /// fails both instead (the change then answers "outcome unknown"). Without a `WAIT`,
-    /// fred resends the write on a new connection if need be (every write here is safe to
-    /// repeat). Pipelined, the `WAIT` also costs no round trip of its own.
+    /// replicas right behind it: one pipeline, written at once on one connection. `WAIT`
+    /// counts the writes of the connection it runs on, so it must run on its write's
+    /// connection or not at all: sent after the write's answer, a reconnect in between ran
+    /// it on a connection that wrote nothing, which it confirms at once. Here the `WAIT` is
+    /// never resent on another connection: a lost connection fails it (the change then
+    /// answers "outcome unknown"), whatever becomes of the write. Pipelined, it also costs
+    /// no round trip of its own; it runs even when the write wrote nothing (a lost race),
+    /// and then returns at once unless the replicas lag behind this connection's earlier
+    /// writes.
+    ///
+    /// On a Redis Cluster, a write that a `MOVED` or `ASK` sends to another node leaves its
+    /// `WAIT` on the first node (README, Known limits: slots being migrated).
     ///
     /// Returns the write's reply and whether the replicas confirmed it (`Ok` when not
     /// asked), for the caller to use if the write wrote.
@@ -185,11 +200,15 @@ impl RedisSessions {
             return (client.custom(write.command(), write.args).await, Ok(()));
         }
         let pipeline = client.pipeline();
+        // The write may be resent on a new connection (fred's usual attempts; a resent
+        // write is safe), the `WAIT` never: it would count none of the old connection's
+        // writes. A lost connection thus fails the `WAIT` whatever becomes of the write.
+        // (The write keeps its attempts for another reason too: fred follows a cluster's
+        // `ASK` by spending one, and with none left it ends the connection's task.)
         let options = Options {
             max_attempts: Some(1),
             ..Options::default()
         };
-        let one_attempt = pipeline.with_options(&options);
         // Not fred's blocking `wait`, which would hold back every other command of the
         // connection until it returns: Redis itself keeps the order.
         let wait = CustomCommand::new_static("WAIT", ClusterHash::Custom(write.slot), false);
@@ -199,10 +218,13 @@ impl RedisSessions {
             timeout_ms.into(),
         ];
         let queued = async {
-            one_attempt
+            pipeline
                 .custom::<(), _>(write.command(), write.args)
                 .await?;
-            one_attempt.custom::<(), _>(wait, wait_args).await
+            pipeline
+                .with_options(&options)
+                .custom::<(), _>(wait, wait_args)
+                .await
         }
         .await;
         if let Err(err) = queued {
@@ -579,15 +601,15 @@ impl SessionStore for RedisSessions {
         Ok(Some(snapshot.record))
     }
 
-    /// Retires the record: it expires [`super::RETIRED_FOR`] from now (see there why).
+    /// Retires the record: it expires [`super::RETIRED_FOR`] from now, or sooner if it was
+    /// to expire sooner anyway (see there why).
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
         let retired_for = super::RETIRED_FOR.as_millis() as i64;
-        let _: i64 = self
-            .pool
-            .pexpire(self.key(session_id), retired_for, None)
+        self.pool
+            .next()
+            .eval::<(), _, _, _>(RETIRE, self.key(session_id), retired_for)
             .await
-            .map_err(backend_error)?;
-        Ok(())
+            .map_err(backend_error)
     }
 }
 
