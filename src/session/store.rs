@@ -17,6 +17,7 @@ pub mod keys;
 mod memory;
 mod read;
 mod redis;
+mod watchdog;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -123,6 +124,13 @@ impl SessionBackend {
                 .as_ref()
                 .err()
                 .map(|err| crate::error::store_error_kind(&err.to_string()));
+            if let Store::Redis(redis) = &self.store {
+                // A refusal and too few replicas are answers; anything else is none.
+                match failure {
+                    None | Some("refusing_writes" | "unconfirmed") => redis.health().answered(),
+                    Some(_) => redis.health().unanswered(),
+                }
+            }
             self.metrics.record_store(op, started.elapsed(), failure);
             result
         })

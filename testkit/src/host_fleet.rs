@@ -26,6 +26,9 @@ use crate::{PATIENCE, poll_until};
 /// The name the app hosts resolve to the primary: ElastiCache's primary endpoint.
 pub const PRIMARY_NAME: &str = "cache-primary";
 
+/// The name the app hosts resolve to the sentinels with [`HostStore::SentinelByName`].
+pub const SENTINEL_NAME: &str = "sentinel";
+
 /// The port every app replica listens on (each host has its own ports).
 pub const APP_PORT: u16 = 3000;
 
@@ -37,6 +40,10 @@ pub enum HostStore {
     /// Three sentinels on hosts of their own (`redis-sentinel://`), which fail over by
     /// themselves when the primary goes silent for 2 s.
     Sentinel,
+    /// The same, the app naming one address for them all, `sentinel:26379`, which the app
+    /// hosts resolve to sentinel-1 (as an orchestrator's service name resolves to the
+    /// sentinels' tasks).
+    SentinelByName,
 }
 
 /// What fleet to start.
@@ -92,7 +99,9 @@ pub struct AppNode {
 #[derive(Debug)]
 struct SentinelNode {
     sentinel: Sentinel,
-    _host: Host,
+    host: Host,
+    /// Whether the harness silenced its host (then it is not asked who the primary is).
+    silenced: bool,
 }
 
 /// The fleet; everything stops, and every host and the network go, when it is dropped.
@@ -144,14 +153,15 @@ impl HostFleet {
             caches.push(CacheNode { redis, host });
         }
         let mut fleet_sentinels = Vec::new();
-        if options.store == HostStore::Sentinel {
+        if options.store != HostStore::Named {
             let primary = (caches[0].host.addr(), 6379);
             for n in 0..3 {
                 let host = network.add_host(&format!("sentinel-{}", n + 1));
                 let sentinel = Sentinel::start_at(Some(&host.place()), primary, 2).await;
                 fleet_sentinels.push(SentinelNode {
                     sentinel,
-                    _host: host,
+                    host,
+                    silenced: false,
                 });
             }
         }
@@ -161,15 +171,23 @@ impl HostFleet {
                 "redis-sentinel://sentinel-1:26379?sentinelServiceName={SENTINEL_SERVICE}\
                  &node=sentinel-2:26379&node=sentinel-3:26379"
             ),
+            HostStore::SentinelByName => {
+                format!(
+                    "redis-sentinel://{SENTINEL_NAME}:26379?sentinelServiceName={SENTINEL_SERVICE}"
+                )
+            }
         };
         wait_until_replicated(&caches, 0).await;
-        if options.store == HostStore::Sentinel {
+        if options.store != HostStore::Named {
             wait_until_sentinels_know_all(&fleet_sentinels, caches.len() - 1).await;
         }
         let mut apps = Vec::new();
         for n in 0..options.apps {
             let host = network.add_host(&format!("app-{}", n + 1));
             host.set_name(PRIMARY_NAME, caches[0].host.addr());
+            if let Some(first) = fleet_sentinels.first() {
+                host.set_name(SENTINEL_NAME, first.host.addr());
+            }
             let id = format!("app-{}", n + 1);
             let spec = ReplicaSpec::new(
                 &options.binary,
@@ -219,14 +237,65 @@ impl HostFleet {
         wait_until_replicated(&self.caches, self.primary).await;
     }
 
-    /// The primary the sentinels agree on (index into [`Self::caches`]), if they do.
-    pub fn sentinels_primary(&self) -> Option<usize> {
-        let mut named = self.sentinels.iter().map(|node| {
-            let answer =
-                node.sentinel
-                    .cli(&["SENTINEL", "get-master-addr-by-name", SENTINEL_SERVICE]);
-            answer.lines().next().map(|addr| addr.trim().to_owned())
+    /// Starts one more sentinel on a host of its own, watching the primary the harness
+    /// knows, and waits until every sentinel not silenced counts it and every replica.
+    pub async fn add_sentinel(&mut self) {
+        let n = self.sentinels.len() + 1;
+        let host = self.network.add_host(&format!("sentinel-{n}"));
+        let primary = (self.caches[self.primary].host.addr(), 6379);
+        let sentinel = Sentinel::start_at(Some(&host.place()), primary, 2).await;
+        self.sentinels.push(SentinelNode {
+            sentinel,
+            host,
+            silenced: false,
         });
+        let live: Vec<&SentinelNode> = self.sentinels.iter().filter(|s| !s.silenced).collect();
+        let others = self.sentinels.len() - 1;
+        let replicas = (self.caches.len() - 1).to_string();
+        let known = poll_until(Duration::from_secs(60), async || {
+            live.iter().all(|node| {
+                let master = node.sentinel.cli(&["SENTINEL", "master", SENTINEL_SERVICE]);
+                let field = |name: &str| {
+                    let mut lines = master.lines();
+                    while let Some(line) = lines.next() {
+                        if line.trim() == name {
+                            return lines.next().map(|v| v.trim().to_owned());
+                        }
+                    }
+                    None
+                };
+                field("num-slaves").as_deref() == Some(replicas.as_str())
+                    && field("num-other-sentinels") == Some(others.to_string())
+            })
+        })
+        .await;
+        assert!(
+            known,
+            "the sentinels did not learn the new one: {}",
+            self.state()
+        );
+    }
+
+    /// Silences sentinel `n` (from 0)'s host: a sentinel task gone for good, its address
+    /// left behind.
+    pub fn silence_sentinel(&mut self, n: usize) {
+        self.sentinels[n].host.silence();
+        self.sentinels[n].silenced = true;
+    }
+
+    /// The primary the sentinels not silenced agree on (index into [`Self::caches`]), if
+    /// they do.
+    pub fn sentinels_primary(&self) -> Option<usize> {
+        let mut named = self
+            .sentinels
+            .iter()
+            .filter(|node| !node.silenced)
+            .map(|node| {
+                let answer =
+                    node.sentinel
+                        .cli(&["SENTINEL", "get-master-addr-by-name", SENTINEL_SERVICE]);
+                answer.lines().next().map(|addr| addr.trim().to_owned())
+            });
         let first = named.next()??;
         if !named.all(|other| other.as_deref() == Some(first.as_str())) {
             return None;

@@ -22,6 +22,11 @@ struct Faults {
     /// Bytes that, once a client has sent them, stall the proxy (see
     /// [`FaultProxy::stall_after`]).
     trigger: std::sync::Mutex<Option<Vec<u8>>>,
+    /// Connections are numbered as they come; those numbered below this pass nothing (see
+    /// [`FaultProxy::freeze_open`]).
+    frozen_below: AtomicU64,
+    /// The next connection's number.
+    next_connection: AtomicU64,
 }
 
 /// A running proxy from a loopback port to `127.0.0.1:<target>`; stops when dropped.
@@ -91,6 +96,14 @@ impl FaultProxy {
         *self.faults.trigger.lock().expect("the trigger") = Some(bytes.to_vec());
     }
 
+    /// The connections open now pass nothing more, either way, until [`Self::heal`]; they
+    /// stay open, and new connections work: a peer that still acknowledges (the proxy's
+    /// kernel does) but never answers, such as a proxy whose backend is gone.
+    pub fn freeze_open(&self) {
+        let next = self.faults.next_connection.load(Ordering::Relaxed);
+        self.faults.frozen_below.store(next, Ordering::Relaxed);
+    }
+
     /// Closes every open connection now, mid-command or not; new ones are accepted.
     pub fn cut_all(&self) {
         self.cuts.send_modify(|generation| *generation += 1);
@@ -100,6 +113,7 @@ impl FaultProxy {
     pub fn heal(&self) {
         self.set_delay(Duration::ZERO);
         *self.faults.trigger.lock().expect("the trigger") = None;
+        self.faults.frozen_below.store(0, Ordering::Relaxed);
         self.set_stalled(false);
     }
 }
@@ -122,6 +136,7 @@ async fn accept(
             continue;
         };
         let (faults, mut cuts) = (faults.clone(), cuts.clone());
+        let number = faults.next_connection.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             // From here on, a cut ends this connection, even one made while connecting.
             cuts.mark_unchanged();
@@ -133,20 +148,21 @@ async fn accept(
             let (client_read, client_write) = client.into_split();
             let (server_read, server_write) = server.into_split();
             tokio::select! {
-                _ = pass_on(client_read, server_write, &faults, true) => {}
-                _ = pass_on(server_read, client_write, &faults, false) => {}
+                _ = pass_on(client_read, server_write, &faults, number, true) => {}
+                _ = pass_on(server_read, client_write, &faults, number, false) => {}
                 _ = cuts.changed() => {}
             }
         });
     }
 }
 
-/// Copies `from` to `to` (a client's bytes if `from_client`), applying the faults to each
-/// chunk, until either side ends.
+/// Copies `from` to `to` (a client's bytes if `from_client`) on connection `number`,
+/// applying the faults to each chunk, until either side ends.
 async fn pass_on(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     faults: &Faults,
+    number: u64,
     from_client: bool,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; 16 * 1024];
@@ -159,7 +175,9 @@ async fn pass_on(
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
-        while faults.stalled.load(Ordering::Relaxed) {
+        while faults.stalled.load(Ordering::Relaxed)
+            || number < faults.frozen_below.load(Ordering::Relaxed)
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         to.write_all(&buf[..n]).await?;

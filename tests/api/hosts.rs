@@ -40,6 +40,10 @@ const LONGEST_REQUEST: Duration = Duration::from_millis(2_000);
 /// takes the cart, the new session's record).
 const LONGEST_CHECKOUT: Duration = Duration::from_millis(3_000);
 
+/// The bound when fred keeps failing on its own and the store's watchdog must replace the
+/// connections: 10 s without any answer, then a connect (the sentinels, the primary).
+const STUCK_AFTER_BOUND: Duration = Duration::from_secs(15);
+
 /// How long ElastiCache takes to count a silent primary out, as the harness plays it.
 const DETECTION: Duration = Duration::from_secs(3);
 
@@ -430,4 +434,65 @@ async fn a_sentinel_set_on_hosts_fails_over_a_silent_primary_and_no_replica_stay
     assert_exactly_once(&report);
     assert_every_replica_back(&recovery, &report);
     assert_no_request_longer_than(&report, LONGEST_REQUEST);
+}
+
+/// Sentinel whose sentinels were replaced, as an orchestrator replaces tasks: the app names
+/// them all `sentinel:26379` (sentinel-1 here). After connecting, fred asks only the peers
+/// that sentinel named then (sentinel-2 and -3), never the configured name again. Two new
+/// sentinels join, the two old peers go silent for good, then the primary's host goes
+/// silent: the live sentinels fail over, but fred, asking only the gone peers, would stay
+/// on 503 for good (as all three replicas did in a Swarm run). The watchdog replaces the
+/// connections once nothing has been answered for 10 s, the new ones ask the configured
+/// name, and every replica serves changes again within [`STUCK_AFTER_BOUND`] of the
+/// silence; nothing acknowledged is lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "integration tier: cargo xtask test integration"]
+async fn replaced_sentinels_do_not_leave_a_replica_asking_gone_ones() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let mut fleet = HostFleet::start(HostFleetOptions {
+        store: HostStore::SentinelByName,
+        ..HostFleetOptions::new(binary())
+    })
+    .await;
+    let load = LedgerLoad::start(&fleet.url(""), SHOPPERS, 31).await;
+    assert!(load.wait_for_more(100, PATIENCE).await, "the shop works");
+    fleet.add_sentinel().await;
+    fleet.add_sentinel().await;
+    fleet.silence_sentinel(1);
+    fleet.silence_sentinel(2);
+    assert!(load.wait_for_more(100, PATIENCE).await, "the shop works");
+
+    let old = fleet.primary();
+    let silent_at = Instant::now();
+    fleet.caches[old].host.silence();
+    let new = fleet
+        .wait_for_sentinel_failover(old, Duration::from_secs(30))
+        .await;
+    let switched_after = silent_at.elapsed();
+    let left = STUCK_AFTER_BOUND.saturating_sub(silent_at.elapsed());
+    let recovery = every_replica_serves_changes(&fleet, left * 2).await;
+    let back_after = silent_at.elapsed();
+    assert!(load.wait_for_more(100, PATIENCE).await, "the shop works");
+    let mut report = load.finish().await;
+    print_report(
+        "replaced_sentinels",
+        &mut report,
+        json!({
+            "promoted": format!("cache-{}", new + 1),
+            "sentinels_switched_after_ms": switched_after.as_millis() as u64,
+            "recovery_ms": recovery,
+            "every_replica_back_after_silence_ms": back_after.as_millis() as u64,
+        }),
+    );
+    assert_exactly_once(&report);
+    for (n, took) in recovery.iter().enumerate() {
+        let within = took
+            .as_u64()
+            .map(|ms| switched_after.as_millis() as u64 + ms);
+        assert!(
+            within.is_some_and(|ms| ms <= STUCK_AFTER_BOUND.as_millis() as u64),
+            "app-{} served no change within {STUCK_AFTER_BOUND:?} of the silence: {report:#}",
+            n + 1
+        );
+    }
 }

@@ -285,3 +285,47 @@ async fn a_checkout_whose_new_session_fails_is_finished_by_its_retry() {
         "the new session's cart is empty: {cart}"
     );
 }
+
+/// The store's connection goes quiet while the network still acknowledges (a proxy whose
+/// backend is gone: the kernel's `TCP_USER_TIMEOUT` is satisfied, and fred's unresponsive
+/// check, which measures from the latest write, is renewed by every request and
+/// heartbeat). Requests answer 503 within the command timeout meanwhile; once nothing has
+/// been answered for the watchdog's 10 s, the replica replaces its connections, and the
+/// new ones work.
+#[tokio::test]
+#[ignore = "integration tier: cargo xtask test integration"]
+async fn a_connection_that_stops_answering_is_replaced() {
+    let redis = RedisServer::start().await;
+    let proxy = testkit::proxy::FaultProxy::start(redis.port);
+    let url = format!("redis://127.0.0.1:{}", proxy.port);
+    let app = crate::helpers::start_binary(&[("REDIS_URL", &url), ("REPLICA_ID", "quiet")]).await;
+    let shopper = visitor();
+    let items = app.url("/api/cart/items");
+    let added = crate::helpers::add_item(&shopper, &items, "paper-filters", 1).await;
+    assert_eq!(added.status(), StatusCode::OK);
+
+    proxy.freeze_open();
+    let frozen_at = Instant::now();
+    let stuck = crate::helpers::add_item(&shopper, &items, "paper-filters", 1).await;
+    assert_eq!(stuck.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let mut back = None;
+    testkit::eventually_within(
+        "a change to be answered on new connections",
+        Duration::from_secs(20),
+        async || {
+            let response = crate::helpers::add_item(&shopper, &items, "paper-filters", 1).await;
+            let ok = response.status() == StatusCode::OK;
+            if ok {
+                back = Some(frozen_at.elapsed());
+            }
+            ok
+        },
+    )
+    .await;
+    let back = back.unwrap();
+    println!("changes answered again {back:?} after the connection went quiet");
+    assert!(
+        back >= Duration::from_secs(9),
+        "replaced too soon: {back:?}"
+    );
+}

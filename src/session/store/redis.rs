@@ -31,9 +31,10 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use fred::clients::Client;
@@ -50,6 +51,7 @@ use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 
 use super::keys::{fleet_key, session_key};
+use super::watchdog::{self, Health};
 use super::{Data, Snapshot, needs_refresh};
 use crate::metrics::Metrics;
 use crate::session::ledger::{ChangeToken, MARKER_TTL, applied_key};
@@ -136,7 +138,10 @@ pub struct RedisSettings {
 /// Sessions in Redis, one key per session, holding the MessagePack record.
 #[derive(Debug, Clone)]
 pub(super) struct RedisSessions {
-    pool: Pool,
+    /// The connections; replaced as a whole by the [`watchdog`] when they stop answering.
+    pool: Arc<ArcSwap<Pool>>,
+    /// Whether the store answers, for the watchdog.
+    health: Arc<Health>,
     ttl: Duration,
     prefix: String,
     wait_replicas: u32,
@@ -157,10 +162,18 @@ impl RedisSessions {
         ttl: Duration,
         metrics: Metrics,
     ) -> Result<Self, fred::error::Error> {
-        let pool = build_pool(settings)?;
-        pool.connect();
+        let first = build_pool(settings)?;
+        first.connect();
+        let pool = Arc::new(ArcSwap::from_pointee(first));
+        let health = Arc::new(Health::default());
+        let replace = {
+            let (pool, settings) = (Arc::downgrade(&pool), settings.clone());
+            move || replace_pool(&pool, &settings)
+        };
+        watchdog::spawn(Arc::downgrade(&health), replace);
         Ok(Self {
             pool,
+            health,
             ttl,
             prefix: settings.key_prefix.clone(),
             wait_replicas: settings.wait_replicas,
@@ -168,6 +181,16 @@ impl RedisSessions {
             last_forced_reconnect_ms: Arc::default(),
             metrics,
         })
+    }
+
+    /// The connections now.
+    fn pool(&self) -> Arc<Pool> {
+        self.pool.load_full()
+    }
+
+    /// Whether the store answers, for the watchdog (`Store::timed` reports every operation).
+    pub(super) fn health(&self) -> &Health {
+        &self.health
     }
 
     fn key(&self, id: &Id) -> String {
@@ -286,7 +309,8 @@ impl RedisSessions {
             &marker,
             vec![marker.as_str().into(), 1.into(), "PX".into(), ttl_ms.into()],
         );
-        let (reply, confirmed) = self.write_then_wait(self.pool.next(), write, true).await;
+        let pool = self.pool();
+        let (reply, confirmed) = self.write_then_wait(pool.next(), write, true).await;
         reply.map_err(backend_error)?;
         confirmed
     }
@@ -307,7 +331,7 @@ impl RedisSessions {
         {
             return;
         }
-        let pool = self.pool.clone();
+        let pool = self.pool();
         tokio::spawn(async move {
             if let Err(err) = pool.force_reconnection().await {
                 tracing::warn!(%err, "reconnecting after too few replicas confirmed");
@@ -326,7 +350,7 @@ impl RedisSessions {
             ..Options::default()
         };
         match self
-            .pool
+            .pool()
             .next()
             .with_options(&options)
             .ping::<Value>(None)
@@ -352,7 +376,7 @@ impl RedisSessions {
             (fresh_for.as_millis() as i64).into(),
             (key_ttl.as_millis() as i64).into(),
         ];
-        self.pool
+        self.pool()
             .next()
             .eval::<(), _, _, _>(HEARTBEAT, fleet_key(&self.prefix), args)
             .await
@@ -362,7 +386,7 @@ impl RedisSessions {
     /// Redis's time (ms since the epoch) and the fleet hash's fields and values.
     pub(super) async fn fleet(&self) -> session_store::Result<(u64, Vec<String>)> {
         let mut reply: Vec<String> = self
-            .pool
+            .pool()
             .next()
             .eval(FLEET, fleet_key(&self.prefix), Vec::<Value>::new())
             .await
@@ -376,14 +400,14 @@ impl RedisSessions {
 
     /// Deletes replica `id`'s heartbeat.
     pub(super) async fn leave_fleet(&self, id: &str) -> session_store::Result<()> {
-        self.pool
+        self.pool()
             .hdel::<(), _, _>(fleet_key(&self.prefix), id)
             .await
             .map_err(backend_error)
     }
 
     pub(super) async fn close(&self) {
-        let _ = self.pool.quit().await;
+        let _ = self.pool().quit().await;
     }
 
     fn with_new_expiry(&self, record: &Record) -> Record {
@@ -400,7 +424,9 @@ impl RedisSessions {
         &self,
         id: &Id,
     ) -> Pin<Box<dyn Future<Output = Result<Option<Bytes>, fred::error::Error>> + Send + '_>> {
-        Box::pin(self.pool.get(self.key(id)))
+        let pool = self.pool();
+        let key = self.key(id);
+        Box::pin(async move { pool.get(key).await })
     }
 
     pub(super) async fn snapshot(&self, id: &Id) -> session_store::Result<Option<Snapshot>> {
@@ -500,7 +526,8 @@ impl RedisSessions {
             Write::new(name, &key, args)
         };
         // One connection for the write and its `WAIT`, which counts that connection's writes.
-        let client = self.pool.next();
+        let pool = self.pool();
+        let client = pool.next();
         let confirm = token.is_some();
         let sha = REPLACE_IF_UNCHANGED_SHA.as_str();
         let (mut reply, mut confirmed) = self
@@ -538,7 +565,8 @@ impl SessionStore for RedisSessions {
         record.expiry_date = OffsetDateTime::now_utc() + self.ttl;
         let expire_at = record.expiry_date.unix_timestamp();
         let bytes = encode(record)?;
-        let client = self.pool.next();
+        let pool = self.pool();
+        let client = pool.next();
         // An id already taken (128 random bits: in theory only) gets another.
         loop {
             let key = self.key(&record.id);
@@ -564,7 +592,8 @@ impl SessionStore for RedisSessions {
         let bytes = encode(&record)?;
         let expire_at = record.expiry_date.unix_timestamp();
         let key = self.key(&record.id);
-        let client = self.pool.next();
+        let pool = self.pool();
+        let client = pool.next();
         let set = |only_if: Option<&'static str>| {
             let mut args = vec![
                 Value::from(key.as_str()),
@@ -605,7 +634,7 @@ impl SessionStore for RedisSessions {
     /// to expire sooner anyway (see there why).
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
         let retired_for = super::RETIRED_FOR.as_millis() as i64;
-        self.pool
+        self.pool()
             .next()
             .eval::<(), _, _, _>(RETIRE, self.key(session_id), retired_for)
             .await
@@ -634,6 +663,30 @@ impl Write {
     fn command(&self) -> CustomCommand {
         CustomCommand::new_static(self.name, ClusterHash::Custom(self.slot), false)
     }
+}
+
+/// Replaces the pool behind `pool` (if the store still exists) with a new one built from
+/// `settings`, and closes the old one in the background.
+fn replace_pool(pool: &Weak<ArcSwap<Pool>>, settings: &RedisSettings) {
+    let Some(pool) = pool.upgrade() else {
+        return;
+    };
+    let fresh = match build_pool(settings) {
+        Ok(fresh) => fresh,
+        Err(err) => {
+            tracing::warn!(%err, "could not build new session store connections");
+            return;
+        }
+    };
+    tracing::warn!(
+        after_secs = watchdog::STUCK_AFTER.as_secs(),
+        "the session store has not answered: replacing its connections, looking its address up afresh"
+    );
+    fresh.connect();
+    let old = pool.swap(Arc::new(fresh));
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(5), old.quit()).await;
+    });
 }
 
 fn build_pool(settings: &RedisSettings) -> Result<Pool, fred::error::Error> {
