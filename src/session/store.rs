@@ -8,6 +8,8 @@
 //!   by replicas if asked, bounded waits and self-healing connections.
 //! - [`memory`]: the same rules in this process's memory, for one replica without Redis.
 //! - [`keys`]: the name of every Redis key, under the configured prefix.
+//! - [`watchdog`]: replaces the Redis connections when nothing has been answered for a
+//!   while (the cases fred does not leave by itself).
 //!
 //! Both offer the two operations that cart changes are built on (see `session::update`):
 //! [`SessionBackend::snapshot`] reads a record together with what a later
