@@ -37,19 +37,19 @@ pub(crate) enum Error {
     Malformed(String),
     #[error(
         "request body exceeds the limit of {} bytes",
-        crate::extract::MAX_BODY_BYTES
+        crate::limits::MAX_BODY_BYTES
     )]
     PayloadTooLarge,
     /// A request line over hyper's limit (about 64 KiB).
     #[error("the request's URI is too long")]
     UriTooLong,
-    /// A request head over [`crate::server::MAX_HEAD_BYTES`], or with too many headers.
+    /// A request head over [`crate::limits::MAX_HEAD_BYTES`], or with too many headers.
     #[error(
         "the request's headers are too large or too many (at most 100 headers, {} bytes)",
-        crate::server::MAX_HEAD_BYTES
+        crate::limits::MAX_HEAD_BYTES
     )]
     HeadersTooLarge,
-    /// The whole body was not there within [`crate::BODY_READ_TIMEOUT`].
+    /// The whole body was not there within [`crate::limits::BODY_READ_TIMEOUT`].
     #[error("the request body did not arrive in time")]
     RequestTimeout,
     #[error("{0}")]

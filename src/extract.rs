@@ -6,9 +6,6 @@ use axum::extract::FromRequestParts;
 
 use crate::error::Error;
 
-/// Largest request body accepted; larger ones get 413.
-pub const MAX_BODY_BYTES: usize = 16 * 1024;
-
 /// `axum::Json` with our error for bad JSON (400), wrong types or ranges (422),
 /// a missing content type (415) and oversized bodies (413). Only a JSON object is a body:
 /// serde would read a struct from an array too (`["ceramic-mug", 1]`), which no client

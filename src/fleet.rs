@@ -22,7 +22,11 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::MissedTickBehavior;
 
-use crate::state::AppState;
+use std::sync::Arc;
+
+use crate::metrics::Metrics;
+use crate::session::store::Store;
+use crate::shutdown::Drain;
 
 /// How often a replica writes its heartbeat.
 pub const BEAT_EVERY: Duration = Duration::from_secs(1);
@@ -100,24 +104,43 @@ impl Presence {
     }
 }
 
+/// What the fleet view needs of this replica, and nothing else of its state: its name and
+/// version, its presence, its request count and whether it drains.
+#[derive(Debug, Clone)]
+pub struct Local {
+    /// The replica's `REPLICA_ID`.
+    pub replica_id: Arc<str>,
+    /// The version it runs (`APP_VERSION`).
+    pub version: Arc<str>,
+    /// When it started and its latest request rate.
+    pub presence: Arc<Presence>,
+    /// Where its request count comes from.
+    pub metrics: Metrics,
+    /// Whether it is stopping.
+    pub drain: Drain,
+}
+
 /// What this replica reports now.
-pub fn own_report(state: &AppState) -> Report {
+pub fn own_report(local: &Local) -> Report {
     Report {
-        id: state.replica_id.to_string(),
-        version: state.version.to_string(),
-        started_at: state.presence.started_at.clone(),
-        requests_total: state.metrics.served(),
-        requests_per_sec: state.presence.rate(),
-        draining: state.drain.is_draining(),
+        id: local.replica_id.to_string(),
+        version: local.version.to_string(),
+        started_at: local.presence.started_at.clone(),
+        requests_total: local.metrics.served(),
+        requests_per_sec: local.presence.rate(),
+        draining: local.drain.is_draining(),
     }
 }
 
 /// The replicas whose heartbeat is fresh, by id; with sessions in memory, this replica.
-pub async fn members(state: &AppState) -> tower_sessions::session_store::Result<Vec<Member>> {
-    Ok(match state.sessions.fleet().await? {
+pub async fn members(
+    store: &Store,
+    local: &Local,
+) -> tower_sessions::session_store::Result<Vec<Member>> {
+    Ok(match store.fleet().await? {
         Some((now_ms, fields)) => fresh_members(now_ms, &fields),
         None => vec![Member {
-            report: own_report(state),
+            report: own_report(local),
             last_seen_ms: 0,
         }],
     })
@@ -153,28 +176,31 @@ pub fn fresh_members(now_ms: u64, fields: &[String]) -> Vec<Member> {
 /// Writes this replica's heartbeat every [`BEAT_EVERY`] (and at once when asked, see
 /// [`Presence::beat_now`]) until `stop`, then deletes it. A failed write is logged once
 /// per outage; the next tick tries again.
-pub async fn heartbeats(state: AppState, mut stop: oneshot::Receiver<()>) {
+pub async fn heartbeats(store: Store, local: Local, mut stop: oneshot::Receiver<()>) {
     let mut ticks = tokio::time::interval(BEAT_EVERY);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let (mut counted_at, mut counted) = (Instant::now(), state.metrics.served());
+    let (mut counted_at, mut counted) = (Instant::now(), local.metrics.served());
     let mut failing = false;
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
-            () = state.presence.beat_now.notified() => {}
+            () = local.presence.beat_now.notified() => {}
             _ = &mut stop => break,
         }
         let elapsed = counted_at.elapsed();
         // A beat asked for between ticks keeps the last rate: a few milliseconds of
         // requests say nothing about the rate.
         if elapsed >= BEAT_EVERY / 2 {
-            let served = state.metrics.served();
+            let served = local.metrics.served();
             let rate = served.saturating_sub(counted) as f64 / elapsed.as_secs_f64();
-            state.presence.set_rate((rate * 10.0).round() / 10.0);
+            local.presence.set_rate((rate * 10.0).round() / 10.0);
             (counted_at, counted) = (Instant::now(), served);
         }
-        let beat = encode_beat(&own_report(&state));
-        match state.sessions.heartbeat(&state.replica_id, &beat).await {
+        let beat = encode_beat(&own_report(&local));
+        match store
+            .heartbeat(&local.replica_id, &beat, FRESH_FOR, KEY_TTL)
+            .await
+        {
             Ok(()) if failing => {
                 tracing::info!("fleet heartbeats are written again");
                 failing = false;
@@ -187,7 +213,7 @@ pub async fn heartbeats(state: AppState, mut stop: oneshot::Receiver<()>) {
             Err(_) => {}
         }
     }
-    if let Err(err) = state.sessions.leave_fleet(&state.replica_id).await {
+    if let Err(err) = store.leave_fleet(&local.replica_id).await {
         tracing::warn!(%err, "could not remove this replica's fleet heartbeat; it expires in seconds");
     }
 }

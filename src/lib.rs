@@ -29,6 +29,7 @@ pub mod config;
 pub(crate) mod error;
 pub(crate) mod extract;
 pub mod fleet;
+pub mod limits;
 pub mod metrics;
 pub(crate) mod order;
 pub(crate) mod routes;
@@ -56,20 +57,18 @@ use tower_sessions::SessionManagerLayer;
 use tower_sessions::cookie::SameSite;
 use tracing::{Level, Span};
 
-pub use crate::extract::MAX_BODY_BYTES;
+pub use crate::limits::{BODY_READ_TIMEOUT, MAX_BODY_BYTES};
 pub use crate::routes::chaos::CRASH_EXIT_STATUS;
+pub use crate::session::ChangePolicy;
 pub use crate::session::SESSION_COOKIE;
-pub use crate::state::{AppState, ChangePolicy};
-
-/// Longest a whole request body may take to arrive, from the request's start.
-pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(5);
+pub use crate::state::AppState;
 
 /// Header naming the replica that answered.
 pub const SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
 
 /// Builds the whole application. Does no I/O, so tests can build it freely.
 pub fn app(state: AppState) -> Router {
-    let sessions = SessionManagerLayer::new(state.sessions.clone())
+    let sessions = SessionManagerLayer::new(state.store.clone())
         .with_name(SESSION_COOKIE)
         // Lax, not the default Strict: a visitor arriving from another site keeps the cart.
         .with_same_site(SameSite::Lax)

@@ -20,24 +20,33 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::RequestBodyDeadlineLayer;
 use tower_sessions::SessionManagerLayer;
 
+use crate::catalog::{self, Product};
 use crate::error::{Error, ErrorReport};
-use crate::session::store::SessionBackend;
+use crate::session::store::Store;
 use crate::state::AppState;
 
 /// The session layer, given to each router that reads or changes sessions.
-pub(crate) type Sessions = SessionManagerLayer<SessionBackend>;
+pub(crate) type SessionLayer = SessionManagerLayer<Store>;
 
 /// The guards of a route that reads a body: a declared length over the limit is refused
 /// before any byte is read (413), and a body that is not all there within
-/// [`crate::BODY_READ_TIMEOUT`] ends the request (408), so a slow or lying client cannot
+/// [`crate::limits::BODY_READ_TIMEOUT`] ends the request (408), so a slow or lying client cannot
 /// hold a connection. A deadline for the whole body rather than an idle timeout, which a
 /// byte every few seconds would keep from ever firing. Only on such routes: the others
 /// never read a body, and the guards cost a timer and an allocation per request.
 pub(crate) fn body_guards()
 -> ServiceBuilder<Stack<RequestBodyDeadlineLayer, Stack<RequestBodyLimitLayer, Identity>>> {
     ServiceBuilder::new()
-        .layer(RequestBodyLimitLayer::new(crate::MAX_BODY_BYTES))
-        .layer(RequestBodyDeadlineLayer::new(crate::BODY_READ_TIMEOUT))
+        .layer(RequestBodyLimitLayer::new(crate::limits::MAX_BODY_BYTES))
+        .layer(RequestBodyDeadlineLayer::new(
+            crate::limits::BODY_READ_TIMEOUT,
+        ))
+}
+
+/// The catalogue's product `id`, or the 404 of an unknown product (a form or a request
+/// naming one that is not, or is no longer, sold).
+pub(crate) fn known_product(id: &str) -> Result<&'static Product, Error> {
+    catalog::find(id).ok_or_else(|| Error::UnknownProduct(id.to_owned()))
 }
 
 /// Answers unknown paths with our 404.

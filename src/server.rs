@@ -29,14 +29,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 
-/// Longest a client may take to send a request's head (and longest a keep-alive connection
-/// may sit idle between requests).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Largest request head (request line and headers) read; a larger one, or one with more
-/// than hyper's 100 headers, is answered 431. Above hyper's own 64 KiB limit of a URI, so a
-/// long URI is answered 414, not 431.
-pub const MAX_HEAD_BYTES: usize = 96 * 1024;
+pub use crate::limits::{HEADER_READ_TIMEOUT, MAX_HEAD_BYTES};
 
 /// How long connections accepted just before the shutdown have to read their first
 /// request before they are told to close.

@@ -11,24 +11,25 @@
 //!
 //! Dependencies point one way: routes -> session -> store.
 
-pub(crate) mod ledger;
+pub(crate) mod markers;
 pub(crate) mod replays;
 pub mod store;
 pub(crate) mod update;
 
-use axum::extract::FromRequestParts;
+use std::time::Duration;
+
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
 use self::replays::{Keyed, Prior};
-use self::store::{Data, SessionBackend};
+use self::store::{Data, Store};
 use self::update::Outcome;
 use crate::cart::Cart;
 use crate::error::{Error, Result};
 use crate::order::Order;
-use crate::state::{AppState, ChangePolicy};
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "cart_session";
@@ -74,21 +75,47 @@ pub(crate) enum Changed {
 /// The visitor's session, seen as a cart.
 pub(crate) struct CartSession {
     session: Session,
-    store: SessionBackend,
+    store: Store,
     changes: ChangePolicy,
 }
 
-impl FromRequestParts<AppState> for CartSession {
+/// How changes of an existing session are made.
+#[derive(Debug, Clone, Copy)]
+pub struct ChangePolicy {
+    /// Longest a change keeps retrying against competing changes before it answers 503.
+    pub max_wait: Duration,
+    /// `true` in production. `false` makes changes plain tower-sessions read-modify-writes,
+    /// which lose updates when they overlap; it exists so tests can show that loss.
+    pub serialised: bool,
+}
+
+impl Default for ChangePolicy {
+    fn default() -> Self {
+        Self {
+            max_wait: Duration::from_secs(5),
+            serialised: true,
+        }
+    }
+}
+
+/// Extracted from any state that holds a store and a change policy (the app's `AppState`),
+/// so the session layer need not know the state's shape.
+impl<S> FromRequestParts<S> for CartSession
+where
+    S: Send + Sync,
+    Store: FromRef<S>,
+    ChangePolicy: FromRef<S>,
+{
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
         let session = Session::from_request_parts(parts, state)
             .await
             .map_err(|(_, message)| Error::Internal(message.to_owned()))?;
         Ok(Self {
             session,
-            store: state.sessions.clone(),
-            changes: state.changes,
+            store: Store::from_ref(state),
+            changes: ChangePolicy::from_ref(state),
         })
     }
 }

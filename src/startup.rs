@@ -10,9 +10,10 @@ use tokio::sync::{oneshot, watch};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::session::store::{RedisSettings, SessionBackend};
+use crate::session::ChangePolicy;
+use crate::session::store::{RedisSettings, Store};
 use crate::shutdown::{self, Drain};
-use crate::state::{AppState, ChangePolicy};
+use crate::state::AppState;
 
 /// Longest a shutdown takes, drain period included, before the process exits anyway.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
@@ -38,7 +39,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     let state = AppState {
         replica_id: replica_id.into(),
         version: config.app_version().into(),
-        sessions: sessions.clone(),
+        store: sessions.clone(),
         cookie_secure: config.session_cookie_secure,
         static_dir: config.static_dir.clone().into(),
         drain: drain.clone(),
@@ -51,7 +52,11 @@ pub async fn run(config: Config) -> Result<(), String> {
         presence: Default::default(),
     };
     let (stop_beats, beats_stopped) = oneshot::channel();
-    let beats = tokio::spawn(crate::fleet::heartbeats(state.clone(), beats_stopped));
+    let beats = tokio::spawn(crate::fleet::heartbeats(
+        state.store.clone(),
+        state.local(),
+        beats_stopped,
+    ));
     let presence = state.presence.clone();
     let drain_period = config.shutdown_drain();
     let (signalled_tx, mut signalled_rx) = watch::channel(false);
@@ -84,12 +89,12 @@ pub async fn run(config: Config) -> Result<(), String> {
 
 /// Redis if `REDIS_URL` is set, else this process's memory (with a warning: one replica
 /// only).
-fn session_store(config: &Config, metrics: &Metrics) -> Result<SessionBackend, String> {
+fn session_store(config: &Config, metrics: &Metrics) -> Result<Store, String> {
     let Some(url) = &config.redis_url else {
         tracing::warn!(
             "REDIS_URL is not set: sessions live in this process's memory, so run only one replica"
         );
-        return Ok(SessionBackend::memory(config.session_ttl(), metrics));
+        return Ok(Store::memory(config.session_ttl(), metrics));
     };
     let settings = RedisSettings {
         url: url.clone(),
@@ -98,7 +103,7 @@ fn session_store(config: &Config, metrics: &Metrics) -> Result<SessionBackend, S
         key_prefix: config.session_key_prefix.clone(),
         wait_replicas: config.redis_wait_replicas,
     };
-    SessionBackend::redis(&settings, config.session_ttl(), metrics)
+    Store::redis(&settings, config.session_ttl(), metrics)
         .map_err(|err| format!("REDIS_URL is not usable: {err}"))
 }
 

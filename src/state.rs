@@ -3,11 +3,13 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use crate::fleet::Presence;
+use axum::extract::FromRef;
+
+use crate::fleet::{self, Presence};
 use crate::metrics::Metrics;
-use crate::session::store::SessionBackend;
+use crate::session::ChangePolicy;
+use crate::session::store::Store;
 use crate::shutdown::Drain;
 
 /// The state shared by every handler of one replica; cloned per request, so its fields
@@ -19,7 +21,7 @@ pub struct AppState {
     /// The version this replica runs (`APP_VERSION`), shown on pages and in `/healthz`.
     pub version: Arc<str>,
     /// Where sessions live.
-    pub sessions: SessionBackend,
+    pub store: Store,
     /// Whether the session cookie is sent over HTTPS only.
     pub cookie_secure: bool,
     /// Directory of the files served under `/static`.
@@ -36,21 +38,27 @@ pub struct AppState {
     pub presence: Arc<Presence>,
 }
 
-/// How changes of an existing session are made.
-#[derive(Debug, Clone, Copy)]
-pub struct ChangePolicy {
-    /// Longest a change keeps retrying against competing changes before it answers 503.
-    pub max_wait: Duration,
-    /// `true` in production. `false` makes changes plain tower-sessions read-modify-writes,
-    /// which lose updates when they overlap; it exists so tests can show that loss.
-    pub serialised: bool,
+impl AppState {
+    /// What the fleet view needs of this replica.
+    pub fn local(&self) -> fleet::Local {
+        fleet::Local {
+            replica_id: self.replica_id.clone(),
+            version: self.version.clone(),
+            presence: self.presence.clone(),
+            metrics: self.metrics.clone(),
+            drain: self.drain.clone(),
+        }
+    }
 }
 
-impl Default for ChangePolicy {
-    fn default() -> Self {
-        Self {
-            max_wait: Duration::from_secs(5),
-            serialised: true,
-        }
+impl FromRef<AppState> for Store {
+    fn from_ref(state: &AppState) -> Self {
+        state.store.clone()
+    }
+}
+
+impl FromRef<AppState> for ChangePolicy {
+    fn from_ref(state: &AppState) -> Self {
+        state.changes
     }
 }

@@ -9,9 +9,10 @@ use axum::routing::{get, put};
 use serde::{Deserialize, Serialize};
 use tower::ServiceBuilder;
 
+use super::known_product;
 use crate::cart::{AddQuantity, Cart, LineQuantity};
 use crate::catalog::{self, Product};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::extract::{AppJson, AppPath, IdempotencyKey};
 use crate::fleet;
 use crate::security;
@@ -21,7 +22,7 @@ use crate::state::AppState;
 
 /// The JSON API, nested under `/api`. Its errors, and any unknown path under `/api`, are
 /// the JSON error (the global [`super::json_errors`] layer fills in bare ones).
-pub(crate) fn router(sessions: super::Sessions) -> Router<AppState> {
+pub(crate) fn router(sessions: super::SessionLayer) -> Router<AppState> {
     Router::new()
         .route("/products", get(list_products))
         .route("/fleet", get(show_fleet))
@@ -98,10 +99,6 @@ pub(crate) struct SetItem {
     pub quantity: LineQuantity,
 }
 
-fn known_product(id: &str) -> Result<&'static Product> {
-    catalog::find(id).ok_or_else(|| Error::UnknownProduct(id.to_owned()))
-}
-
 async fn list_products() -> AppJson<&'static [Product]> {
     AppJson(catalog::products())
 }
@@ -115,7 +112,7 @@ pub(crate) struct FleetBody {
 /// The replicas whose heartbeat is fresh (see `crate::fleet`); never cached, since the
 /// fleet page polls it.
 async fn show_fleet(State(state): State<AppState>) -> Result<Response> {
-    let replicas = fleet::members(&state).await?;
+    let replicas = fleet::members(&state.store, &state.local()).await?;
     let body = FleetBody {
         replicas,
         served_by: state.replica_id.to_string(),

@@ -49,7 +49,7 @@ async fn readyz(State(state): State<AppState>) -> Result<AppJson<Value>> {
         return Err(Error::Draining);
     }
     state
-        .sessions
+        .store
         .probe()
         .await
         .map_err(|err| Error::from_store(err.to_string()))?;

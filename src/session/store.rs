@@ -1,6 +1,6 @@
 //! Where session records live: Redis (shared by every replica) or this process's memory.
 //!
-//! [`SessionBackend`] is the `tower_sessions::SessionStore` the session layer uses, and the
+//! [`Store`] is the `tower_sessions::SessionStore` the session layer uses, and the
 //! one seam between the session logic above and the two stores below:
 //!
 //! - [`redis`]: every replica shares one Redis (one server, Sentinel or Cluster):
@@ -12,8 +12,8 @@
 //!   while (the cases fred does not leave by itself).
 //!
 //! Both offer the two operations that cart changes are built on (see `session::update`):
-//! [`SessionBackend::snapshot`] reads a record together with what a later
-//! [`SessionBackend::replace_if_unchanged`] needs to detect that it changed meanwhile.
+//! [`Store::snapshot`] reads a record together with what a later
+//! [`Store::replace_if_unchanged`] needs to detect that it changed meanwhile.
 
 pub mod keys;
 mod memory;
@@ -33,10 +33,10 @@ use time::OffsetDateTime;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 
-use self::memory::MemorySessions;
-use self::redis::RedisSessions;
+use self::memory::MemoryStore;
 pub use self::redis::RedisSettings;
-use super::ledger::ChangeToken;
+use self::redis::RedisStore;
+use super::markers::ChangeToken;
 use crate::metrics::Metrics;
 
 /// How long a record outlives its [`SessionStore::delete`] in Redis: it is retired, not
@@ -62,21 +62,21 @@ pub struct Snapshot {
 
 /// The session store of one replica.
 #[derive(Debug, Clone)]
-pub struct SessionBackend {
-    store: Store,
+pub struct Store {
+    kind: Kind,
     /// Where each operation's duration and failure are counted.
     metrics: Metrics,
 }
 
 #[derive(Debug, Clone)]
-enum Store {
+enum Kind {
     /// In an `Arc`: the state is cloned for every request, the pool's handles need not be.
-    Redis(Arc<RedisSessions>),
+    Redis(Arc<RedisStore>),
     /// For a single replica: sessions die with the process.
-    Memory(MemorySessions),
+    Memory(MemoryStore),
 }
 
-impl SessionBackend {
+impl Store {
     /// A Redis-backed store. Connecting happens in the background: a replica started
     /// while Redis is down keeps running, answers 503 and connects when Redis comes.
     pub fn redis(
@@ -84,9 +84,9 @@ impl SessionBackend {
         ttl: Duration,
         metrics: &Metrics,
     ) -> Result<Self, fred::error::Error> {
-        let store = RedisSessions::connect(settings, ttl, metrics.clone())?;
+        let store = RedisStore::connect(settings, ttl, metrics.clone())?;
         Ok(Self {
-            store: Store::Redis(Arc::new(store)),
+            kind: Kind::Redis(Arc::new(store)),
             metrics: metrics.clone(),
         })
     }
@@ -94,14 +94,14 @@ impl SessionBackend {
     /// A store in this process's memory: for a single replica, demos and tests.
     pub fn memory(ttl: Duration, metrics: &Metrics) -> Self {
         Self {
-            store: Store::Memory(MemorySessions::new(ttl, metrics.clone())),
+            kind: Kind::Memory(MemoryStore::new(ttl, metrics.clone())),
             metrics: metrics.clone(),
         }
     }
 
     /// Whether every replica shares this store (Redis), rather than each its own memory.
     pub fn is_shared(&self) -> bool {
-        matches!(self.store, Store::Redis(_))
+        matches!(self.kind, Kind::Redis(_))
     }
 
     /// The instruments this store counts into (changes count their races there too).
@@ -126,7 +126,7 @@ impl SessionBackend {
                 .as_ref()
                 .err()
                 .map(|err| crate::error::store_error_kind(&err.to_string()));
-            if let Store::Redis(redis) = &self.store {
+            if let Kind::Redis(redis) = &self.kind {
                 // A refusal and too few replicas are answers; anything else is none.
                 match failure {
                     None | Some("refusing_writes" | "unconfirmed") => redis.health().answered(),
@@ -143,9 +143,9 @@ impl SessionBackend {
     /// for every replica, and reads may still work); only no reply is an error. The memory
     /// store is always reached.
     pub async fn probe(&self) -> session_store::Result<()> {
-        match &self.store {
-            Store::Redis(redis) => self.timed("probe", redis.probe()).await,
-            Store::Memory(_) => Ok(()),
+        match &self.kind {
+            Kind::Redis(redis) => self.timed("probe", redis.probe()).await,
+            Kind::Memory(_) => Ok(()),
         }
     }
 
@@ -159,9 +159,9 @@ impl SessionBackend {
         id: &Id,
         key: &str,
     ) -> session_store::Result<Option<Option<T>>> {
-        match &self.store {
-            Store::Redis(redis) => self.timed("load", redis.read_value(id, key)).await,
-            Store::Memory(_) => Ok(None),
+        match &self.kind {
+            Kind::Redis(redis) => self.timed("load", redis.read_value(id, key)).await,
+            Kind::Memory(_) => Ok(None),
         }
     }
 
@@ -169,9 +169,9 @@ impl SessionBackend {
     /// is no such session (or it no longer decodes).
     pub async fn snapshot(&self, id: &Id) -> session_store::Result<Option<Snapshot>> {
         self.timed("snapshot", async {
-            match &self.store {
-                Store::Redis(redis) => redis.snapshot(id).await,
-                Store::Memory(memory) => Ok(memory.snapshot(id)),
+            match &self.kind {
+                Kind::Redis(redis) => redis.snapshot(id).await,
+                Kind::Memory(memory) => Ok(memory.snapshot(id)),
             }
         })
         .await
@@ -188,13 +188,13 @@ impl SessionBackend {
         token: &ChangeToken,
     ) -> session_store::Result<bool> {
         self.timed("replace", async {
-            match &self.store {
-                Store::Redis(redis) => {
+            match &self.kind {
+                Kind::Redis(redis) => {
                     redis
                         .replace_if_unchanged(snapshot, data, Some(token))
                         .await
                 }
-                Store::Memory(memory) => Ok(memory.replace_if_unchanged(snapshot, data)),
+                Kind::Memory(memory) => Ok(memory.replace_if_unchanged(snapshot, data)),
             }
         })
         .await
@@ -209,60 +209,67 @@ impl SessionBackend {
         snapshot: &Snapshot,
         token: &ChangeToken,
     ) -> session_store::Result<()> {
-        match &self.store {
-            Store::Redis(redis) => {
+        match &self.kind {
+            Kind::Redis(redis) => {
                 let confirm = redis.confirm_unchanged(&snapshot.record.id, token);
                 self.timed("confirm", confirm).await
             }
-            Store::Memory(_) => Ok(()),
+            Kind::Memory(_) => Ok(()),
         }
     }
 
     /// Writes this replica's fleet heartbeat (see `crate::fleet`); nothing to do in
     /// memory, where the fleet is this replica.
-    pub async fn heartbeat(&self, id: &str, report: &str) -> session_store::Result<()> {
-        match &self.store {
-            Store::Redis(redis) => {
-                let beat =
-                    redis.heartbeat(id, report, crate::fleet::FRESH_FOR, crate::fleet::KEY_TTL);
+    /// The field is dropped from the view after `fresh_for` and the hash expires `key_ttl`
+    /// after its last write.
+    pub async fn heartbeat(
+        &self,
+        id: &str,
+        report: &str,
+        fresh_for: Duration,
+        key_ttl: Duration,
+    ) -> session_store::Result<()> {
+        match &self.kind {
+            Kind::Redis(redis) => {
+                let beat = redis.heartbeat(id, report, fresh_for, key_ttl);
                 self.timed("heartbeat", beat).await
             }
-            Store::Memory(_) => Ok(()),
+            Kind::Memory(_) => Ok(()),
         }
     }
 
     /// The store's time (ms since the epoch) and the fleet's heartbeats (field, value,
     /// ...); `None` in memory, where there is no fleet to read.
     pub async fn fleet(&self) -> session_store::Result<Option<(u64, Vec<String>)>> {
-        match &self.store {
-            Store::Redis(redis) => self.timed("fleet", redis.fleet()).await.map(Some),
-            Store::Memory(_) => Ok(None),
+        match &self.kind {
+            Kind::Redis(redis) => self.timed("fleet", redis.fleet()).await.map(Some),
+            Kind::Memory(_) => Ok(None),
         }
     }
 
     /// Deletes replica `id`'s heartbeat (when it stops).
     pub async fn leave_fleet(&self, id: &str) -> session_store::Result<()> {
-        match &self.store {
-            Store::Redis(redis) => self.timed("leave", redis.leave_fleet(id)).await,
-            Store::Memory(_) => Ok(()),
+        match &self.kind {
+            Kind::Redis(redis) => self.timed("leave", redis.leave_fleet(id)).await,
+            Kind::Memory(_) => Ok(()),
         }
     }
 
     /// Closes the Redis connections, if any.
     pub async fn close(&self) {
-        if let Store::Redis(redis) = &self.store {
+        if let Kind::Redis(redis) = &self.kind {
             redis.close().await;
         }
     }
 }
 
 #[async_trait]
-impl SessionStore for SessionBackend {
+impl SessionStore for Store {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
         self.timed("create", async {
-            match &self.store {
-                Store::Redis(store) => store.create(record).await,
-                Store::Memory(store) => store.create(record).await,
+            match &self.kind {
+                Kind::Redis(store) => store.create(record).await,
+                Kind::Memory(store) => store.create(record).await,
             }
         })
         .await
@@ -270,9 +277,9 @@ impl SessionStore for SessionBackend {
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         self.timed("save", async {
-            match &self.store {
-                Store::Redis(store) => store.save(record).await,
-                Store::Memory(store) => store.save(record).await,
+            match &self.kind {
+                Kind::Redis(store) => store.save(record).await,
+                Kind::Memory(store) => store.save(record).await,
             }
         })
         .await
@@ -280,9 +287,9 @@ impl SessionStore for SessionBackend {
 
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
         self.timed("load", async {
-            match &self.store {
-                Store::Redis(store) => store.load(session_id).await,
-                Store::Memory(store) => store.load(session_id).await,
+            match &self.kind {
+                Kind::Redis(store) => store.load(session_id).await,
+                Kind::Memory(store) => store.load(session_id).await,
             }
         })
         .await
@@ -290,9 +297,9 @@ impl SessionStore for SessionBackend {
 
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
         self.timed("delete", async {
-            match &self.store {
-                Store::Redis(store) => store.delete(session_id).await,
-                Store::Memory(store) => store.delete(session_id).await,
+            match &self.kind {
+                Kind::Redis(store) => store.delete(session_id).await,
+                Kind::Memory(store) => store.delete(session_id).await,
             }
         })
         .await

@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 
 use tower_sessions::session::Id;
 
-use super::ledger::ChangeToken;
-use super::store::{Data, SessionBackend};
+use super::markers::ChangeToken;
+use super::store::{Data, Store};
 use crate::error::{Error, Result};
 
 /// The longest pause between two attempts; pauses are random up to a bound that doubles
@@ -64,7 +64,7 @@ pub(crate) enum Outcome<T> {
 /// is not tried again; so is a write that too few replicas confirmed (`WAIT`). A write
 /// that Redis refused (out of memory) was not done: [`Error::StoreRefusingWrites`].
 pub(crate) async fn update<T>(
-    store: &SessionBackend,
+    store: &Store,
     id: &Id,
     max_wait: Duration,
     mut change: impl FnMut(&mut Data) -> Result<T>,
@@ -130,7 +130,7 @@ mod tests {
         }
     }
 
-    async fn session_with_counter(store: &SessionBackend) -> Id {
+    async fn session_with_counter(store: &Store) -> Id {
         let mut record = Record {
             id: Id::default(),
             data: [("n".to_owned(), 0.into())].into(),
@@ -149,10 +149,7 @@ mod tests {
     /// 200 concurrent increments of one session all count.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_changes_of_one_session_all_count() {
-        let store = Arc::new(SessionBackend::memory(
-            Duration::from_secs(60),
-            &Default::default(),
-        ));
+        let store = Arc::new(Store::memory(Duration::from_secs(60), &Default::default()));
         let id = session_with_counter(&store).await;
         let tasks: Vec<_> = (0..200)
             .map(|_| {
@@ -172,7 +169,7 @@ mod tests {
     /// A refused change writes nothing; a change of a missing session reports it.
     #[tokio::test]
     async fn refused_changes_and_missing_sessions_write_nothing() {
-        let store = SessionBackend::memory(Duration::from_secs(60), &Default::default());
+        let store = Store::memory(Duration::from_secs(60), &Default::default());
         let id = session_with_counter(&store).await;
         let refused = update(&store, &id, Duration::from_secs(1), |data| {
             increment(data)?;
@@ -259,10 +256,7 @@ mod tests {
                 .build()
                 .unwrap();
             runtime.block_on(async {
-                let store = Arc::new(SessionBackend::memory(
-                    Duration::from_secs(60),
-                    &Default::default(),
-                ));
+                let store = Arc::new(Store::memory(Duration::from_secs(60), &Default::default()));
                 let mut record = Record {
                     id: Id::default(),
                     data: [

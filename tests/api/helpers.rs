@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use elastic_cart::session::store::keys::{DEFAULT_KEY_PREFIX, session_key};
-use elastic_cart::session::store::{RedisSettings, SessionBackend};
+use elastic_cart::session::store::{RedisSettings, Store};
 use elastic_cart::{AppState, ChangePolicy, serve};
 use fred::prelude::{ClientLike, Config as RedisConfig, Pool};
 use futures_util::future::join_all;
@@ -86,17 +86,17 @@ impl TestApp {
             wait_replicas: 0,
         };
         let sessions =
-            SessionBackend::redis(&settings, ttl, &Default::default()).expect("a valid redis url");
+            Store::redis(&settings, ttl, &Default::default()).expect("a valid redis url");
         Self::spawn(sessions, replica_id, changes).await
     }
 
     /// A replica with sessions in its own memory.
     pub(crate) async fn in_memory(replica_id: &str) -> Self {
-        let sessions = SessionBackend::memory(Duration::from_secs(1800), &Default::default());
+        let sessions = Store::memory(Duration::from_secs(1800), &Default::default());
         Self::spawn(sessions, replica_id, ChangePolicy::default()).await
     }
 
-    async fn spawn(sessions: SessionBackend, replica_id: &str, changes: ChangePolicy) -> Self {
+    async fn spawn(sessions: Store, replica_id: &str, changes: ChangePolicy) -> Self {
         let listener = bind_unclaimed_port();
         listener.set_nonblocking(true).unwrap();
         let listener = TcpListener::from_std(listener).unwrap();
@@ -105,7 +105,7 @@ impl TestApp {
             replica_id: replica_id.into(),
             version: env!("CARGO_PKG_VERSION").into(),
             metrics: sessions.metrics().clone(),
-            sessions,
+            store: sessions,
             cookie_secure: false,
             static_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("static").into(),
             drain: Default::default(),

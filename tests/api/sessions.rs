@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use elastic_cart::session::store::SessionBackend;
+use elastic_cart::session::store::Store;
 use fred::prelude::{Expiration, KeysInterface, ServerInterface};
 use reqwest::StatusCode;
 use reqwest::header::SET_COOKIE;
@@ -301,8 +301,7 @@ async fn saving_a_record_that_vanished_writes_it_again() {
         key_prefix: "elastic-cart:".to_owned(),
         wait_replicas: 0,
     };
-    let store =
-        SessionBackend::redis(&settings, Duration::from_secs(600), &Default::default()).unwrap();
+    let store = Store::redis(&settings, Duration::from_secs(600), &Default::default()).unwrap();
     let client = redis_client(&redis).await;
     crate::helpers::eventually("the store to connect", async || store.probe().await.is_ok()).await;
 

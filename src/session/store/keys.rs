@@ -3,7 +3,7 @@
 //! A prefix lets apps share one Redis (an ElastiCache cluster, say) without colliding, and
 //! lets an ACL key pattern (`~elastic-cart:*`) fence the app in. A session's keys put its
 //! id in braces, Redis Cluster's hash tag, so the record and its change markers (see
-//! `session::ledger`) live in one slot and a script may touch both; the prefix itself may
+//! `session::markers`) live in one slot and a script may touch both; the prefix itself may
 //! hold no braces, so the tag is always ours.
 
 use tower_sessions::session::Id;
@@ -34,7 +34,7 @@ pub(super) fn fleet_key(prefix: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::ledger::{ChangeToken, applied_key};
+    use crate::session::markers::{ChangeToken, applied_key};
 
     fn hash_tag(key: &str) -> Option<&str> {
         let (_, rest) = key.split_once('{')?;

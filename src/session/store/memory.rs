@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 
 /// Sessions in this process's memory. Expired records are dropped when met.
 #[derive(Debug, Clone)]
-pub(super) struct MemorySessions {
+pub(super) struct MemoryStore {
     records: Arc<Mutex<HashMap<Id, Record>>>,
     /// When (Unix seconds) abandoned records are next swept out; sweeping on every new
     /// session would scan the whole map each time.
@@ -27,7 +27,7 @@ pub(super) struct MemorySessions {
     metrics: Metrics,
 }
 
-impl MemorySessions {
+impl MemoryStore {
     /// Seconds between two sweeps of expired records.
     const SWEEP_EVERY_SECS: i64 = 60;
 
@@ -72,7 +72,7 @@ impl MemorySessions {
 }
 
 #[async_trait]
-impl SessionStore for MemorySessions {
+impl SessionStore for MemoryStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
         let now = OffsetDateTime::now_utc();
         record.expiry_date = now + self.ttl;
@@ -141,7 +141,7 @@ mod tests {
 
     #[tokio::test]
     async fn memory_store_moves_the_expiry_of_a_record_read_late() {
-        let store = MemorySessions::new(TTL, Metrics::default());
+        let store = MemoryStore::new(TTL, Metrics::default());
         let mut record = record_expiring_in(TTL);
         store.create(&mut record).await.unwrap();
         store.records().get_mut(&record.id).unwrap().expiry_date =
@@ -153,7 +153,7 @@ mod tests {
 
     #[tokio::test]
     async fn memory_store_forgets_expired_records() {
-        let store = MemorySessions::new(TTL, Metrics::default());
+        let store = MemoryStore::new(TTL, Metrics::default());
         let mut record = record_expiring_in(TTL);
         store.create(&mut record).await.unwrap();
         store.records().get_mut(&record.id).unwrap().expiry_date =

@@ -1,0 +1,22 @@
+//! What a request may cost a replica: the sizes and deadlines of its head and body.
+//!
+//! A leaf: the server that enforces the head's limits, the routes that guard bodies and the
+//! error type that names the limits in its messages all read them here, so none of those
+//! needs another.
+
+use std::time::Duration;
+
+/// Longest a client may take to send a request's head (and longest a keep-alive connection
+/// may sit idle between requests).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest request head (request line and headers) read; a larger one, or one with more
+/// than hyper's 100 headers, is answered 431. Above hyper's own 64 KiB limit of a URI, so a
+/// long URI is answered 414, not 431.
+pub const MAX_HEAD_BYTES: usize = 96 * 1024;
+
+/// Largest request body accepted; larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Longest a whole request body may take to arrive, from the request's start.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(5);
