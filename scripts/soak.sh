@@ -5,7 +5,7 @@
 # CLIENT KILL, CLIENT PAUSE, and latency, stalls, loss and cuts between the replicas and
 # Redis through a TCP fault proxy). Shoppers resend a change with the same
 # Idempotency-Key until it is answered; a ledger of every acknowledged change is checked
-# against every answer, every read and, at the end, every cart. See testkit/src/soak.rs.
+# against every answer, every read and, at the end, every cart. See testkit/src/loads/soak.rs.
 # With --store sentinel (a primary, two replicas, three sentinels) or --store cluster
 # (three primaries, three replicas) the store's faults are those of a failover instead:
 # the primary SIGKILLed and back as a replica, and SCRIPT FLUSH on every cluster node;

@@ -10,52 +10,47 @@
 //!
 //! # Layout
 //!
-//! - [`ports`]: loopback ports that no other fixture of the process was given.
-//! - [`binaries`]: where server binaries are (`PATH`), and the Debian package to install.
-//! - [`process`]: a child process in its own process group, signalled through `nix`, and
-//!   gone with its children when dropped (also when a test fails).
-//! - [`redis`]: `RedisServer` with a builder (port, TLS, password, AOF, a test host); [`tls`] makes its
-//!   certificates with rcgen. `TESTKIT_STORE=valkey` starts Valkey instead, and
-//!   `TESTKIT_REDIS_LOGS=DIR` keeps every server's and sentinel's log in `DIR`.
-//! - [`replica`]: the release binary as a child process, answering `/healthz` as its id.
-//! - [`nginx`]: the shipped nginx.conf rewritten for loopback, and reloaded when a fleet
-//!   changes size.
-//! - [`ha`]: the replicated stores, a Sentinel set and a Redis Cluster, with their faults
-//!   (primary killed and back as a replica, failover on command, scripts flushed).
-//! - [`fleet`]: Redis (one server or a replicated store), replicas and nginx together on
-//!   loopback.
-//! - [`hosts`]: test hosts with addresses of their own (network namespaces on a bridge)
-//!   that can go silent, be partitioned, and have the names they resolve moved;
-//!   [`host_fleet`]: Redis nodes, sentinels and replicas on such hosts behind nginx, and
-//!   ElastiCache's failover played on them.
+//! A folder per kind of fixture; every module is also re-exported at the root, so
+//! `testkit::redis::RedisServer` and `testkit::scenario::Fleet` name the same things
+//! wherever a module lives.
+//!
+//! - [`system`]: this machine: [`ports`] (loopback ports no other fixture of the process
+//!   was given), [`binaries`] (where server binaries are, and the Debian package to
+//!   install), [`process`] (a child in its own process group, gone with its children when
+//!   dropped, also when a test fails), [`cpu`] (CPU time per process), [`docker`].
+//! - [`network`]: [`http`] (clients with and without a cookie jar, small request helpers),
+//!   [`tls`] (certificates with rcgen), [`proxy`] (the TCP proxy that injects latency,
+//!   stalls and cuts), [`hosts`] (test hosts with addresses of their own, network
+//!   namespaces on a bridge, that can go silent, be partitioned, and have the names they
+//!   resolve moved).
+//! - [`servers`]: [`redis`] (`RedisServer` with a builder: port, TLS, password, AOF, a test
+//!   host; `TESTKIT_STORE=valkey` starts Valkey instead, and `TESTKIT_REDIS_LOGS=DIR` keeps
+//!   every server's and sentinel's log in `DIR`), [`ha`] (a Sentinel set and a Redis
+//!   Cluster, with their faults), [`replica`] (the release binary as a child process),
+//!   [`nginx`] (the shipped nginx.conf rewritten for loopback, reloaded when a fleet
+//!   changes size).
+//! - [`fleets`]: [`fleet`] (Redis, replicas and nginx on loopback), [`host_fleet`] (Redis
+//!   nodes, sentinels and replicas on test hosts behind nginx, and ElastiCache's failover
+//!   played on them), [`compose`] and [`swarm`] (the container fleets).
 //! - [`scenario`]: the kill / drain / scale / rolling-update scenario, written once against
-//!   [`scenario::Fleet`], which the loopback fleet, [`compose`] and [`swarm`] implement (over
-//!   [`docker`] commands); [`shoppers`] is its checking load, [`checks`] its list of verdicts.
-//! - [`load`]: the benchmark's lean load generator; [`cpu`]: CPU time per process.
-//! - [`http`]: clients with and without a cookie jar, and small request helpers.
+//!   [`scenario::Fleet`], which the loopback fleet, compose and swarm implement;
+//!   [`shoppers`] is its checking load, [`checks`] its list of verdicts.
+//! - [`loads`]: [`load`] (the benchmark's lean load generator) and [`soak`] (the fault
+//!   soak and its ledger).
 
-pub mod binaries;
-pub mod checks;
-pub mod compose;
-pub mod cpu;
-pub mod docker;
-pub mod fleet;
-pub mod ha;
-pub mod host_fleet;
-pub mod hosts;
-pub mod http;
-pub mod load;
-pub mod nginx;
-pub mod ports;
-pub mod process;
-pub mod proxy;
-pub mod redis;
-pub mod replica;
+pub mod fleets;
+pub mod loads;
+pub mod network;
 pub mod scenario;
-pub mod shoppers;
-pub mod soak;
-pub mod swarm;
-pub mod tls;
+pub mod servers;
+pub mod system;
+
+pub use crate::fleets::{compose, fleet, host_fleet, swarm};
+pub use crate::loads::{load, soak};
+pub use crate::network::{hosts, http, proxy, tls};
+pub use crate::scenario::{checks, shoppers};
+pub use crate::servers::{ha, nginx, redis, replica};
+pub use crate::system::{binaries, cpu, docker, ports, process};
 
 use std::time::{Duration, Instant};
 
