@@ -9,7 +9,7 @@
 # With --store sentinel (a primary, two replicas, three sentinels) or --store cluster
 # (three primaries, three replicas) the store's faults are those of a failover instead:
 # the primary SIGKILLed and back as a replica, and SCRIPT FLUSH on every cluster node;
-# --faults redis_failover adds SENTINEL FAILOVER, which can lose changes (README).
+# --faults redis_failover adds SENTINEL FAILOVER, which can lose changes (docs/configuration.md, Failover).
 #
 #   scripts/soak.sh --minutes 10 [--seed 1] [--shoppers 12] [--replicas 3]
 #                   [--store redis|sentinel|cluster] [--wait-replicas 0]

@@ -219,7 +219,7 @@ replication_settled() {
         # the primary's INFO (every 10 s), and one that knows none when the primary dies
         # finds no replica to promote, then or ever (-failover-abort-no-good-slave).
         # A sentinel also keeps replicas and peers that are gone (tasks that Swarm
-        # restarted during the deploy, on new addresses): then, as README tells users,
+        # restarted during the deploy, on new addresses): then, as docs/design.md tells users,
         # SENTINEL RESET, at most every 20 s so that it can learn them again.
         local id master settled=0
         for id in $(docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_sentinel"); do

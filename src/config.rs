@@ -173,7 +173,7 @@ fn parse_redis_url(value: &str) -> Result<String, String> {
     let scheme = value.split_once("://").map(|(scheme, _)| scheme);
     if !scheme.is_some_and(|scheme| REDIS_SCHEMES.contains(&scheme)) {
         return Err(format!(
-            "expected one of {}:// (see README, \"Session store URLs\")",
+            "expected one of {}:// (see docs/configuration.md, \"Session store URLs and failover\")",
             REDIS_SCHEMES.join("://, ")
         ));
     }

@@ -3,25 +3,28 @@
 //!
 //! # Layout
 //!
-//! Dependencies point one way, from the top of this list down:
+//! Dependencies point one way, from the top of this list down (CONTRIBUTING.md has the same
+//! list with every file):
 //!
-//! - [`startup`]: turns a [`config::Config`] into a running replica (store, listener, drain).
-//! - [`routes`]: the browser pages, the JSON API, health checks and the chaos button, each a
-//!   router that decides how its own errors look.
-//! - [`session`]: the typed cart session over tower-sessions, cart changes that stay correct
-//!   when they overlap across replicas ([`session::update`]), and the stores
-//!   ([`session::store`]: Redis and memory).
-//! - [`cart`], [`order`], [`catalog`]: the shop's rules as plain data and functions.
-//! - [`state`]: what every handler can reach; [`error`]: the one error type;
-//!   [`extract`]: extractors whose rejections are that error.
-//! - [`metrics`]: what a replica counts for Prometheus (`GET /metrics`); [`fleet`]: the
-//!   heartbeats every replica writes and the live fleet view built from them;
-//!   [`security`]: cross-origin checks and security headers; [`shutdown`]: draining before a
-//!   replica leaves the balancer; [`config`]: settings from the environment; [`server`]: the
-//!   HTTP/1.1 connections under the router (deadlines and limits of request heads).
-//!
-//! [`app`] builds the router without any I/O so tests drive exactly what `main` serves;
-//! [`serve`] runs it until a shutdown signal.
+//! - [`startup`]: turns a [`config::Config`] into a running replica (store, listener,
+//!   state, heartbeats, drain); `main` only wires.
+//! - this file: [`app`] builds the router without any I/O, so tests drive exactly what
+//!   `main` serves; [`serve`] runs it until a shutdown signal.
+//! - `routes`: the browser pages (views and handlers), the JSON API, health checks and the
+//!   chaos button, each a router that decides how its own errors look.
+//! - [`state`]: what every handler can reach.
+//! - [`fleet`]: the heartbeats every replica writes and the live fleet view built from
+//!   them; it takes the store and [`fleet::Local`], not the whole state.
+//! - [`session`]: the typed cart session over tower-sessions, cart changes that stay
+//!   correct when they overlap across replicas, and [`session::store`], the app's handle on
+//!   Redis or memory.
+//! - [`server`]: the HTTP/1.1 connections under the router; `security`: cross-origin checks
+//!   and security headers; `extract`: extractors whose rejections are our error;
+//!   [`shutdown`]: draining before a replica leaves the balancer; [`metrics`]: what a
+//!   replica counts for Prometheus; [`config`]: settings from the environment.
+//! - `error`: the one error type.
+//! - `cart`, `order`, [`catalog`]: the shop's rules as plain data and functions;
+//!   [`limits`]: request sizes and deadlines, a leaf every layer reads.
 
 pub(crate) mod cart;
 pub mod catalog;

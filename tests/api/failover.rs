@@ -83,7 +83,7 @@ async fn a_killed_sentinel_primary_loses_no_acknowledged_change() {
 /// changes work again without a restart. Not asserted: that nothing is lost. Sentinel
 /// promotes first and demotes after, and the changes the old primary (and the replica
 /// still following it) took in between are dropped when they follow the new one; the
-/// report's `lost` shows how many (README, "Failover").
+/// report's `lost` shows how many (docs/configuration.md, "Failover").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "integration tier: cargo xtask test integration"]
 async fn a_sentinel_failover_on_command_gives_no_500_and_recovers() {

@@ -207,7 +207,7 @@ async fn a_primary_silent_for_seconds_without_failover_loses_and_doubles_nothing
 /// it are resent with their keys and count once, and the reads that land on it fail with
 /// a 503: nginx does not pass a read's 503 on, since in a store outage every replica
 /// answers 503 and `proxy_next_upstream http_503` would then count every replica failed
-/// and answer 502 "no live upstreams" (tried: README, Known limits). Their share is about
+/// and answer 502 "no live upstreams" (tried: docs/design.md, Known limits). Their share is about
 /// its share of the traffic. Once the partition heals it serves changes again within
 /// [`RECOVERY`].
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,7 +373,7 @@ async fn a_failover_over_a_slow_replication_link_loses_only_what_wait_did_not_co
             }),
         );
         // Without WAIT a lost set or removal shows as units beyond the ledger too
-        // (`applied_twice`), as in README's Failover rows; nothing is ever resent twice.
+        // (`applied_twice`), as in the Failover rows of docs/configuration.md; nothing is ever resent twice.
         assert_eq!(report["abandoned"], 0, "{report:#}");
         assert_every_replica_back(&recovery, &report);
         if wait_replicas == 1 {

@@ -4,7 +4,7 @@
 //!
 //! Each shopper is one session, doing one thing at a time: adds, sets and removes with an
 //! `Idempotency-Key` each, and reads. A change whose answer is a 5xx or never came is
-//! resent with the same key until it is answered (as README tells clients to do); only a
+//! resent with the same key until it is answered (as docs/api.md tells clients to do); only a
 //! 200 enters the ledger. Every 200 answer and every read must equal the fold of the
 //! ledger so far, and at the end every cart must equal it exactly: a unit too few is lost,
 //! a unit too many was applied twice.
@@ -78,7 +78,7 @@ pub const FAULTS: [&str; 12] = [
 
 /// The faults a soak on `store` draws from when none are named: all that it takes but
 /// `redis_failover`, which can lose changes (Sentinel promotes before it demotes; see
-/// README, "Failover"), so a clean report cannot be asked of it.
+/// docs/configuration.md, "Failover"), so a clean report cannot be asked of it.
 pub fn default_faults(store: Option<Replicated>) -> Vec<&'static str> {
     faults_for(store)
         .into_iter()

@@ -115,7 +115,7 @@ struct KeyedWriter {
 }
 
 /// Writers that add one unit at a time, each add with an `Idempotency-Key` and resent with
-/// it on a 5xx or no answer until it is answered, as README tells clients to do.
+/// it on a 5xx or no answer until it is answered, as docs/api.md tells clients to do.
 struct KeyedWriters {
     running: Arc<AtomicBool>,
     acks: Arc<Mutex<Vec<Instant>>>,

@@ -50,7 +50,7 @@ impl RedisStore {
     /// writes.
     ///
     /// On a Redis Cluster, a write that a `MOVED` or `ASK` sends to another node leaves its
-    /// `WAIT` on the first node (README, Known limits: slots being migrated).
+    /// `WAIT` on the first node (docs/design.md, Known limits: slots being migrated).
     ///
     /// Returns the write's reply and whether the replicas confirmed it (`Ok` when not
     /// asked), for the caller to use if the write wrote.
