@@ -7,7 +7,8 @@
 //! list with every file):
 //!
 //! - [`startup`]: turns a [`config::Config`] into a running replica (store, listener,
-//!   state, heartbeats, drain); `main` only wires.
+//!   state, heartbeats, drain); `main` only wires; [`config`]: settings from the
+//!   environment.
 //! - this file: [`app`] builds the router without any I/O, so tests drive exactly what
 //!   `main` serves; [`serve`] runs it until a shutdown signal.
 //! - `routes`: the browser pages (views and handlers), the JSON API, health checks and the
@@ -21,7 +22,7 @@
 //! - [`server`]: the HTTP/1.1 connections under the router; `security`: cross-origin checks
 //!   and security headers; `extract`: extractors whose rejections are our error;
 //!   [`shutdown`]: draining before a replica leaves the balancer; [`metrics`]: what a
-//!   replica counts for Prometheus; [`config`]: settings from the environment.
+//!   replica counts for Prometheus.
 //! - `error`: the one error type.
 //! - `cart`, `order`, [`catalog`]: the shop's rules as plain data and functions;
 //!   [`limits`]: request sizes and deadlines, a leaf every layer reads.

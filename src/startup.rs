@@ -3,6 +3,7 @@
 //! in flight). `main` only parses the configuration, starts the runtime and logging, and
 //! calls [`run`].
 
+use std::future::Future;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -21,70 +22,137 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
 /// Serves until SIGTERM or SIGINT, then drains and stops. The error says what could not be
 /// started, naming the setting at fault.
 pub async fn run(config: Config) -> Result<(), String> {
-    let replica_id = config.replica_id();
-    let metrics = Metrics::new(&config.app_version());
-    let sessions = session_store(&config, &metrics)?;
-    let listener = TcpListener::bind(config.listen_addr)
-        .await
-        .map_err(|err| format!("LISTEN_ADDR {} cannot be bound: {err}", config.listen_addr))?;
-    tracing::info!(
-        replica = %replica_id,
-        version = %config.app_version(),
-        addr = %config.listen_addr,
-        store = if config.redis_url.is_some() { "redis" } else { "memory" },
-        "listening"
-    );
-
-    let drain = Drain::default();
-    let state = AppState {
-        replica_id: replica_id.into(),
-        version: config.app_version().into(),
-        store: sessions.clone(),
-        cookie_secure: config.session_cookie_secure,
-        static_dir: config.static_dir.clone().into(),
-        drain: drain.clone(),
-        changes: ChangePolicy {
-            max_wait: Duration::from_millis(config.session_change_wait_ms),
-            serialised: true,
-        },
-        chaos: config.demo_chaos,
-        metrics,
-        presence: Default::default(),
-    };
-    let (stop_beats, beats_stopped) = oneshot::channel();
-    let beats = tokio::spawn(crate::fleet::heartbeats(
-        state.store.clone(),
-        state.local(),
-        beats_stopped,
-    ));
-    let presence = state.presence.clone();
-    let drain_period = config.shutdown_drain();
-    let (signalled_tx, mut signalled_rx) = watch::channel(false);
-    let (listener, listener_closer) = shutdown::closable(listener);
-    let server = crate::serve(listener, state, async move {
-        shutdown_signal().await;
-        let _ = signalled_tx.send(true);
-        tracing::info!(?drain_period, "draining: answering with Connection: close");
-        drain.start();
-        presence.beat_now();
-        tokio::time::sleep(drain_period).await;
-        tracing::info!("closing the listener; finishing requests in flight");
-        listener_closer.close().await;
-    });
-    let shutdown_limit = async move {
-        let _ = signalled_rx.wait_for(|signalled| *signalled).await;
-        tokio::time::sleep(SHUTDOWN_LIMIT).await;
-    };
-    tokio::select! {
-        () = server => {}
-        () = shutdown_limit => tracing::warn!("requests still in flight after {SHUTDOWN_LIMIT:?}; exiting"),
-    }
-    // Out of the fleet view before the connections close.
-    let _ = stop_beats.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(2), beats).await;
-    sessions.close().await;
-    tracing::info!("stopped");
+    Application::build(&config)
+        .await?
+        .run_until(shutdown_signal())
+        .await;
     Ok(())
+}
+
+/// A replica built from its configuration and ready to serve: what `main` runs and what
+/// the tests start in their own process, so both serve the same thing.
+pub struct Application {
+    state: AppState,
+    listener: TcpListener,
+    /// The store, closed when the application stops.
+    store: Store,
+    drain_period: Duration,
+}
+
+impl Application {
+    /// The store (Redis or memory), the listener on `LISTEN_ADDR`, the state and the
+    /// metrics for `config`.
+    pub async fn build(config: &Config) -> Result<Self, String> {
+        let metrics = Metrics::new(&config.app_version());
+        let store = session_store(config, &metrics)?;
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .map_err(|err| format!("LISTEN_ADDR {} cannot be bound: {err}", config.listen_addr))?;
+        Ok(Self::assemble(config, metrics, store, listener))
+    }
+
+    /// As [`Self::build`], on a listener the caller bound (tests take a port no other
+    /// fixture was given).
+    pub fn build_on(config: &Config, listener: TcpListener) -> Result<Self, String> {
+        let metrics = Metrics::new(&config.app_version());
+        let store = session_store(config, &metrics)?;
+        Ok(Self::assemble(config, metrics, store, listener))
+    }
+
+    fn assemble(config: &Config, metrics: Metrics, store: Store, listener: TcpListener) -> Self {
+        let replica_id = config.replica_id();
+        tracing::info!(
+            replica = %replica_id,
+            version = %config.app_version(),
+            addr = %config.listen_addr,
+            store = if config.redis_url.is_some() { "redis" } else { "memory" },
+            "listening"
+        );
+        let state = AppState {
+            replica_id: replica_id.into(),
+            version: config.app_version().into(),
+            store: store.clone(),
+            cookie_secure: config.session_cookie_secure,
+            static_dir: config.static_dir.clone().into(),
+            drain: Drain::default(),
+            changes: ChangePolicy {
+                max_wait: Duration::from_millis(config.session_change_wait_ms),
+                serialised: true,
+            },
+            chaos: config.demo_chaos,
+            metrics,
+            presence: Default::default(),
+        };
+        Self {
+            state,
+            listener,
+            store,
+            drain_period: config.shutdown_drain(),
+        }
+    }
+
+    /// Changes of existing sessions made the way `changes` says (tests show what
+    /// unserialised changes lose).
+    pub fn with_changes(mut self, changes: ChangePolicy) -> Self {
+        self.state.changes = changes;
+        self
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves, with the fleet heartbeats, until `signal`; then drains for the configured
+    /// period, closes the listener, finishes what is in flight (at most
+    /// [`SHUTDOWN_LIMIT`]), leaves the fleet view and closes the store.
+    pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) {
+        let Self {
+            state,
+            listener,
+            store,
+            drain_period,
+        } = self;
+        let drain = state.drain.clone();
+        let (stop_beats, beats_stopped) = oneshot::channel();
+        let beats = tokio::spawn(crate::fleet::heartbeats(
+            state.store.clone(),
+            state.local(),
+            beats_stopped,
+        ));
+        let presence = state.presence.clone();
+        let (signalled_tx, mut signalled_rx) = watch::channel(false);
+        let (listener, listener_closer) = shutdown::closable(listener);
+        let server = crate::serve(listener, state, async move {
+            signal.await;
+            let _ = signalled_tx.send(true);
+            tracing::info!(?drain_period, "draining: answering with Connection: close");
+            drain.start();
+            presence.beat_now();
+            tokio::time::sleep(drain_period).await;
+            tracing::info!("closing the listener; finishing requests in flight");
+            listener_closer.close().await;
+        });
+        let shutdown_limit = async move {
+            let _ = signalled_rx.wait_for(|signalled| *signalled).await;
+            tokio::time::sleep(SHUTDOWN_LIMIT).await;
+        };
+        tokio::select! {
+            () = server => {}
+            () = shutdown_limit => tracing::warn!("requests still in flight after {SHUTDOWN_LIMIT:?}; exiting"),
+        }
+        // Out of the fleet view before the connections close.
+        let _ = stop_beats.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(2), beats).await;
+        store.close().await;
+        tracing::info!("stopped");
+    }
+
+    /// Serves the router alone until `signal`, then stops at once: no heartbeats, no drain.
+    /// For tests that count every command the store gets, which heartbeats would add to.
+    pub async fn serve_until(self, signal: impl Future<Output = ()> + Send + 'static) {
+        crate::serve(self.listener, self.state, signal).await;
+    }
 }
 
 /// Redis if `REDIS_URL` is set, else this process's memory (with a warning: one replica

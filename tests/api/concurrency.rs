@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use testkit::Signal;
 
 use crate::helpers::{
-    ADDS, RedisServer, TestApp, add_item, get_json, record_key, redis_client, simultaneous_adds,
+    ADDS, RedisServer, TestApp, get_json, record_key, redis_client, simultaneous_adds,
     start_binary, start_session, visitor,
 };
 
@@ -159,11 +159,11 @@ async fn a_change_racing_a_checkout_is_refused() {
     let redis = RedisServer::start().await;
     let app = TestApp::with_redis(&redis.url(), "replica-a").await;
     let shopper = visitor();
-    let first = add_one(&shopper, &app.url("/api/cart/items")).await;
+    let first = app.add(&shopper, "paper-filters", 1).await;
     let id = crate::helpers::session_cookie(&first).unwrap();
     let marked = mark_checked_out(&redis, &id, 0).await;
 
-    let late = add_one(&shopper, &app.url("/api/cart/items")).await;
+    let late = app.add(&shopper, "paper-filters", 1).await;
     assert_eq!(late.status(), StatusCode::CONFLICT);
     let body: Value = late.json().await.unwrap();
     assert_eq!(body["error"]["code"], "checked_out");
@@ -184,7 +184,7 @@ async fn a_checkout_cut_short_is_finished_by_a_retry_or_left_behind() {
     let app = TestApp::with_redis(&redis.url(), "replica-a").await;
 
     let retrying = visitor();
-    let first = add_one(&retrying, &app.url("/api/cart/items")).await;
+    let first = app.add(&retrying, "paper-filters", 1).await;
     let id = crate::helpers::session_cookie(&first).unwrap();
     mark_checked_out(&redis, &id, 0).await;
     let retry = retrying.post(app.url("/checkout")).send().await.unwrap();
@@ -193,10 +193,10 @@ async fn a_checkout_cut_short_is_finished_by_a_retry_or_left_behind() {
     assert!(page.contains("1 × Paper filters"), "{page}");
 
     let moving_on = visitor();
-    let first = add_one(&moving_on, &app.url("/api/cart/items")).await;
+    let first = app.add(&moving_on, "paper-filters", 1).await;
     let id = crate::helpers::session_cookie(&first).unwrap();
     mark_checked_out(&redis, &id, 60_000).await;
-    let change = add_one(&moving_on, &app.url("/api/cart/items")).await;
+    let change = app.add(&moving_on, "paper-filters", 1).await;
     assert_eq!(change.status(), StatusCode::OK);
     let new_id = crate::helpers::session_cookie(&change).expect("a new session");
     assert_ne!(new_id, id);
@@ -205,10 +205,6 @@ async fn a_checkout_cut_short_is_finished_by_a_retry_or_left_behind() {
         body["item_count"], 1,
         "the new session holds just this change"
     );
-}
-
-async fn add_one(shopper: &reqwest::Client, url: &str) -> reqwest::Response {
-    add_item(shopper, url, "paper-filters", 1).await
 }
 
 /// Without competition a change of an existing session costs two round trips, as a plain

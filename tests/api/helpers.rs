@@ -4,12 +4,15 @@
 //! Servers, ports, signals and HTTP clients come from `testkit`, shared with the benchmark
 //! and the end-to-end tests.
 
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::time::Duration;
 
+use clap::Parser;
+use elastic_cart::ChangePolicy;
+use elastic_cart::config::Config;
 use elastic_cart::session::store::keys::{DEFAULT_KEY_PREFIX, session_key};
-use elastic_cart::session::store::{RedisSettings, Store};
-use elastic_cart::{AppState, ChangePolicy, serve};
+use elastic_cart::startup::Application;
 use fred::prelude::{ClientLike, Config as RedisConfig, Pool};
 use futures_util::future::join_all;
 use reqwest::StatusCode;
@@ -56,6 +59,24 @@ pub(crate) async fn redis_client(redis: &RedisServer) -> Pool {
     pool
 }
 
+/// The configuration of an in-process replica: the binary's defaults, with a short
+/// command timeout, two connections and the repository's static files.
+pub(crate) fn config(redis_url: Option<&str>, replica_id: &str, ttl: Duration) -> Config {
+    let mut config = Config::try_parse_from(["elastic-cart"]).expect("the defaults parse");
+    config.redis_url = redis_url.map(str::to_owned);
+    config.replica_id = Some(replica_id.to_owned());
+    config.app_version = None;
+    config.session_ttl_secs = ttl.as_secs();
+    config.session_cookie_secure = false;
+    config.demo_chaos = false;
+    config.redis_pool_size = NonZeroUsize::new(2).unwrap();
+    config.static_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("static");
+    config.session_key_prefix = DEFAULT_KEY_PREFIX.to_owned();
+    config.redis_wait_replicas = 0;
+    config.redis_command_timeout_ms = COMMAND_TIMEOUT.as_millis() as u64;
+    config
+}
+
 /// One replica running in this test process.
 pub(crate) struct TestApp {
     pub addr: std::net::SocketAddr,
@@ -78,43 +99,28 @@ impl TestApp {
         ttl: Duration,
         changes: ChangePolicy,
     ) -> Self {
-        let settings = RedisSettings {
-            url: redis_url.to_owned(),
-            pool_size: 2,
-            command_timeout: COMMAND_TIMEOUT,
-            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
-            wait_replicas: 0,
-        };
-        let sessions =
-            Store::redis(&settings, ttl, &Default::default()).expect("a valid redis url");
-        Self::spawn(sessions, replica_id, changes).await
+        Self::spawn(config(Some(redis_url), replica_id, ttl), changes).await
     }
 
     /// A replica with sessions in its own memory.
     pub(crate) async fn in_memory(replica_id: &str) -> Self {
-        let sessions = Store::memory(Duration::from_secs(1800), &Default::default());
-        Self::spawn(sessions, replica_id, ChangePolicy::default()).await
+        let config = config(None, replica_id, Duration::from_secs(1800));
+        Self::spawn(config, ChangePolicy::default()).await
     }
 
-    async fn spawn(sessions: Store, replica_id: &str, changes: ChangePolicy) -> Self {
+    /// Builds the replica as the binary does (`startup::Application`), on a port no other
+    /// fixture was given, and serves its router until dropped. Without the fleet
+    /// heartbeats: tests here count the commands a request sends to the store.
+    async fn spawn(config: Config, changes: ChangePolicy) -> Self {
         let listener = bind_unclaimed_port();
         listener.set_nonblocking(true).unwrap();
         let listener = TcpListener::from_std(listener).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = AppState {
-            replica_id: replica_id.into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            metrics: sessions.metrics().clone(),
-            store: sessions,
-            cookie_secure: false,
-            static_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("static").into(),
-            drain: Default::default(),
-            changes,
-            chaos: false,
-            presence: Default::default(),
-        };
+        let app = Application::build_on(&config, listener)
+            .expect("a valid test configuration")
+            .with_changes(changes);
+        let addr = app.addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(serve(listener, state, async move {
+        tokio::spawn(app.serve_until(async move {
             let _ = stopped.await;
         }));
         Self {
@@ -125,6 +131,16 @@ impl TestApp {
 
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// `POST /api/cart/items`: adds `quantity` of `product` to the shopper's cart.
+    pub(crate) async fn add(
+        &self,
+        shopper: &reqwest::Client,
+        product: &str,
+        quantity: u32,
+    ) -> reqwest::Response {
+        add_item(shopper, &self.url("/api/cart/items"), product, quantity).await
     }
 }
 

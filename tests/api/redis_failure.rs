@@ -13,22 +13,13 @@ use crate::helpers::{
 /// How long a failing request may take: the command timeout plus scheduling slack.
 const FAILURE_BOUND: Duration = Duration::from_millis(COMMAND_TIMEOUT.as_millis() as u64 + 1500);
 
-async fn add(shopper: &reqwest::Client, app: &TestApp, product: &str) -> reqwest::Response {
-    shopper
-        .post(app.url("/api/cart/items"))
-        .json(&json!({"product_id": product, "quantity": 1}))
-        .send()
-        .await
-        .unwrap()
-}
-
 /// A Redis, a replica on it, and a shopper whose cart holds one mug.
 async fn a_shopper_with_a_mug() -> (RedisServer, TestApp, reqwest::Client) {
     let redis = RedisServer::start().await;
     let app = TestApp::with_redis(&redis.url(), "replica-a").await;
     let shopper = visitor();
     assert_eq!(
-        add(&shopper, &app, "ceramic-mug").await.status(),
+        app.add(&shopper, "ceramic-mug", 1).await.status(),
         StatusCode::OK
     );
     (redis, app, shopper)
@@ -74,7 +65,7 @@ async fn a_stopped_redis_gives_a_bounded_503_then_recovers() {
     let app = TestApp::with_redis(&redis.url(), "replica-a").await;
     let shopper = visitor();
     assert_eq!(
-        add(&shopper, &app, "ceramic-mug").await.status(),
+        app.add(&shopper, "ceramic-mug", 1).await.status(),
         StatusCode::OK
     );
 
@@ -92,7 +83,7 @@ async fn a_stopped_redis_gives_a_bounded_503_then_recovers() {
     })
     .await;
     // The restarted Redis kept nothing (no persistence here): the cart starts afresh.
-    let response = add(&shopper, &app, "tea-sampler").await;
+    let response = app.add(&shopper, "tea-sampler", 1).await;
     assert_eq!(response.status(), StatusCode::OK);
     let cart: serde_json::Value = response.json().await.unwrap();
     assert_eq!(cart["item_count"], 1, "only the new item: {cart}");
@@ -147,7 +138,7 @@ async fn a_replica_started_before_redis_connects_when_it_comes() {
     })
     .await;
     assert_eq!(
-        add(&client, &app, "ceramic-mug").await.status(),
+        app.add(&client, "ceramic-mug", 1).await.status(),
         StatusCode::OK
     );
 }
@@ -215,7 +206,7 @@ async fn a_redis_refusing_writes_answers_503_and_keeps_every_cart() {
     )];
     for (refuse, allow) in refusals {
         redis.cli(refuse);
-        let refused = add(&shopper, &app, "tea-sampler").await;
+        let refused = app.add(&shopper, "tea-sampler", 1).await;
         assert_eq!(
             refused.status(),
             StatusCode::SERVICE_UNAVAILABLE,
@@ -231,7 +222,7 @@ async fn a_redis_refusing_writes_answers_503_and_keeps_every_cart() {
         redis.cli(allow);
     }
     assert_eq!(
-        add(&shopper, &app, "tea-sampler").await.status(),
+        app.add(&shopper, "tea-sampler", 1).await.status(),
         StatusCode::OK
     );
     let cart = get_json(&shopper, &app.url("/api/cart")).await;

@@ -17,12 +17,7 @@ use crate::helpers::{
 };
 
 async fn add_mug(shopper: &reqwest::Client, app: &TestApp) -> String {
-    let response = shopper
-        .post(app.url("/api/cart/items"))
-        .json(&json!({"product_id": "ceramic-mug", "quantity": 1}))
-        .send()
-        .await
-        .unwrap();
+    let response = app.add(shopper, "ceramic-mug", 1).await;
     assert_eq!(response.status(), StatusCode::OK);
     session_cookie(&response).expect("a session cookie")
 }
