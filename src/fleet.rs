@@ -25,7 +25,7 @@ use tokio::time::MissedTickBehavior;
 use std::sync::Arc;
 
 use crate::metrics::Metrics;
-use crate::session::store::Store;
+use crate::session::store::{Heartbeat, Store};
 use crate::shutdown::Drain;
 
 /// How often a replica writes its heartbeat.
@@ -196,11 +196,14 @@ pub async fn heartbeats(store: Store, local: Local, mut stop: oneshot::Receiver<
             local.presence.set_rate((rate * 10.0).round() / 10.0);
             (counted_at, counted) = (Instant::now(), served);
         }
-        let beat = encode_beat(&own_report(&local));
-        match store
-            .heartbeat(&local.replica_id, &beat, FRESH_FOR, KEY_TTL)
-            .await
-        {
+        let report = encode_beat(&own_report(&local));
+        let beat = Heartbeat {
+            id: &local.replica_id,
+            report: &report,
+            fresh_for: FRESH_FOR,
+            key_ttl: KEY_TTL,
+        };
+        match store.heartbeat(&beat).await {
             Ok(()) if failing => {
                 tracing::info!("fleet heartbeats are written again");
                 failing = false;

@@ -18,7 +18,7 @@ pub(crate) mod update;
 
 use std::time::Duration;
 
-use axum::extract::{FromRef, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -98,14 +98,17 @@ impl Default for ChangePolicy {
     }
 }
 
-/// Extracted from any state that holds a store and a change policy (the app's `AppState`),
-/// so the session layer need not know the state's shape.
-impl<S> FromRequestParts<S> for CartSession
-where
-    S: Send + Sync,
-    Store: FromRef<S>,
-    ChangePolicy: FromRef<S>,
-{
+/// What the session needs of the app's state: where sessions live and how changes are
+/// made. The app's `AppState` implements it, so this module never names the state (and the
+/// state depends on the session, not the other way round).
+pub trait SessionState: Send + Sync {
+    /// Where sessions live.
+    fn store(&self) -> &Store;
+    /// How changes of an existing session are made.
+    fn change_policy(&self) -> ChangePolicy;
+}
+
+impl<S: SessionState> FromRequestParts<S> for CartSession {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
@@ -114,8 +117,8 @@ where
             .map_err(|(_, message)| Error::Internal(message.to_owned()))?;
         Ok(Self {
             session,
-            store: Store::from_ref(state),
-            changes: ChangePolicy::from_ref(state),
+            store: state.store().clone(),
+            changes: state.change_policy(),
         })
     }
 }

@@ -4,12 +4,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::FromRef;
-
 use crate::fleet::{self, Presence};
 use crate::metrics::Metrics;
-use crate::session::ChangePolicy;
 use crate::session::store::Store;
+use crate::session::{ChangePolicy, SessionState};
 use crate::shutdown::Drain;
 
 /// The state shared by every handler of one replica; cloned per request, so its fields
@@ -51,14 +49,12 @@ impl AppState {
     }
 }
 
-impl FromRef<AppState> for Store {
-    fn from_ref(state: &AppState) -> Self {
-        state.store.clone()
+impl SessionState for AppState {
+    fn store(&self) -> &Store {
+        &self.store
     }
-}
 
-impl FromRef<AppState> for ChangePolicy {
-    fn from_ref(state: &AppState) -> Self {
-        state.changes
+    fn change_policy(&self) -> ChangePolicy {
+        self.changes
     }
 }

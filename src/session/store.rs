@@ -39,6 +39,19 @@ use self::redis::RedisStore;
 use super::markers::ChangeToken;
 use crate::metrics::Metrics;
 
+/// One replica's heartbeat, as the fleet view writes it into the store.
+#[derive(Debug, Clone, Copy)]
+pub struct Heartbeat<'a> {
+    /// The replica's id: its field in the fleet hash.
+    pub id: &'a str,
+    /// What it reports of itself.
+    pub report: &'a str,
+    /// How long the field counts; older fields are deleted by the next heartbeat.
+    pub fresh_for: Duration,
+    /// How long the hash outlives its last heartbeat.
+    pub key_ttl: Duration,
+}
+
 /// How long a record outlives its [`SessionStore::delete`] in Redis: it is retired, not
 /// deleted at once. tower-sessions deletes the old record when a session moves to a new id (a
 /// checkout's `cycle_id`) before the new record is written, at the end of the request;
@@ -218,22 +231,11 @@ impl Store {
         }
     }
 
-    /// Writes this replica's fleet heartbeat (see `crate::fleet`); nothing to do in
-    /// memory, where the fleet is this replica.
-    /// The field is dropped from the view after `fresh_for` and the hash expires `key_ttl`
-    /// after its last write.
-    pub async fn heartbeat(
-        &self,
-        id: &str,
-        report: &str,
-        fresh_for: Duration,
-        key_ttl: Duration,
-    ) -> session_store::Result<()> {
+    /// Writes a replica's fleet heartbeat (see `crate::fleet`); nothing to do in memory,
+    /// where the fleet is this replica.
+    pub async fn heartbeat(&self, beat: &Heartbeat<'_>) -> session_store::Result<()> {
         match &self.kind {
-            Kind::Redis(redis) => {
-                let beat = redis.heartbeat(id, report, fresh_for, key_ttl);
-                self.timed("heartbeat", beat).await
-            }
+            Kind::Redis(redis) => self.timed("heartbeat", redis.heartbeat(beat)).await,
             Kind::Memory(_) => Ok(()),
         }
     }

@@ -3,13 +3,12 @@
 //! clock. They live here, beside the sessions, because they share the store's connections,
 //! its key prefix and its timeouts; nothing else of the session store touches them.
 
-use std::time::Duration;
-
 use fred::prelude::{HashesInterface, LuaInterface};
 use fred::types::Value;
 use tower_sessions::session_store;
 
 use super::{RedisStore, backend_error};
+use crate::session::store::Heartbeat;
 use crate::session::store::keys::fleet_key;
 
 /// Writes a replica's heartbeat into the fleet hash (KEYS[1]): field ARGV[1] gets Redis's
@@ -43,19 +42,16 @@ return fields
 ";
 
 impl RedisStore {
-    /// Writes replica `id`'s heartbeat `report` (see `crate::fleet`).
+    /// Writes a replica's heartbeat (see `crate::fleet`).
     pub(in crate::session::store) async fn heartbeat(
         &self,
-        id: &str,
-        report: &str,
-        fresh_for: Duration,
-        key_ttl: Duration,
+        beat: &Heartbeat<'_>,
     ) -> session_store::Result<()> {
         let args: Vec<Value> = vec![
-            id.into(),
-            report.into(),
-            (fresh_for.as_millis() as i64).into(),
-            (key_ttl.as_millis() as i64).into(),
+            beat.id.into(),
+            beat.report.into(),
+            (beat.fresh_for.as_millis() as i64).into(),
+            (beat.key_ttl.as_millis() as i64).into(),
         ];
         self.pool()
             .next()
