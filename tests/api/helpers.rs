@@ -133,6 +133,11 @@ impl TestApp {
         format!("http://{}{path}", self.addr)
     }
 
+    /// `GET /api/cart`: the shopper's cart as JSON.
+    pub(crate) async fn cart(&self, shopper: &reqwest::Client) -> serde_json::Value {
+        get_json(shopper, &self.url("/api/cart")).await
+    }
+
     /// `POST /api/cart/items`: adds `quantity` of `product` to the shopper's cart.
     pub(crate) async fn add(
         &self,

@@ -4,8 +4,7 @@ use fred::prelude::KeysInterface;
 use reqwest::StatusCode;
 
 use crate::helpers::{
-    TestApp, bare_client, get_json, get_text, record_key, redis_client, session_cookie,
-    two_replicas, visitor,
+    TestApp, bare_client, get_text, record_key, redis_client, session_cookie, two_replicas, visitor,
 };
 
 /// The catalog shows every product with an add form and the replica that served it.
@@ -285,7 +284,7 @@ async fn cross_origin_changes_are_refused() {
             "{headers:?}"
         );
     }
-    let cart: serde_json::Value = get_json(&shopper, &app.url("/api/cart")).await;
+    let cart: serde_json::Value = app.cart(&shopper).await;
     assert_eq!(cart["item_count"], 3, "only the allowed adds counted");
 }
 
@@ -341,12 +340,12 @@ async fn the_same_add_form_sent_twice_adds_once() {
         let response = send(app, &token).await.unwrap();
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
     }
-    let cart = get_json(&shopper, &b.url("/api/cart")).await;
+    let cart = b.cart(&shopper).await;
     assert_eq!(cart["item_count"], 2, "one add of 2: {cart}");
     let other_page = format!("{:016x}", 1234u64);
     send(&b, &other_page).await.unwrap();
     send(&a, &other_page).await.unwrap();
-    let cart = get_json(&shopper, &a.url("/api/cart")).await;
+    let cart = a.cart(&shopper).await;
     assert_eq!(
         cart["item_count"], 4,
         "another page's form adds again: {cart}"

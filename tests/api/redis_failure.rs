@@ -179,7 +179,7 @@ async fn a_write_held_back_past_the_timeout_is_unknown_and_safe_to_retry() {
     )
     .await;
     assert_eq!(retried.unwrap()["item_count"], 2);
-    let cart = get_json(&shopper, &app.url("/api/cart")).await;
+    let cart = app.cart(&shopper).await;
     assert_eq!(cart["item_count"], 2, "applied once: {cart}");
 }
 
@@ -217,7 +217,7 @@ async fn a_redis_refusing_writes_answers_503_and_keeps_every_cart() {
         assert_eq!(body["error"]["code"], "store_refusing_writes", "{body}");
         let ready = visitor().get(app.url("/readyz")).send().await.unwrap();
         assert_eq!(ready.status(), StatusCode::OK, "{refuse:?}");
-        let cart = get_json(&shopper, &app.url("/api/cart")).await;
+        let cart = app.cart(&shopper).await;
         assert_eq!(cart["item_count"], 1, "the stored cart is served: {cart}");
         redis.cli(allow);
     }
@@ -225,7 +225,7 @@ async fn a_redis_refusing_writes_answers_503_and_keeps_every_cart() {
         app.add(&shopper, "tea-sampler", 1).await.status(),
         StatusCode::OK
     );
-    let cart = get_json(&shopper, &app.url("/api/cart")).await;
+    let cart = app.cart(&shopper).await;
     assert_eq!(cart["item_count"], 2, "only the accepted adds: {cart}");
 }
 
@@ -270,7 +270,7 @@ async fn a_checkout_whose_new_session_fails_is_finished_by_its_retry() {
     assert_eq!(retried.headers()["location"], "/checkout/complete");
     let page = crate::helpers::get_text(&shopper, &app.url("/checkout/complete")).await;
     assert!(page.contains("2 × Paper filters"), "{page}");
-    let cart = get_json(&shopper, &app.url("/api/cart")).await;
+    let cart = app.cart(&shopper).await;
     assert_eq!(
         cart["item_count"], 0,
         "the new session's cart is empty: {cart}"

@@ -118,7 +118,7 @@ async fn reads_refresh_the_expiry_only_past_half_the_ttl() {
         .unwrap();
 
     redis.reset_stats();
-    let cart: Value = get_json(&shopper, &app.url("/api/cart")).await;
+    let cart: Value = app.cart(&shopper).await;
     assert_eq!(cart["item_count"], 1);
     let refreshed: i64 = client.ttl(record_key(&id)).await.unwrap();
     assert!(refreshed > 590, "ttl after refresh {refreshed}");
@@ -221,7 +221,7 @@ async fn an_undecodable_record_gives_a_fresh_cart() {
         StatusCode::OK
     );
     add_mug(&shopper, &app).await;
-    let cart: Value = get_json(&shopper, &app.url("/api/cart")).await;
+    let cart: Value = app.cart(&shopper).await;
     assert_eq!(cart["item_count"], 1);
 }
 
@@ -243,7 +243,7 @@ async fn a_key_of_another_redis_type_gives_a_fresh_cart() {
     assert_eq!(cart.json::<Value>().await.unwrap()["item_count"], 0);
     let new_id = add_mug(&shopper, &app).await;
     assert_ne!(new_id, id);
-    let cart: Value = get_json(&shopper, &app.url("/api/cart")).await;
+    let cart: Value = app.cart(&shopper).await;
     assert_eq!(cart["item_count"], 1);
     assert_eq!(
         redis.cli(&["TYPE", &key]).trim(),
