@@ -8,6 +8,7 @@
 //!   by replicas if asked, bounded waits and self-healing connections.
 //! - [`memory`]: the same rules in this process's memory, for one replica without Redis.
 //! - [`keys`]: the name of every Redis key, under the configured prefix.
+//! - `record`: what a stored session is ([`Data`], [`Snapshot`]), for both stores.
 //! - [`watchdog`]: replaces the Redis connections when nothing has been answered for a
 //!   while (the cases fred does not leave by itself).
 //!
@@ -18,60 +19,27 @@
 pub mod keys;
 mod memory;
 mod read;
+mod record;
 mod redis;
 mod watchdog;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::Value as Json;
-use time::OffsetDateTime;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 
 use self::memory::MemoryStore;
+pub use self::record::{Data, RETIRED_FOR, Snapshot};
 pub use self::redis::RedisSettings;
 use self::redis::RedisStore;
+use self::redis::heartbeats;
+pub use self::redis::heartbeats::Heartbeat;
 use super::markers::ChangeToken;
 use crate::metrics::Metrics;
-
-/// One replica's heartbeat, as the fleet view writes it into the store.
-#[derive(Debug, Clone, Copy)]
-pub struct Heartbeat<'a> {
-    /// The replica's id: its field in the fleet hash.
-    pub id: &'a str,
-    /// What it reports of itself.
-    pub report: &'a str,
-    /// How long the field counts; older fields are deleted by the next heartbeat.
-    pub fresh_for: Duration,
-    /// How long the hash outlives its last heartbeat.
-    pub key_ttl: Duration,
-}
-
-/// How long a record outlives its [`SessionStore::delete`] in Redis: it is retired, not
-/// deleted at once. tower-sessions deletes the old record when a session moves to a new id (a
-/// checkout's `cycle_id`) before the new record is written, at the end of the request;
-/// deleted at once, a checkout whose new record then failed (a lost connection, too few
-/// replicas confirming it) had closed the cart and lost the order's confirmation, as the
-/// retry found nothing. Retired, the old record keeps its checked-out mark, which holds
-/// the order, long enough for the visitor's retry to finish the checkout.
-pub const RETIRED_FOR: Duration = Duration::from_secs(60);
-
-/// The values a session holds, by key.
-pub type Data = HashMap<String, Json>;
-
-/// A session record as read, with what a compare-and-set needs to detect a change since.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    /// The record as decoded.
-    pub record: Record,
-    /// The stored bytes (Redis); empty for the memory store, which compares records.
-    stored: bytes::Bytes,
-}
 
 /// The session store of one replica.
 #[derive(Debug, Clone)]
@@ -235,7 +203,10 @@ impl Store {
     /// where the fleet is this replica.
     pub async fn heartbeat(&self, beat: &Heartbeat<'_>) -> session_store::Result<()> {
         match &self.kind {
-            Kind::Redis(redis) => self.timed("heartbeat", redis.heartbeat(beat)).await,
+            Kind::Redis(redis) => {
+                self.timed("heartbeat", heartbeats::write(redis, beat))
+                    .await
+            }
             Kind::Memory(_) => Ok(()),
         }
     }
@@ -244,7 +215,7 @@ impl Store {
     /// ...); `None` in memory, where there is no fleet to read.
     pub async fn fleet(&self) -> session_store::Result<Option<(u64, Vec<String>)>> {
         match &self.kind {
-            Kind::Redis(redis) => self.timed("fleet", redis.fleet()).await.map(Some),
+            Kind::Redis(redis) => self.timed("fleet", heartbeats::read(redis)).await.map(Some),
             Kind::Memory(_) => Ok(None),
         }
     }
@@ -252,7 +223,7 @@ impl Store {
     /// Deletes replica `id`'s heartbeat (when it stops).
     pub async fn leave_fleet(&self, id: &str) -> session_store::Result<()> {
         match &self.kind {
-            Kind::Redis(redis) => self.timed("leave", redis.leave_fleet(id)).await,
+            Kind::Redis(redis) => self.timed("leave", heartbeats::leave(redis, id)).await,
             Kind::Memory(_) => Ok(()),
         }
     }
@@ -305,34 +276,5 @@ impl SessionStore for Store {
             }
         })
         .await
-    }
-}
-
-/// Whether a record expiring at `expiry_date` should have its expiry moved now: when less
-/// than half of the TTL remains.
-fn needs_refresh(expiry_date: OffsetDateTime, now: OffsetDateTime, ttl: Duration) -> bool {
-    expiry_date - now < ttl / 2
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const TTL: Duration = Duration::from_secs(1800);
-
-    #[test]
-    fn refreshes_only_past_half_the_ttl() {
-        let now = OffsetDateTime::now_utc();
-        assert!(!needs_refresh(now + TTL, now, TTL));
-        assert!(!needs_refresh(
-            now + TTL / 2 + Duration::from_secs(1),
-            now,
-            TTL
-        ));
-        assert!(needs_refresh(
-            now + TTL / 2 - Duration::from_secs(1),
-            now,
-            TTL
-        ));
     }
 }

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 
-use super::{Data, Snapshot, needs_refresh};
+use super::record::{Data, Snapshot, needs_refresh};
 use crate::metrics::Metrics;
 
 /// Sessions in this process's memory. Expired records are dropped when met.

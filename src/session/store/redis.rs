@@ -29,13 +29,13 @@
 //!   `Idempotency-Key` settles.
 
 //!
-//! The parts live in submodules: [`scripts`] (the Lua of the compare-and-set and the
-//! retirement), [`replication`] (a write and its `WAIT` as one pipeline), [`connections`]
-//! (the pool, its timeouts, the readiness probe, the pool's replacement) and
-//! [`heartbeats`] (the fleet view's hash, which shares the connections).
+//! The parts live in submodules: [`scripts`] (the commands it sends: a write to one key,
+//! the Lua of the compare-and-set and the retirement), [`replication`] (a write and its
+//! `WAIT` as one pipeline), [`connections`] (the pool, its timeouts, the pool's
+//! replacement) and [`heartbeats`] (the fleet view's hash, which shares the connections).
 
 mod connections;
-mod heartbeats;
+pub(super) mod heartbeats;
 mod replication;
 mod scripts;
 
@@ -48,7 +48,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
-use fred::prelude::{ClientLike, KeysInterface, LuaInterface, Pool};
+use fred::prelude::{ClientLike, KeysInterface, LuaInterface, Options, Pool};
 use fred::types::Value;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
@@ -56,12 +56,11 @@ use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 
 pub use self::connections::RedisSettings;
-use self::connections::{build_pool, replace_pool};
-use self::replication::Write;
-use self::scripts::{REPLACE_IF_UNCHANGED, REPLACE_IF_UNCHANGED_SHA, RETIRE};
+use self::connections::{build_pool, is_error_reply, replace_pool};
+use self::scripts::{REPLACE_IF_UNCHANGED, REPLACE_IF_UNCHANGED_SHA, RETIRE, Write};
 use super::keys::session_key;
+use super::record::{Data, RETIRED_FOR, Snapshot, needs_refresh};
 use super::watchdog::{self, Health};
-use super::{Data, Snapshot, needs_refresh};
 use crate::metrics::Metrics;
 use crate::session::markers::{ChangeToken, MARKER_TTL, applied_key};
 
@@ -276,6 +275,35 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Whether this replica reaches the store: a `PING` that gets any reply, an error reply
+    /// included. A store that is loading, full or failing over has been reached: that is
+    /// the store's condition, which every replica shares, and reads may still work. An
+    /// error only when no reply came: not connected, the connection lost, or no answer
+    /// within the command timeout. Sent once, not resent after a reconnect.
+    pub(super) async fn probe(&self) -> session_store::Result<()> {
+        let options = Options {
+            max_attempts: Some(1),
+            ..Options::default()
+        };
+        match self
+            .pool()
+            .next()
+            .with_options(&options)
+            .ping::<Value>(None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) if is_error_reply(&err) => Ok(()),
+            Err(err) => Err(backend_error(err)),
+        }
+    }
+
+    pub(super) async fn close(&self) {
+        let _ = self.pool().quit().await;
+    }
+}
+
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
@@ -347,10 +375,10 @@ impl SessionStore for RedisStore {
         Ok(Some(snapshot.record))
     }
 
-    /// Retires the record: it expires [`super::RETIRED_FOR`] from now, or sooner if it was
+    /// Retires the record: it expires [`RETIRED_FOR`] from now, or sooner if it was
     /// to expire sooner anyway (see there why).
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
-        let retired_for = super::RETIRED_FOR.as_millis() as i64;
+        let retired_for = RETIRED_FOR.as_millis() as i64;
         self.pool()
             .next()
             .eval::<(), _, _, _>(RETIRE, self.key(session_id), retired_for)

@@ -1,19 +1,17 @@
 //! The store's connections: a pool that reconnects forever, every wait bounded by the
 //! command timeout (connect, TCP user timeout, keepalive, fred's unresponsive check), the
-//! errors of a failover that make a connection reconnect, the readiness probe, and the
-//! replacement of the whole pool when the [`watchdog`](super::super::watchdog) finds it stuck.
+//! errors of a failover that make a connection reconnect, how the readiness probe tells an
+//! error reply from no reply, and the replacement of the whole pool when the
+//! [`watchdog`](super::super::watchdog) finds it stuck.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use fred::prelude::{Builder, ClientLike, Config as RedisConfig, Options, Pool, ReconnectPolicy};
+use fred::prelude::{Builder, ClientLike, Config as RedisConfig, Pool, ReconnectPolicy};
 use fred::socket2::TcpKeepalive;
-use fred::types::Value;
 use fred::types::config::{ReconnectError, TcpConfig};
-use tower_sessions::session_store;
 
-use super::{RedisStore, backend_error};
 use crate::session::store::watchdog;
 
 /// Settings for connecting to Redis.
@@ -159,41 +157,12 @@ impl ConnectionTimeouts {
 /// `CLUSTERDOWN ...`: a code in capitals, then the message), rather than no reply at all.
 /// A refused password is a reply too, but one that leaves this replica unable to use the
 /// store: not counted.
-fn is_error_reply(err: &fred::error::Error) -> bool {
+pub(super) fn is_error_reply(err: &fred::error::Error) -> bool {
     use fred::error::ErrorKind;
     let code = err.details().split_whitespace().next().unwrap_or("");
     matches!(err.kind(), ErrorKind::Unknown | ErrorKind::Cluster)
         && code.len() >= 2
         && code.chars().all(|c| c.is_ascii_uppercase())
-}
-
-impl RedisStore {
-    /// Whether this replica reaches the store: a `PING` that gets any reply, an error reply
-    /// included. A store that is loading, full or failing over has been reached: that is
-    /// the store's condition, which every replica shares, and reads may still work. An
-    /// error only when no reply came: not connected, the connection lost, or no answer
-    /// within the command timeout. Sent once, not resent after a reconnect.
-    pub(in crate::session::store) async fn probe(&self) -> session_store::Result<()> {
-        let options = Options {
-            max_attempts: Some(1),
-            ..Options::default()
-        };
-        match self
-            .pool()
-            .next()
-            .with_options(&options)
-            .ping::<Value>(None)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(err) if is_error_reply(&err) => Ok(()),
-            Err(err) => Err(backend_error(err)),
-        }
-    }
-
-    pub(in crate::session::store) async fn close(&self) {
-        let _ = self.pool().quit().await;
-    }
 }
 
 #[cfg(test)]

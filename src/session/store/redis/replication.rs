@@ -11,31 +11,9 @@ use time::OffsetDateTime;
 use tower_sessions::session::Id;
 use tower_sessions::session_store;
 
+use super::scripts::Write;
 use super::{RedisStore, backend_error};
 use crate::session::markers::{ChangeToken, MARKER_TTL, applied_key};
-
-/// A write to one key: the command, its arguments, and the key's cluster slot (where a
-/// `WAIT` behind it must go too).
-#[derive(Debug)]
-pub(super) struct Write {
-    name: &'static str,
-    slot: u16,
-    args: Vec<Value>,
-}
-
-impl Write {
-    pub(super) fn new(name: &'static str, key: &str, args: Vec<Value>) -> Self {
-        Self {
-            name,
-            slot: fred::util::redis_keyslot(key.as_bytes()),
-            args,
-        }
-    }
-
-    fn command(&self) -> CustomCommand {
-        CustomCommand::new_static(self.name, ClusterHash::Custom(self.slot), false)
-    }
-}
 
 impl RedisStore {
     /// Sends `write` and, if `confirm` and `wait_replicas` > 0, a `WAIT` for that many

@@ -1,8 +1,11 @@
-//! The Lua scripts of the session records: the compare-and-set every change and expiry
+//! The commands the store sends: a write to one key with its cluster slot ([`Write`]),
+//! and the Lua scripts of the session records: the compare-and-set every change and expiry
 //! refresh rests on, and the retirement of a checked-out record. Scripts run atomically on
 //! the node that holds the key, which is what makes them safe across replicas.
 
 use std::sync::LazyLock;
+
+use fred::types::{ClusterHash, CustomCommand, Value};
 
 /// Replaces a record's value and expiry only if it is still byte for byte the one read,
 /// and leaves the change's marker (KEYS[2], for ARGV[4] ms; none for 0, an expiry
@@ -36,3 +39,26 @@ end
 /// The SHA-1 of [`REPLACE_IF_UNCHANGED`], for `EVALSHA`.
 pub(super) static REPLACE_IF_UNCHANGED_SHA: LazyLock<String> =
     LazyLock::new(|| fred::util::sha1_hash(REPLACE_IF_UNCHANGED));
+
+/// A write to one key: the command, its arguments, and the key's cluster slot (where a
+/// `WAIT` behind it must go too).
+#[derive(Debug)]
+pub(super) struct Write {
+    pub(super) name: &'static str,
+    pub(super) slot: u16,
+    pub(super) args: Vec<Value>,
+}
+
+impl Write {
+    pub(super) fn new(name: &'static str, key: &str, args: Vec<Value>) -> Self {
+        Self {
+            name,
+            slot: fred::util::redis_keyslot(key.as_bytes()),
+            args,
+        }
+    }
+
+    pub(super) fn command(&self) -> CustomCommand {
+        CustomCommand::new_static(self.name, ClusterHash::Custom(self.slot), false)
+    }
+}
