@@ -13,6 +13,7 @@
 //!
 //! With sessions in memory there is no shared store: the fleet is the replica itself.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -21,8 +22,6 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::MissedTickBehavior;
-
-use std::sync::Arc;
 
 use crate::metrics::Metrics;
 use crate::session::store::{Heartbeat, Store};

@@ -34,8 +34,6 @@ pub async fn run(config: Config) -> Result<(), String> {
 pub struct Application {
     state: AppState,
     listener: TcpListener,
-    /// The store, closed when the application stops.
-    store: Store,
     drain_period: Duration,
 }
 
@@ -64,14 +62,14 @@ impl Application {
         tracing::info!(
             replica = %replica_id,
             version = %config.app_version(),
-            addr = %config.listen_addr,
+            addr = %listener.local_addr().unwrap_or(config.listen_addr),
             store = if config.redis_url.is_some() { "redis" } else { "memory" },
             "listening"
         );
         let state = AppState {
             replica_id: replica_id.into(),
             version: config.app_version().into(),
-            store: store.clone(),
+            store,
             cookie_secure: config.session_cookie_secure,
             static_dir: config.static_dir.clone().into(),
             drain: Drain::default(),
@@ -86,7 +84,6 @@ impl Application {
         Self {
             state,
             listener,
-            store,
             drain_period: config.shutdown_drain(),
         }
     }
@@ -110,13 +107,13 @@ impl Application {
         let Self {
             state,
             listener,
-            store,
             drain_period,
         } = self;
+        let store = state.store.clone();
         let drain = state.drain.clone();
         let (stop_beats, beats_stopped) = oneshot::channel();
         let beats = tokio::spawn(crate::fleet::heartbeats(
-            state.store.clone(),
+            store.clone(),
             state.local(),
             beats_stopped,
         ));

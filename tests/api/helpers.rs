@@ -60,7 +60,9 @@ pub(crate) async fn redis_client(redis: &RedisServer) -> Pool {
 }
 
 /// The configuration of an in-process replica: the binary's defaults, with a short
-/// command timeout, two connections and the repository's static files.
+/// command timeout, two connections and the repository's static files. Every setting a
+/// test depends on is set here, defaults included, since the parse also reads the test
+/// process's environment (`REDIS_WAIT_REPLICAS` and the rest).
 pub(crate) fn config(redis_url: Option<&str>, replica_id: &str, ttl: Duration) -> Config {
     let mut config = Config::try_parse_from(["elastic-cart"]).expect("the defaults parse");
     config.redis_url = redis_url.map(str::to_owned);

@@ -27,7 +27,6 @@
 //!   `wait_replicas` > 0 every change is answered only once `WAIT` says that many replicas
 //!   hold it; otherwise the change fails as "outcome unknown", which a retry with the same
 //!   `Idempotency-Key` settles.
-
 //!
 //! The parts live in submodules: [`scripts`] (the commands it sends: a write to one key,
 //! the Lua of the compare-and-set and the retirement), [`replication`] (a write and its
