@@ -48,6 +48,8 @@ const TIERS: [Tier; 3] = [
             ("nginx", "nginx"),
             ("ip", "iproute2"),
             ("iptables", "iptables"),
+            ("/usr/bin/python3", "python3"),
+            ("/usr/share/doc/python3-venv", "python3-venv"),
         ],
     },
     Tier {
@@ -67,6 +69,9 @@ const TIERS: [Tier; 3] = [
             ),
             ("curl", "curl"),
             ("docker", "docker.io"),
+            ("/usr/bin/python3", "python3"),
+            ("/usr/share/doc/python3-venv", "python3-venv"),
+            ("java", "default-jre-headless"),
         ],
     },
 ];
@@ -104,7 +109,7 @@ fn test(names: &[String]) -> ExitCode {
         let started = Instant::now();
         // Each tier's packages are checked (and installed) just before it runs, so a
         // machine without Docker still runs the tiers before e2e.
-        let ok = match install(tier) {
+        let ok = match install(tier).and_then(|()| tools_venv(tier)) {
             Ok(()) => run_tier(tier.name),
             Err(message) => {
                 eprintln!("xtask: {message}");
@@ -126,6 +131,47 @@ fn test(names: &[String]) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Makes target/tools-venv, the venv with the pinned Python tools of
+/// scripts/python-tools.txt (schemathesis, the Nu HTML checker, axe-core), for the tiers
+/// that run them; again only when that list changed since it was made.
+fn tools_venv(tier: &Tier) -> Result<(), String> {
+    if tier.name == "fast" {
+        return Ok(());
+    }
+    let root = repository();
+    let list = root.join("scripts/python-tools.txt");
+    let venv = root.join("target/tools-venv");
+    let stamp = venv.join("python-tools.txt");
+    let wanted = std::fs::read(&list).map_err(|err| format!("reading {list:?}: {err}"))?;
+    if std::fs::read(&stamp).is_ok_and(|made| made == wanted) {
+        return Ok(());
+    }
+    println!("xtask: making {} from {}", venv.display(), list.display());
+    let made = |python: &str| {
+        run(Command::new(python)
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv))
+            && run(Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+                .arg(&list))
+    };
+    // Debian's python3 first: a python3 earlier on PATH may be a user's own build.
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    if !made(python) {
+        return Err(format!(
+            "could not make {} (pip install -r {}): install the Debian packages \
+             python3-venv and python3-pip",
+            venv.display(),
+            list.display()
+        ));
+    }
+    std::fs::write(&stamp, wanted).map_err(|err| format!("writing {stamp:?}: {err}"))
 }
 
 /// Runs one tier's commands; true if they all passed.

