@@ -15,7 +15,7 @@ pub(crate) const MAX_LINES: usize = 50;
 
 /// How many units to add in one request: 1 to 99.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "u32")]
+#[serde(try_from = "WholeNumber")]
 pub(crate) struct AddQuantity(u32);
 
 impl TryFrom<u32> for AddQuantity {
@@ -32,6 +32,14 @@ impl TryFrom<u32> for AddQuantity {
     }
 }
 
+impl TryFrom<WholeNumber> for AddQuantity {
+    type Error = String;
+
+    fn try_from(value: WholeNumber) -> Result<Self, Self::Error> {
+        Self::try_from(value.0)
+    }
+}
+
 impl AddQuantity {
     pub(crate) fn get(self) -> u32 {
         self.0
@@ -40,7 +48,7 @@ impl AddQuantity {
 
 /// The quantity a line is set to: 0 (removes the line) to 99.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "u32")]
+#[serde(try_from = "WholeNumber")]
 pub(crate) struct LineQuantity(u32);
 
 impl TryFrom<u32> for LineQuantity {
@@ -54,6 +62,69 @@ impl TryFrom<u32> for LineQuantity {
                 "quantity must be between 0 and {MAX_LINE_QUANTITY}, got {value}"
             ))
         }
+    }
+}
+
+impl TryFrom<WholeNumber> for LineQuantity {
+    type Error = String;
+
+    fn try_from(value: WholeNumber) -> Result<Self, Self::Error> {
+        Self::try_from(value.0)
+    }
+}
+
+/// A quantity as a client may write it: a whole number, also when written as a float with
+/// no fraction (`2.0`, which is an `integer` to JSON Schema and what a client whose numbers
+/// are all floats sends). A form's text goes through `u32`'s own parsing, as before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WholeNumber(u32);
+
+impl<'de> Deserialize<'de> for WholeNumber {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = WholeNumber;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a whole number")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<WholeNumber, E> {
+                // Anything over u32 is out of every quantity's range: say so with its value.
+                u32::try_from(value).map(WholeNumber).map_err(|_| {
+                    E::custom(format!(
+                        "quantity must be at most {MAX_LINE_QUANTITY}, got {value}"
+                    ))
+                })
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<WholeNumber, E> {
+                match u64::try_from(value) {
+                    Ok(value) => self.visit_u64(value),
+                    Err(_) => Err(E::custom(format!(
+                        "quantity must not be negative, got {value}"
+                    ))),
+                }
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<WholeNumber, E> {
+                if value.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&value) {
+                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                    return Ok(WholeNumber(value as u32));
+                }
+                if value.fract() == 0.0 && value > 0.0 {
+                    return Err(E::custom(format!(
+                        "quantity must be at most {MAX_LINE_QUANTITY}, got {value}"
+                    )));
+                }
+                Err(E::invalid_type(serde::de::Unexpected::Float(value), &self))
+            }
+        }
+
+        // `deserialize_u32`: JSON visits whatever number it holds (so `2.0` arrives as a
+        // float), and a form parses its text as a `u32`.
+        deserializer.deserialize_u32(Visitor)
     }
 }
 
@@ -197,6 +268,23 @@ pub(crate) struct PricedCart {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quantity_may_be_a_whole_float_but_not_a_fraction_or_a_negative() {
+        let read = |json: &str| serde_json::from_str::<AddQuantity>(json).map(AddQuantity::get);
+        assert_eq!(read("48").unwrap(), 48);
+        assert_eq!(read("48.0").unwrap(), 48);
+        assert_eq!(read("4.8e1").unwrap(), 48);
+        assert!(read("48.5").is_err());
+        assert!(read("-1").is_err());
+        assert!(read("-1.0").is_err());
+        assert!(read("0").is_err());
+        assert!(read("1e300").is_err());
+        assert!(read("\"48\"").is_err());
+        let line = |json: &str| serde_json::from_str::<LineQuantity>(json).map(LineQuantity::get);
+        assert_eq!(line("0.0").unwrap(), 0);
+        assert!(line("100.0").is_err());
+    }
 
     fn add(n: u32) -> AddQuantity {
         AddQuantity::try_from(n).unwrap()

@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 /// One product for sale.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Product {
     /// Stable slug used in URLs, forms and carts.
     pub id: &'static str,

@@ -38,7 +38,7 @@ pub const KEY_TTL: Duration = Duration::from_secs(5);
 
 /// What a replica says of itself in its heartbeat (and, with `last_seen_ms`, what
 /// `/api/fleet` shows of it). The field names are the API's contract.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Report {
     /// The replica's `REPLICA_ID`.
     pub id: String,
@@ -55,7 +55,7 @@ pub struct Report {
 }
 
 /// A replica in the fleet view: its last report and how long ago the store got it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Member {
     /// What it said in its last heartbeat.
     #[serde(flatten)]

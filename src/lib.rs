@@ -91,6 +91,7 @@ pub fn app(state: AppState) -> Router {
         // Health checks get no session layer: a balancer's probe every few seconds must
         // never create a session or read one, and /readyz asks the store itself.
         .merge(routes::health::router())
+        .merge(routes::openapi::router())
         .nest("/static", static_files(&state.static_dir))
         // Top-down: the first layer sees a request first and its response last.
         .layer(

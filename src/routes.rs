@@ -3,11 +3,14 @@
 //! - [`pages`]: browser pages; errors are HTML pages (and so is any unknown path);
 //! - [`api`]: the JSON API under `/api`; errors are the JSON error;
 //! - [`health`]: `/healthz` and `/readyz` for balancers, outside the session layer;
+//! - [`openapi`]: the API's OpenAPI document at `/api/openapi.json`, made from the
+//!   handlers' own descriptions;
 //! - [`chaos`]: the demo's crash button, only with `DEMO_CHAOS=1`.
 
 pub(crate) mod api;
 pub(crate) mod chaos;
 pub(crate) mod health;
+pub(crate) mod openapi;
 pub(crate) mod pages;
 
 use axum::body::Body;

@@ -8,8 +8,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use serde::{Deserialize, Serialize};
 use tower::ServiceBuilder;
+use utoipa::{OpenApi, ToSchema};
 
 use super::known_product;
+use super::openapi::IdempotencyKeyParam;
+use super::openapi::error_sets::{
+    CartChangeErrors, LineBodyChangeErrors, LineChangeErrors, ReadErrors,
+};
 use crate::cart::{AddQuantity, Cart, LineQuantity};
 use crate::catalog::{self, Product};
 use crate::error::Result;
@@ -45,7 +50,21 @@ pub(crate) fn router(sessions: super::SessionLayer) -> Router<AppState> {
         )
 }
 
-#[derive(Debug, Serialize)]
+/// The routes of the OpenAPI document (`super::openapi`).
+#[derive(OpenApi)]
+#[openapi(paths(
+    list_products,
+    show_cart,
+    add_item,
+    set_item,
+    remove_item,
+    clear_cart,
+    show_fleet
+))]
+pub(crate) struct Doc;
+
+/// A line of the cart, priced from the catalogue.
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct CartItem {
     pub product_id: &'static str,
     pub name: &'static str,
@@ -54,7 +73,8 @@ pub(crate) struct CartItem {
     pub line_total_cents: u64,
 }
 
-#[derive(Debug, Serialize)]
+/// The cart, as every cart route answers it.
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct CartBody {
     pub items: Vec<CartItem>,
     pub item_count: u32,
@@ -88,22 +108,44 @@ impl CartBody {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// What `POST /api/cart/items` adds.
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct AddItem {
+    #[schema(schema_with = super::openapi::product_id)]
     pub product_id: String,
+    #[schema(schema_with = super::openapi::add_quantity)]
     pub quantity: AddQuantity,
 }
 
-#[derive(Debug, Deserialize)]
+/// What `PUT /api/cart/items/{product_id}` sets the line to.
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct SetItem {
+    #[schema(schema_with = super::openapi::line_quantity)]
     pub quantity: LineQuantity,
 }
 
+/// The product of a line, in the path.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code, reason = "only its OpenAPI description is used")]
+pub(crate) struct LinePath {
+    /// The product whose line to change.
+    #[param(schema_with = super::openapi::product_id)]
+    product_id: String,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/products",
+    tag = "catalog",
+    responses((status = 200, description = "The catalogue.", body = [Product])),
+)]
 async fn list_products() -> AppJson<&'static [Product]> {
     AppJson(catalog::products())
 }
 
-#[derive(Debug, Serialize)]
+/// The replicas that serve the shop.
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct FleetBody {
     pub replicas: Vec<fleet::Member>,
     pub served_by: String,
@@ -111,6 +153,16 @@ pub(crate) struct FleetBody {
 
 /// The replicas whose heartbeat is fresh (see `crate::fleet`); never cached, since the
 /// fleet page polls it.
+#[utoipa::path(
+    get,
+    path = "/api/fleet",
+    tag = "fleet",
+    responses(
+        (status = 200, description = "The replicas whose heartbeat is fresh, by id; \
+            `Cache-Control: no-store`.", body = FleetBody),
+        ReadErrors,
+    ),
+)]
 async fn show_fleet(State(state): State<AppState>) -> Result<Response> {
     let replicas = fleet::members(&state.store, &state.local()).await?;
     let body = FleetBody {
@@ -120,6 +172,16 @@ async fn show_fleet(State(state): State<AppState>) -> Result<Response> {
     Ok(([(header::CACHE_CONTROL, "no-store")], AppJson(body)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/cart",
+    tag = "cart",
+    responses(
+        (status = 200, description = "The visitor's cart (empty without a session).",
+            body = CartBody),
+        ReadErrors,
+    ),
+)]
 async fn show_cart(
     State(state): State<AppState>,
     session: CartSession,
@@ -154,6 +216,26 @@ async fn change(
     )
 }
 
+/// Adds 1 to 99 units of a product to its line.
+#[utoipa::path(
+    post,
+    path = "/api/cart/items",
+    tag = "cart",
+    params(IdempotencyKeyParam),
+    request_body = AddItem,
+    responses(
+        (status = 200, description = "The cart after the change; for a retry with the same \
+            `Idempotency-Key`, the first answer again.", body = CartBody,
+            links(
+                ("SetTheLine" = (operation_id = "set_item",
+                    parameters(("product_id" = "$request.body#/product_id")))),
+                ("RemoveTheLine" = (operation_id = "remove_item",
+                    parameters(("product_id" = "$request.body#/product_id")))),
+            ),
+        ),
+        LineBodyChangeErrors,
+    ),
+)]
 async fn add_item(
     State(state): State<AppState>,
     session: CartSession,
@@ -169,6 +251,20 @@ async fn add_item(
     .await
 }
 
+/// Sets a line to 0 to 99 units (0 removes it).
+#[utoipa::path(
+    put,
+    path = "/api/cart/items/{product_id}",
+    tag = "cart",
+    params(LinePath, IdempotencyKeyParam),
+    request_body = SetItem,
+    responses(
+        (status = 200, description = "The cart after the change; for a retry with the same \
+            `Idempotency-Key`, the first answer again.", body = CartBody,
+        ),
+        LineBodyChangeErrors,
+    ),
+)]
 async fn set_item(
     State(state): State<AppState>,
     session: CartSession,
@@ -185,6 +281,19 @@ async fn set_item(
     .await
 }
 
+/// Removes a product's line.
+#[utoipa::path(
+    delete,
+    path = "/api/cart/items/{product_id}",
+    tag = "cart",
+    params(LinePath, IdempotencyKeyParam),
+    responses(
+        (status = 200, description = "The cart after the change; for a retry with the same \
+            `Idempotency-Key`, the first answer again.", body = CartBody,
+        ),
+        LineChangeErrors,
+    ),
+)]
 async fn remove_item(
     State(state): State<AppState>,
     session: CartSession,
@@ -200,6 +309,19 @@ async fn remove_item(
     .await
 }
 
+/// Empties the cart.
+#[utoipa::path(
+    delete,
+    path = "/api/cart",
+    tag = "cart",
+    params(IdempotencyKeyParam),
+    responses(
+        (status = 200, description = "The cart after the change; for a retry with the same \
+            `Idempotency-Key`, the first answer again.", body = CartBody,
+        ),
+        CartChangeErrors,
+    ),
+)]
 async fn clear_cart(
     State(state): State<AppState>,
     session: CartSession,

@@ -12,11 +12,43 @@
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
 
 use crate::error::{Error, Result};
 use crate::extract::AppJson;
 use crate::state::AppState;
+
+use super::openapi::error_sets::NotReady;
+
+/// The routes of the OpenAPI document (`super::openapi`).
+#[derive(OpenApi)]
+#[openapi(paths(healthz, readyz, metrics))]
+pub(crate) struct Doc;
+
+/// What `/healthz` and `/readyz` answer when all is well.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Health {
+    /// `ok` (`/healthz`) or `ready` (`/readyz`).
+    #[schema(value_type = String)]
+    status: &'static str,
+    /// The replica's id.
+    #[schema(value_type = String)]
+    served_by: std::sync::Arc<str>,
+    /// The version it runs (`APP_VERSION`).
+    #[schema(value_type = String)]
+    version: std::sync::Arc<str>,
+}
+
+impl Health {
+    fn of(state: &AppState, status: &'static str) -> AppJson<Self> {
+        AppJson(Self {
+            status,
+            served_by: state.replica_id.clone(),
+            version: state.version.clone(),
+        })
+    }
+}
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -25,6 +57,14 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "This replica's Prometheus metrics in the \
+        OpenMetrics text format (docs/operations.md).",
+        content_type = "application/openmetrics-text", body = String)),
+)]
 async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
     let text = state.metrics.render(state.drain.is_draining());
     (
@@ -36,15 +76,27 @@ async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResp
     )
 }
 
-async fn healthz(State(state): State<AppState>) -> AppJson<Value> {
-    AppJson(json!({
-        "status": "ok",
-        "served_by": &*state.replica_id,
-        "version": &*state.version,
-    }))
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process answers.", body = Health)),
+)]
+async fn healthz(State(state): State<AppState>) -> AppJson<Health> {
+    Health::of(&state, "ok")
 }
 
-async fn readyz(State(state): State<AppState>) -> Result<AppJson<Value>> {
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "This replica reaches the session store and is not \
+            stopping.", body = Health),
+        NotReady,
+    ),
+)]
+async fn readyz(State(state): State<AppState>) -> Result<AppJson<Health>> {
     if state.drain.is_draining() {
         return Err(Error::Draining);
     }
@@ -53,9 +105,7 @@ async fn readyz(State(state): State<AppState>) -> Result<AppJson<Value>> {
         .probe()
         .await
         .map_err(|err| Error::from_store(err.to_string()))?;
-    Ok(AppJson(
-        json!({ "status": "ready", "served_by": &*state.replica_id, "version": &*state.version }),
-    ))
+    Ok(Health::of(&state, "ready"))
 }
 
 /// Asks the replica at `addr` for `/healthz`; true on a 200. Used by
