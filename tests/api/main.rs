@@ -14,6 +14,7 @@
 mod binary;
 mod cart_api;
 mod concurrency;
+mod contract;
 mod failover;
 mod fleet;
 mod fleet_view;
