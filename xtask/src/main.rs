@@ -238,7 +238,9 @@ fn repository() -> &'static Path {
 /// The integration tests that start a store, again on Valkey (`on_valkey` runs cargo
 /// with `TESTKIT_STORE=valkey`, which makes the test kit start `valkey-server` and use
 /// `valkey-cli`). Not the host scenarios (`hosts::`): they test what the network does to
-/// the replicas' connections, the same whichever server answers, and take minutes.
+/// the replicas' connections, the same whichever server answers, and take minutes. Nor the
+/// contract tests (`contract::`): schemathesis checks the HTTP API against its document,
+/// which no store changes.
 fn valkey_pass(on_valkey: &dyn Fn(&[&str]) -> bool) -> bool {
     let version = Command::new("valkey-server")
         .arg("--version")
@@ -246,7 +248,16 @@ fn valkey_pass(on_valkey: &dyn Fn(&[&str]) -> bool) -> bool {
         .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
         .unwrap_or_default();
     println!("\n=== the integration tests again on Valkey: {version}");
-    on_valkey(&["--test", "api", "--", "--ignored", "--skip", "hosts::"])
+    on_valkey(&[
+        "--test",
+        "api",
+        "--",
+        "--ignored",
+        "--skip",
+        "hosts::",
+        "--skip",
+        "contract::",
+    ])
 }
 
 /// Makes sure what a tier needs is installed: checks once, installs the missing Debian
