@@ -11,8 +11,8 @@ use tower::ServiceBuilder;
 use utoipa::{OpenApi, ToSchema};
 
 use super::known_product;
-use super::openapi::IdempotencyKeyParam;
-use super::openapi::error_sets::{
+use super::openapi::shared::IdempotencyKeyParam;
+use super::openapi::shared::error_sets::{
     CartChangeErrors, LineBodyChangeErrors, LineChangeErrors, ReadErrors,
 };
 use crate::cart::{AddQuantity, Cart, LineQuantity};
@@ -111,16 +111,16 @@ impl CartBody {
 /// What `POST /api/cart/items` adds.
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct AddItem {
-    #[schema(schema_with = super::openapi::product_id)]
+    #[schema(schema_with = super::openapi::shared::product_id)]
     pub product_id: String,
-    #[schema(schema_with = super::openapi::add_quantity)]
+    #[schema(schema_with = super::openapi::shared::add_quantity)]
     pub quantity: AddQuantity,
 }
 
 /// What `PUT /api/cart/items/{product_id}` sets the line to.
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct SetItem {
-    #[schema(schema_with = super::openapi::line_quantity)]
+    #[schema(schema_with = super::openapi::shared::line_quantity)]
     pub quantity: LineQuantity,
 }
 
@@ -130,7 +130,7 @@ pub(crate) struct SetItem {
 #[allow(dead_code, reason = "only its OpenAPI description is used")]
 pub(crate) struct LinePath {
     /// The product whose line to change.
-    #[param(schema_with = super::openapi::product_id)]
+    #[param(schema_with = super::openapi::shared::product_id)]
     product_id: String,
 }
 

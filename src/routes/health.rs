@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::extract::AppJson;
 use crate::state::AppState;
 
-use super::openapi::error_sets::NotReady;
+use super::openapi::shared::error_sets::NotReady;
 
 /// The routes of the OpenAPI document (`super::openapi`).
 #[derive(OpenApi)]
