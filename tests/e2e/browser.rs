@@ -16,13 +16,13 @@ use testkit::{FleetOptions, LoopbackFleet, eventually, eventually_within, free_p
 
 /// chromedriver on a free loopback port; stopped on drop, with the browsers it started
 /// (they share its process group).
-struct ChromeDriver {
+pub(crate) struct ChromeDriver {
     port: u16,
     _process: Process,
 }
 
 impl ChromeDriver {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let binary = require("chromedriver", "chromium-driver");
         let port = free_port();
         let mut command = Command::new(binary);
@@ -43,7 +43,7 @@ impl ChromeDriver {
         }
     }
 
-    async fn browser(&self) -> Client {
+    pub(crate) async fn browser(&self) -> Client {
         let chromium = require("chromium", "chromium");
         let capabilities = json!({
             "goog:chromeOptions": {

@@ -3,3 +3,4 @@
 //! e2e` runs them (and the docker compose scenario, `scripts/compose-e2e.sh`).
 
 mod browser;
+mod pages;

@@ -150,6 +150,16 @@ impl LoopbackFleet {
         }
     }
 
+    /// A replica's own address, past the balancer: for what nginx would change.
+    pub fn replica_url(&self, id: &str, path: &str) -> String {
+        let slot = self
+            .slots
+            .iter()
+            .find(|slot| slot.id == id)
+            .unwrap_or_else(|| panic!("no replica {id} in this fleet"));
+        format!("http://127.0.0.1:{}{path}", slot.port)
+    }
+
     /// Process ids of the running replicas (for CPU accounting).
     pub fn replica_pids(&self) -> Vec<u32> {
         self.slots
