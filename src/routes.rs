@@ -27,8 +27,9 @@ use crate::state::AppState;
 
 /// Every route pattern the routers register, as `MatchedPath` names them (nested ones
 /// with their prefix), so that the request duration of each is reported at 0 from the
-/// first scrape. A new route is added here too; `tests/api/metrics.rs` requests each and
-/// fails if one answers under a pattern that was not reported from the start.
+/// first scrape. A new route is added here too: `tests/api/metrics.rs` requests each of
+/// these and every route docs/api.md names, and fails if one is counted under a pattern
+/// the first scrape did not show.
 pub(crate) const PATTERNS: [&str; 17] = [
     // pages
     "/",

@@ -145,6 +145,32 @@ fn documented_families() -> Vec<(String, String)> {
     families
 }
 
+/// The path of every `METHOD /path` docs/api.md names, with a product id for a parameter.
+fn documented_paths() -> Vec<String> {
+    let docs = include_str!("../../docs/api.md");
+    let paths: Vec<String> = docs
+        .split('`')
+        .filter_map(|code| {
+            let (method, path) = code.split_once(' ')?;
+            let known = ["GET", "POST", "PUT", "DELETE", "PATCH"].contains(&method);
+            (known && path.starts_with('/')).then(|| {
+                path.split('/')
+                    .map(|part| {
+                        if part.starts_with('{') {
+                            "ceramic-mug"
+                        } else {
+                            part
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
+        })
+        .collect();
+    assert!(paths.len() >= 15, "{paths:?}");
+    paths
+}
+
 /// The label values of `label` among the samples of `series` (a name up to its `{`).
 fn label_values(samples: &BTreeMap<String, f64>, series: &str, label: &str) -> BTreeSet<String> {
     let prefix = format!("{series}{{");
@@ -257,6 +283,9 @@ async fn first_scrape_shows_every_documented_family_and_known_label_at_zero() {
         })
         .collect();
     paths.extend(["/no/such/page", "/api/no-such-thing", "/static/none.css"].map(String::from));
+    // And every route docs/api.md names (`GET /api/cart`, `POST /cart/items/{id}`), so a
+    // route that is documented but missing from `routes::PATTERNS` fails below.
+    paths.extend(documented_paths());
     for path in &paths {
         shopper.get(app.url(path)).send().await.unwrap();
     }
