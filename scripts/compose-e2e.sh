@@ -12,7 +12,11 @@
 #   2. picks the images: the official ones where a registry is reachable (the app image is
 #      then built by compose from the Dockerfile), else local stand-ins built from Debian
 #      packages (scripts/lib/standin-images.sh; cached, so only the first run pays);
-#   3. starts the stack on a project of its own, waits for the shop, runs the scenario;
+#   3. starts the stack on a project of its own with the `observability` profile
+#      (Prometheus), waits for the shop, runs the scenario; Prometheus scrapes the fleet
+#      throughout, and is then asked (HTTP API on loopback) whether every running replica
+#      is an up target, whether its metadata has every family docs/operations.md lists, and
+#      whether the fleet-wide rate rule has a value (scripts/lib/prometheus-checks.sh);
 #   4. starts it again with docker-compose.ha.yml (Redis with two replicas and three
 #      sentinels) and kills the Redis primary under writes (the scenario's step 7);
 #   5. always takes the stack down again, volumes included (a trap), also on failure or ^C.
@@ -21,6 +25,7 @@
 #
 # Environment:
 #   SHOP_PORT               host port of nginx (default 8080)
+#   PROMETHEUS_PORT         host port of Prometheus (default 9090)
 #   COMPOSE_PROJECT_NAME    default elastic-cart-e2e
 #   ELASTIC_CART_IMAGES     auto | standin | official (see scripts/lib/standin-images.sh)
 #   KEEP_STACK=1            leave the stack running at the end (for poking at it); the next
@@ -30,8 +35,11 @@ set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=scripts/lib/standin-images.sh
 source "$SCRIPT_DIR/lib/standin-images.sh"
+# shellcheck source=scripts/lib/prometheus-checks.sh
+source "$SCRIPT_DIR/lib/prometheus-checks.sh"
 
 export SHOP_PORT="${SHOP_PORT:-8080}"
+export PROMETHEUS_PORT="${PROMETHEUS_PORT:-9090}"
 export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-elastic-cart-e2e}"
 started_at=$SECONDS
 
@@ -54,7 +62,9 @@ cleanup() {
         log "KEEP_STACK=1: leaving project $COMPOSE_PROJECT_NAME running"
     elif docker compose version >/dev/null 2>&1; then
         log "docker compose down -v"
-        compose down -v --remove-orphans --timeout 15 >/dev/null 2>&1 || true
+        # With the profile, so that Prometheus goes too.
+        COMPOSE_PROFILES=observability compose down -v --remove-orphans --timeout 15 \
+            >/dev/null 2>&1 || true
     fi
     log "total time: $((SECONDS - started_at)) s"
     exit "$status"
@@ -68,6 +78,7 @@ command -v docker >/dev/null || die "docker is not installed"
 docker info >/dev/null 2>&1 || die "the docker daemon does not answer"
 command -v cargo >/dev/null || die "cargo is needed to build the scenario"
 command -v curl >/dev/null || die "curl is needed"
+command -v jq >/dev/null || die "jq is needed (apt-get install jq)"
 
 # 1. Compose v2.
 ensure_compose_v2
@@ -79,18 +90,31 @@ log "images: mode=$IMAGES_MODE app=${APP_IMAGE:-<built from Dockerfile>}" \
 
 # 3. A fresh stack: nothing left over from an interrupted run (old containers, old carts).
 log "removing leftovers of project $COMPOSE_PROJECT_NAME"
-compose down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || true
+COMPOSE_PROFILES=observability compose down -v --remove-orphans --timeout 5 >/dev/null 2>&1 ||
+    true
 if curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$SHOP_PORT/" 2>/dev/null; then
     die "something else already answers on port $SHOP_PORT (set SHOP_PORT)"
 fi
+if curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$PROMETHEUS_PORT/" 2>/dev/null; then
+    die "something else already answers on port $PROMETHEUS_PORT (set PROMETHEUS_PORT)"
+fi
 
-log "docker compose up -d ${COMPOSE_UP_ARGS[*]} --wait (3 replicas)"
+# The first stack runs the `observability` profile: COMPOSE_PROFILES is the environment's
+# `--profile observability`, exported so that the scenario's own `docker compose` commands
+# (scale, start) keep Prometheus in the project too.
+export COMPOSE_PROFILES=observability
+log "docker compose --profile observability up -d ${COMPOSE_UP_ARGS[*]} --wait (3 replicas)"
 compose_up --wait --wait-timeout 120 >/dev/null 2>&1 || {
     compose ps -a >&2 || true
     die "the stack did not become healthy"
 }
 wait_for_shop 60 || die "nginx does not answer on http://127.0.0.1:$SHOP_PORT"
 log "stack up after $((SECONDS - started_at)) s"
+wait_for_prometheus 60
+check_prometheus_rules_in_image
+check_prometheus_targets 30
+# Before any shopper or failure: every documented family is there from the first scrapes.
+check_prometheus_metadata
 
 # 4. The scenario; a failure ends the script (the EXIT trap takes the stack down). Each file
 # and argument is passed on its own, so paths with spaces survive.
@@ -109,11 +133,21 @@ run_scenario() {
 }
 run_scenario
 
+# Prometheus has scraped the fleet through the scenario's kills and scaling: its targets
+# must be the replicas running now, and what it learnt must be complete.
+prometheus_checks_started=$SECONDS
+check_prometheus_targets 30
+check_prometheus_metadata
+check_prometheus_fleet_rate 30
+log "Prometheus checks after the scenario took $((SECONDS - prometheus_checks_started)) s"
+
 # 5. The same stack on a replicated store (docker-compose.ha.yml: two Redis replicas and
 # three sentinels, the app on the Sentinel URL with REDIS_WAIT_REPLICAS=1): the Redis
 # primary is killed under writes, and every acknowledged change must survive.
 log "the stack again with docker-compose.ha.yml (Sentinel); docker compose down -v first"
 compose down -v --remove-orphans --timeout 15 >/dev/null 2>&1 || true
+# Without Prometheus: the failover is about the store, and the first stack checked the scrape.
+unset COMPOSE_PROFILES
 COMPOSE_FILES+=("$REPO_ROOT/docker-compose.ha.yml")
 compose_up --wait --wait-timeout 120 >/dev/null 2>&1 || {
     compose ps -a >&2 || true

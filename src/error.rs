@@ -222,6 +222,11 @@ fn refuses_writes(cause: &str) -> bool {
         .any(|sign| cause.contains(sign))
 }
 
+/// Every kind [`store_error_kind`] can answer, for the metrics to show each at 0 before
+/// the first failure.
+pub(crate) const STORE_ERROR_KINDS: [&str; 4] =
+    ["timeout", "unavailable", "refusing_writes", "unconfirmed"];
+
 /// The kind of a session store failure, as `elastic_cart_store_errors_total` counts it:
 /// `timeout` (no answer within REDIS_COMMAND_TIMEOUT_MS), `refusing_writes` (out of
 /// memory, a failed disk), `unconfirmed` (too few replicas confirmed a change, `WAIT`) or
@@ -348,6 +353,7 @@ mod tests {
 
     #[test]
     fn store_failures_are_counted_by_kind() {
+        let mut seen = std::collections::HashSet::new();
         for (cause, kind) in [
             (
                 "Backend error: Timeout Error: Request timed out.",
@@ -367,7 +373,10 @@ mod tests {
             ),
         ] {
             assert_eq!(store_error_kind(cause), kind, "{cause}");
+            seen.insert(kind);
         }
+        // Each kind above, and no other, is the list the metrics create in advance.
+        assert_eq!(seen, STORE_ERROR_KINDS.into_iter().collect());
     }
 
     #[test]

@@ -83,6 +83,7 @@ pub fn app(state: AppState) -> Router {
     let chaos = state.chaos;
     let replica = state.replica_id.clone();
     let metrics = state.metrics.clone();
+    metrics.expect_routes(routes::patterns(chaos));
     let drain = state.drain.clone();
 
     let router = Router::new()

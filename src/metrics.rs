@@ -7,6 +7,12 @@
 //! one process see each replica's own counts. Everything here is a few atomic operations
 //! per request; `GET /metrics` renders the registry in the OpenMetrics text format, which
 //! Prometheus reads.
+//!
+//! Every series with labels known in advance (each store error `kind`, each store
+//! operation `op`, each route pattern) exists at 0 from the first scrape: an alert on
+//! `increase(...)` can only see a series that was there before it moved, and a dashboard
+//! can tell "none" from "not reported". Creating them once, up front, costs nothing per
+//! request.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -42,6 +48,77 @@ const REQUEST_BUCKETS: [f64; 13] = [
 const STORE_BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
+
+/// A session store operation, the `op` label of
+/// `elastic_cart_store_command_duration_seconds`: an enum, so the set of labels the first
+/// scrape shows at 0 is the set the store can use.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum StoreOp {
+    /// A session read by tower-sessions, or one value read straight from its record.
+    Load,
+    /// A new session written.
+    Create,
+    /// A session written back by tower-sessions.
+    Save,
+    /// A session removed.
+    Delete,
+    /// A record read for a compare-and-set.
+    Snapshot,
+    /// The compare-and-set write.
+    Replace,
+    /// Waiting for replicas to hold a record a change did not write.
+    Confirm,
+    /// The readiness probe (`/readyz`, the connection watchdog).
+    Probe,
+    /// A fleet heartbeat written.
+    Heartbeat,
+    /// The fleet's heartbeats read.
+    Fleet,
+    /// A replica's heartbeat removed as it stops.
+    Leave,
+}
+
+impl StoreOp {
+    /// Every operation, in the order the docs list them.
+    pub const ALL: [StoreOp; 11] = [
+        Self::Load,
+        Self::Create,
+        Self::Save,
+        Self::Delete,
+        Self::Snapshot,
+        Self::Replace,
+        Self::Confirm,
+        Self::Probe,
+        Self::Heartbeat,
+        Self::Fleet,
+        Self::Leave,
+    ];
+
+    /// The `op` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Load => "load",
+            Self::Create => "create",
+            Self::Save => "save",
+            Self::Delete => "delete",
+            Self::Snapshot => "snapshot",
+            Self::Replace => "replace",
+            Self::Confirm => "confirm",
+            Self::Probe => "probe",
+            Self::Heartbeat => "heartbeat",
+            Self::Fleet => "fleet",
+            Self::Leave => "leave",
+        }
+    }
+}
+
+/// The `route` labels this module gives itself rather than take from the router: every
+/// static file, and a path no route matches.
+pub const OWN_ROUTES: [&str; 2] = [STATIC_ROUTE, UNMATCHED_ROUTE];
+const STATIC_ROUTE: &str = "/static/{file}";
+const UNMATCHED_ROUTE: &str = "unmatched";
+/// The route Prometheus scrapes (`routes::health`).
+const METRICS_ROUTE: &str = "/metrics";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -168,6 +245,44 @@ impl Metrics {
             draining,
             served: AtomicU64::new(0),
         }))
+        .with_known_children()
+    }
+
+    /// Creates, at 0, the children whose labels are known before anything happens: each
+    /// store error kind, each store operation, the routes of [`OWN_ROUTES`]. The router's
+    /// own patterns come later, from [`Self::expect_routes`].
+    fn with_known_children(self) -> Self {
+        for kind in crate::error::STORE_ERROR_KINDS {
+            let _ = self.0.store_errors.get_or_create(&KindLabel { kind });
+        }
+        for op in StoreOp::ALL {
+            let _ = self
+                .0
+                .store_duration
+                .get_or_create(&OpLabel { op: op.label() });
+        }
+        self.expect_routes(OWN_ROUTES);
+        // The request counter has an open-ended `status`, so none of its children is
+        // known in advance; but a family without children is not rendered at all. The
+        // scrape itself is the one request every replica answers: its child stands for
+        // the family from the first scrape on.
+        let _ = self.0.requests.get_or_create(&RequestLabels {
+            method: "GET",
+            route: Cow::Borrowed(METRICS_ROUTE),
+            status: 200,
+        });
+        self
+    }
+
+    /// Creates the duration histogram of each route pattern in `patterns` at 0 (the
+    /// request counter has a `status` too, which is not known in advance). Called once
+    /// when the router is built; calling it again changes nothing.
+    pub fn expect_routes(&self, patterns: impl IntoIterator<Item = &'static str>) {
+        for route in patterns {
+            let _ = self.0.request_duration.get_or_create(&RouteLabel {
+                route: Cow::Borrowed(route),
+            });
+        }
     }
 
     /// Counts an answered request and its duration.
@@ -202,10 +317,10 @@ impl Metrics {
     }
 
     /// Counts one session store operation `op` that took `took`, and its failure's `kind`.
-    pub fn record_store(&self, op: &'static str, took: Duration, failure: Option<&'static str>) {
+    pub fn record_store(&self, op: StoreOp, took: Duration, failure: Option<&'static str>) {
         self.0
             .store_duration
-            .get_or_create(&OpLabel { op })
+            .get_or_create(&OpLabel { op: op.label() })
             .observe(took.as_secs_f64());
         if let Some(kind) = failure {
             self.0.store_errors.get_or_create(&KindLabel { kind }).inc();
@@ -262,11 +377,11 @@ fn method_label(method: &str) -> &'static str {
 /// scanner. Static files are one route; a path no route matches is `unmatched`.
 pub fn route_label(matched: Option<&MatchedPath>, path: &str) -> Cow<'static, str> {
     if path.starts_with("/static/") {
-        return Cow::Borrowed("/static/{file}");
+        return Cow::Borrowed(STATIC_ROUTE);
     }
     match matched {
         Some(matched) => Cow::Borrowed(interned(matched.as_str())),
-        None => Cow::Borrowed("unmatched"),
+        None => Cow::Borrowed(UNMATCHED_ROUTE),
     }
 }
 
@@ -400,7 +515,7 @@ mod tests {
             200,
             Duration::from_millis(3),
         );
-        metrics.record_store("load", Duration::from_micros(200), Some("timeout"));
+        metrics.record_store(StoreOp::Load, Duration::from_micros(200), Some("timeout"));
         metrics.conflict();
         metrics.busy();
         metrics.expiry_refreshed();
@@ -419,6 +534,39 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
         assert_eq!(metrics.served(), 1);
+    }
+
+    /// A fresh replica shows every store error kind, store operation and own route at 0,
+    /// so that `increase()` sees the first error and a dashboard sees "none yet".
+    #[test]
+    fn known_children_exist_at_zero_before_anything_happens() {
+        let text = Metrics::new("1.2.3").render(false);
+        let mut expected: Vec<String> = crate::error::STORE_ERROR_KINDS
+            .iter()
+            .map(|kind| format!(r#"elastic_cart_store_errors_total{{kind="{kind}"}} 0"#))
+            .collect();
+        expected.extend(StoreOp::ALL.iter().map(|op| {
+            format!(
+                r#"elastic_cart_store_command_duration_seconds_count{{op="{}"}} 0"#,
+                op.label()
+            )
+        }));
+        expected.push(
+            r#"elastic_cart_http_requests_total{method="GET",route="/metrics",status="200"} 0"#
+                .to_owned(),
+        );
+        expected.extend(OWN_ROUTES.iter().map(|route| {
+            format!(r#"elastic_cart_http_request_duration_seconds_count{{route="{route}"}} 0"#)
+        }));
+        for line in expected {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        let ops: HashSet<_> = StoreOp::ALL.iter().map(|op| op.label()).collect();
+        assert_eq!(
+            ops.len(),
+            StoreOp::ALL.len(),
+            "two operations share a label"
+        );
     }
 
     #[test]

@@ -10,10 +10,11 @@
 #                          chosen images (it passes --pull never / --build for you on `up`)
 #
 # Why stand-ins: some machines (CI here among them) reach Debian's package mirrors but no
-# container registry, so redis, nginx and rust images cannot be pulled. The stand-ins are
+# container registry, so redis, nginx, prometheus and rust images cannot be pulled. The stand-ins are
 # made from a debootstrapped Debian unstable tree, which has what the stack needs:
 #   - nginx >= 1.27.3, because nginx.conf uses `server app:3000 resolve` (unstable has 1.30);
 #   - redis-server and redis-cli (compose's health check runs `redis-cli ping`);
+#   - prometheus and promtool, for the compose file's `observability` profile;
 #   - a runtime for the host-built, glibc-linked target/release/elastic-cart (built on
 #     bookworm; unstable's newer glibc runs it), laid out like the Dockerfile's runtime stage.
 # The debootstrapped trees are cached under target/standin/, and the images are kept by
@@ -54,11 +55,13 @@ STANDIN_RECIPE=1
 STANDIN_BASE_IMAGE="elastic-cart-standin-base:r$STANDIN_RECIPE"
 STANDIN_REDIS_IMAGE="elastic-cart-standin-redis:r$STANDIN_RECIPE"
 STANDIN_NGINX_IMAGE="elastic-cart-standin-nginx:r$STANDIN_RECIPE"
+STANDIN_PROMETHEUS_IMAGE="elastic-cart-standin-prometheus:r$STANDIN_RECIPE"
 STANDIN_APP_IMAGE="elastic-cart-standin-app:latest"
 
 # The images docker-compose.yml uses by default (keep in step with it).
 OFFICIAL_REDIS_IMAGE="redis:7.4-alpine"
 OFFICIAL_NGINX_IMAGE="nginx:1.27.3"
+OFFICIAL_PROMETHEUS_IMAGE="prom/prometheus:v3.5.0"
 OFFICIAL_RUST_IMAGE="rust:1-bookworm"
 OFFICIAL_RUNTIME_IMAGE="debian:bookworm-slim"
 
@@ -159,8 +162,8 @@ image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
 # missing image, with a time limit: without a registry it fails within seconds.
 official_images_available() {
     local image missing=()
-    for image in "$OFFICIAL_REDIS_IMAGE" "$OFFICIAL_NGINX_IMAGE" "$OFFICIAL_RUST_IMAGE" \
-        "$OFFICIAL_RUNTIME_IMAGE"; do
+    for image in "$OFFICIAL_REDIS_IMAGE" "$OFFICIAL_NGINX_IMAGE" "$OFFICIAL_PROMETHEUS_IMAGE" \
+        "$OFFICIAL_RUST_IMAGE" "$OFFICIAL_RUNTIME_IMAGE"; do
         image_exists "$image" || missing+=("$image")
     done
     [[ ${#missing[@]} -eq 0 ]] && return 0
@@ -305,6 +308,25 @@ ensure_nginx_image() {
         --change 'CMD ["nginx", "-g", "daemon off;"]'
 }
 
+# Prometheus like the official image: /usr/bin/prometheus as the entrypoint, run as nobody,
+# its database in /prometheus, promtool on PATH (the compose file's health check uses it).
+# The compose file passes every flag itself (config file, rules, database path), so the
+# stand-in needs no default configuration of its own.
+ensure_prometheus_image() {
+    image_exists "$STANDIN_PROMETHEUS_IMAGE" && return 0
+    ensure_service_rootfs prometheus "prometheus" '
+        prometheus --version
+        mkdir -p /prometheus
+        chown nobody:nogroup /prometheus'
+    import_rootfs "$STANDIN_DIR/rootfs-prometheus" "$STANDIN_PROMETHEUS_IMAGE" \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change 'USER nobody' \
+        --change 'WORKDIR /prometheus' \
+        --change 'EXPOSE 9090' \
+        --change 'ENTRYPOINT ["/usr/bin/prometheus"]' \
+        --change 'CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]'
+}
+
 # The app image: the Dockerfile's runtime stage, with the host-built binary instead of the
 # build stage's. Rebuilt on every call (Docker's layer cache makes that quick when nothing
 # changed), so the image always holds the current binary and static files.
@@ -360,11 +382,12 @@ build_standin_images() {
     ensure_base_image
     ensure_redis_image
     ensure_nginx_image
+    ensure_prometheus_image
     build_app_image "$STANDIN_APP_IMAGE" ""
 }
 
 # Chooses the images and sets what `compose` needs: exports APP_IMAGE, REDIS_IMAGE,
-# NGINX_IMAGE for stand-ins, and COMPOSE_UP_ARGS for `compose up`.
+# NGINX_IMAGE, PROMETHEUS_IMAGE for stand-ins, and COMPOSE_UP_ARGS for `compose up`.
 prepare_images() {
     local mode=$ELASTIC_CART_IMAGES
     if [[ $mode == auto ]]; then
@@ -373,14 +396,14 @@ prepare_images() {
     case $mode in
     official)
         log "using the official images; the app image is built by compose from the Dockerfile"
-        unset APP_IMAGE REDIS_IMAGE NGINX_IMAGE
+        unset APP_IMAGE REDIS_IMAGE NGINX_IMAGE PROMETHEUS_IMAGE
         COMPOSE_UP_ARGS=(--build)
         ;;
     standin)
         log "no registry: using local stand-in images built from Debian $STANDIN_SUITE packages"
         build_standin_images
         export APP_IMAGE=$STANDIN_APP_IMAGE REDIS_IMAGE=$STANDIN_REDIS_IMAGE \
-            NGINX_IMAGE=$STANDIN_NGINX_IMAGE
+            NGINX_IMAGE=$STANDIN_NGINX_IMAGE PROMETHEUS_IMAGE=$STANDIN_PROMETHEUS_IMAGE
         # No --build: the compose file's `build: .` needs the rust image. The app image exists,
         # so compose uses it as it is; --pull never keeps compose from asking a registry.
         COMPOSE_UP_ARGS=(--pull never)

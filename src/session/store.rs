@@ -39,7 +39,7 @@ use self::redis::RedisStore;
 use self::redis::heartbeats;
 pub use self::redis::heartbeats::Heartbeat;
 use super::markers::ChangeToken;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StoreOp};
 
 /// The session store of one replica.
 #[derive(Debug, Clone)]
@@ -97,7 +97,7 @@ impl Store {
     /// (docs/benchmark.md).
     fn timed<'a, T: Send + 'a>(
         &'a self,
-        op: &'static str,
+        op: StoreOp,
         work: impl Future<Output = session_store::Result<T>> + Send + 'a,
     ) -> Pin<Box<dyn Future<Output = session_store::Result<T>> + Send + 'a>> {
         Box::pin(async move {
@@ -125,7 +125,7 @@ impl Store {
     /// store is always reached.
     pub async fn probe(&self) -> session_store::Result<()> {
         match &self.kind {
-            Kind::Redis(redis) => self.timed("probe", redis.probe()).await,
+            Kind::Redis(redis) => self.timed(StoreOp::Probe, redis.probe()).await,
             Kind::Memory(_) => Ok(()),
         }
     }
@@ -141,7 +141,7 @@ impl Store {
         key: &str,
     ) -> session_store::Result<Option<Option<T>>> {
         match &self.kind {
-            Kind::Redis(redis) => self.timed("load", redis.read_value(id, key)).await,
+            Kind::Redis(redis) => self.timed(StoreOp::Load, redis.read_value(id, key)).await,
             Kind::Memory(_) => Ok(None),
         }
     }
@@ -149,7 +149,7 @@ impl Store {
     /// Reads a session record for a later [`Self::replace_if_unchanged`]. `None` if there
     /// is no such session (or it no longer decodes).
     pub async fn snapshot(&self, id: &Id) -> session_store::Result<Option<Snapshot>> {
-        self.timed("snapshot", async {
+        self.timed(StoreOp::Snapshot, async {
             match &self.kind {
                 Kind::Redis(redis) => redis.snapshot(id).await,
                 Kind::Memory(memory) => Ok(memory.snapshot(id)),
@@ -168,7 +168,7 @@ impl Store {
         data: Data,
         token: &ChangeToken,
     ) -> session_store::Result<bool> {
-        self.timed("replace", async {
+        self.timed(StoreOp::Replace, async {
             match &self.kind {
                 Kind::Redis(redis) => {
                     redis
@@ -193,7 +193,7 @@ impl Store {
         match &self.kind {
             Kind::Redis(redis) => {
                 let confirm = redis.confirm_unchanged(&snapshot.record.id, token);
-                self.timed("confirm", confirm).await
+                self.timed(StoreOp::Confirm, confirm).await
             }
             Kind::Memory(_) => Ok(()),
         }
@@ -204,7 +204,7 @@ impl Store {
     pub async fn heartbeat(&self, beat: &Heartbeat<'_>) -> session_store::Result<()> {
         match &self.kind {
             Kind::Redis(redis) => {
-                self.timed("heartbeat", heartbeats::write(redis, beat))
+                self.timed(StoreOp::Heartbeat, heartbeats::write(redis, beat))
                     .await
             }
             Kind::Memory(_) => Ok(()),
@@ -215,7 +215,10 @@ impl Store {
     /// ...); `None` in memory, where there is no fleet to read.
     pub async fn fleet(&self) -> session_store::Result<Option<(u64, Vec<String>)>> {
         match &self.kind {
-            Kind::Redis(redis) => self.timed("fleet", heartbeats::read(redis)).await.map(Some),
+            Kind::Redis(redis) => self
+                .timed(StoreOp::Fleet, heartbeats::read(redis))
+                .await
+                .map(Some),
             Kind::Memory(_) => Ok(None),
         }
     }
@@ -223,7 +226,10 @@ impl Store {
     /// Deletes replica `id`'s heartbeat (when it stops).
     pub async fn leave_fleet(&self, id: &str) -> session_store::Result<()> {
         match &self.kind {
-            Kind::Redis(redis) => self.timed("leave", heartbeats::leave(redis, id)).await,
+            Kind::Redis(redis) => {
+                self.timed(StoreOp::Leave, heartbeats::leave(redis, id))
+                    .await
+            }
             Kind::Memory(_) => Ok(()),
         }
     }
@@ -239,7 +245,7 @@ impl Store {
 #[async_trait]
 impl SessionStore for Store {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        self.timed("create", async {
+        self.timed(StoreOp::Create, async {
             match &self.kind {
                 Kind::Redis(store) => store.create(record).await,
                 Kind::Memory(store) => store.create(record).await,
@@ -249,7 +255,7 @@ impl SessionStore for Store {
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        self.timed("save", async {
+        self.timed(StoreOp::Save, async {
             match &self.kind {
                 Kind::Redis(store) => store.save(record).await,
                 Kind::Memory(store) => store.save(record).await,
@@ -259,7 +265,7 @@ impl SessionStore for Store {
     }
 
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
-        self.timed("load", async {
+        self.timed(StoreOp::Load, async {
             match &self.kind {
                 Kind::Redis(store) => store.load(session_id).await,
                 Kind::Memory(store) => store.load(session_id).await,
@@ -269,7 +275,7 @@ impl SessionStore for Store {
     }
 
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
-        self.timed("delete", async {
+        self.timed(StoreOp::Delete, async {
             match &self.kind {
                 Kind::Redis(store) => store.delete(session_id).await,
                 Kind::Memory(store) => store.delete(session_id).await,

@@ -84,6 +84,32 @@ fn constant(source: &str, name: &str) -> String {
     source[start..start + len].to_owned()
 }
 
+/// Every route the routers register, as (file, JSON or page, path with its router's
+/// prefix, methods).
+fn routes_in_code() -> Vec<(&'static str, bool, String, BTreeSet<String>)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut all = Vec::new();
+    for (file, prefix, json) in ROUTERS {
+        let source = std::fs::read_to_string(root.join(file)).unwrap();
+        let routes = registered_routes(&source);
+        assert!(!routes.is_empty(), "no route found in {file}");
+        for (path, methods) in routes {
+            all.push((file, json, format!("{prefix}{path}"), methods));
+        }
+    }
+    all
+}
+
+/// Every route pattern the routers register, as the metrics' `route` label names it, but
+/// the demo's crash button (only with `DEMO_CHAOS=1`).
+pub(crate) fn route_patterns() -> BTreeSet<String> {
+    routes_in_code()
+        .into_iter()
+        .filter(|(file, ..)| !file.ends_with("chaos.rs"))
+        .map(|(_, _, path, _)| path)
+        .collect()
+}
+
 /// The routes of the OpenAPI document, as path -> methods.
 fn documented_routes(document: &Value) -> BTreeMap<String, BTreeSet<String>> {
     document["paths"]
@@ -115,23 +141,17 @@ async fn the_openapi_document_lists_every_json_route_the_code_registers() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let api_reference = std::fs::read_to_string(root.join("docs/api.md")).unwrap();
     let mut in_code = BTreeMap::new();
-    for (file, prefix, json) in ROUTERS {
-        let source = std::fs::read_to_string(root.join(file)).unwrap();
-        let routes = registered_routes(&source);
-        assert!(!routes.is_empty(), "no route found in {file}");
-        for (path, methods) in routes {
-            let path = format!("{prefix}{path}");
-            if json {
-                in_code.insert(path, methods);
-            } else {
-                for method in methods {
-                    let page = format!("{} {path}", method.to_uppercase());
-                    assert!(
-                        api_reference.contains(&format!("`{page}`")),
-                        "the browser page `{page}` ({file}) is not in docs/api.md"
-                    );
-                }
-            }
+    for (file, json, path, methods) in routes_in_code() {
+        if json {
+            in_code.insert(path, methods);
+            continue;
+        }
+        for method in methods {
+            let page = format!("{} {path}", method.to_uppercase());
+            assert!(
+                api_reference.contains(&format!("`{page}`")),
+                "the browser page `{page}` ({file}) is not in docs/api.md"
+            );
         }
     }
     assert_eq!(

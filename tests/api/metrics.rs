@@ -2,7 +2,7 @@
 //! that they move with what the replica does (requests by route pattern, store
 //! operations and their failures, lost compare-and-set races).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use reqwest::StatusCode;
 
@@ -119,6 +119,172 @@ async fn metrics_name_every_series_and_count_requests_by_route_pattern() {
             .any(|series| series.contains("ceramic-mug") || series.contains("/no/such")),
         "a raw path became a label: {after:#?}"
     );
+}
+
+/// The families docs/operations.md lists ("## Metrics"), with their type: (name as listed,
+/// type).
+fn documented_families() -> Vec<(String, String)> {
+    let docs = include_str!("../../docs/operations.md");
+    let table = docs
+        .split("\n## Metrics\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("docs/operations.md has a ## Metrics section");
+    let families: Vec<_> = table
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<_> = line.split('|').map(str::trim).collect();
+            let name = cells
+                .get(1)?
+                .strip_prefix("`elastic_cart_")?
+                .strip_suffix('`')?;
+            Some((format!("elastic_cart_{name}"), cells.get(2)?.to_string()))
+        })
+        .collect();
+    assert!(families.len() >= 9, "{families:?}");
+    families
+}
+
+/// The path of every `METHOD /path` docs/api.md names, with a product id for a parameter.
+fn documented_paths() -> Vec<String> {
+    let docs = include_str!("../../docs/api.md");
+    let paths: Vec<String> = docs
+        .split('`')
+        .filter_map(|code| {
+            let (method, path) = code.split_once(' ')?;
+            let known = ["GET", "POST", "PUT", "DELETE", "PATCH"].contains(&method);
+            (known && path.starts_with('/')).then(|| {
+                path.split('/')
+                    .map(|part| {
+                        if part.starts_with('{') {
+                            "ceramic-mug"
+                        } else {
+                            part
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
+        })
+        .collect();
+    assert!(paths.len() >= 15, "{paths:?}");
+    paths
+}
+
+/// The label values of `label` among the samples of `series` (a name up to its `{`).
+fn label_values(samples: &BTreeMap<String, f64>, series: &str, label: &str) -> BTreeSet<String> {
+    let prefix = format!("{series}{{");
+    let key = format!("{label}=\"");
+    samples
+        .keys()
+        .filter_map(|s| s.strip_prefix(&prefix))
+        .filter_map(|labels| {
+            let start = labels.find(&key)? + key.len();
+            let end = labels[start..].find('"')? + start;
+            Some(labels[start..end].to_owned())
+        })
+        .collect()
+}
+
+/// The store error kinds and operations the docs table names.
+const KINDS: [&str; 4] = ["timeout", "unavailable", "refusing_writes", "unconfirmed"];
+const OPS: [&str; 11] = [
+    "load",
+    "create",
+    "save",
+    "delete",
+    "snapshot",
+    "replace",
+    "confirm",
+    "probe",
+    "heartbeat",
+    "fleet",
+    "leave",
+];
+
+/// Every route label a replica reports: each pattern the routers register (read from
+/// the code, as the OpenAPI test does), static files, and requests no route matches.
+fn routes() -> BTreeSet<String> {
+    let mut routes = crate::contract::route_patterns();
+    routes.extend(["/static/{file}", "unmatched"].map(String::from));
+    routes
+}
+
+/// A fresh replica's first scrape already has every family the docs list, with its type
+/// and help, and every store error kind, store operation and route pattern at 0: an alert
+/// on `increase(elastic_cart_store_errors_total[..])` can then see the first error, which
+/// it cannot on a series that appears with it. Then every route pattern is requested: each
+/// is counted under a label that was there from the start, so a route added to a router but
+/// not to `routes::PATTERNS` fails here.
+#[tokio::test]
+async fn first_scrape_shows_every_documented_family_and_known_label_at_zero() {
+    let app = TestApp::in_memory("replica-first").await;
+    let response = visitor().get(app.url("/metrics")).send().await.unwrap();
+    let text = response.text().await.unwrap();
+    for (name, kind) in documented_families() {
+        // OpenMetrics names a counter's family without its `_total`.
+        let family = match kind.as_str() {
+            "counter" => name
+                .strip_suffix("_total")
+                .expect("a counter ends in _total"),
+            _ => name.as_str(),
+        };
+        assert!(
+            text.lines().any(|l| l == format!("# TYPE {family} {kind}")),
+            "{family} is not a {kind} in the first scrape:\n{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("# HELP {family} "))),
+            "{family} has no help:\n{text}"
+        );
+    }
+    let first = samples(&text);
+    for kind in KINDS {
+        let series = format!(r#"elastic_cart_store_errors_total{{kind="{kind}"}}"#);
+        assert_eq!(first.get(&series), Some(&0.0), "{series}: {first:#?}");
+    }
+    for op in OPS {
+        let series = format!(r#"elastic_cart_store_command_duration_seconds_count{{op="{op}"}}"#);
+        assert_eq!(first.get(&series), Some(&0.0), "{series}: {first:#?}");
+    }
+    let durations = "elastic_cart_http_request_duration_seconds_count";
+    let routes = label_values(&first, durations, "route");
+    assert_eq!(routes, self::routes(), "{first:#?}");
+    for route in &routes {
+        let series = format!(r#"{durations}{{route="{route}"}}"#);
+        assert_eq!(first.get(&series), Some(&0.0), "{series}");
+    }
+
+    // Each pattern, requested once (a GET: a route that takes only POST answers 405,
+    // counted under its pattern all the same), plus paths no route matches.
+    let shopper = visitor();
+    let mut paths: Vec<String> = routes
+        .iter()
+        .filter(|route| route.starts_with('/'))
+        .map(|route| {
+            route
+                .replace("{product_id}", "ceramic-mug")
+                .replace("{file}", "style.css")
+        })
+        .collect();
+    paths.extend(["/no/such/page", "/api/no-such-thing", "/static/none.css"].map(String::from));
+    // And every route docs/api.md names (`GET /api/cart`, `POST /cart/items/{id}`), so a
+    // route that is documented but missing from `routes::PATTERNS` fails below.
+    paths.extend(documented_paths());
+    for path in &paths {
+        shopper.get(app.url(path)).send().await.unwrap();
+    }
+    let after = scrape(&app).await;
+    assert_eq!(
+        label_values(&after, durations, "route"),
+        routes,
+        "a request was counted under a route the first scrape did not show"
+    );
+    for route in &routes {
+        let series = format!(r#"{durations}{{route="{route}"}}"#);
+        assert!(value(&after, &series) >= 1.0, "{route} was never matched");
+    }
 }
 
 /// On Redis: each store operation is timed, simultaneous changes of one session count

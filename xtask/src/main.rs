@@ -72,6 +72,8 @@ const TIERS: [Tier; 3] = [
             ("/usr/bin/python3", "python3"),
             ("/usr/share/doc/python3-venv", "python3-venv"),
             ("java", "default-jre-headless"),
+            ("promtool", "prometheus"),
+            ("jq", "jq"),
         ],
     },
 ];
@@ -209,6 +211,7 @@ fn run_tier(name: &str) -> bool {
         "e2e" => {
             run(Command::new("bash").arg("scripts/k8s-validate.sh"))
                 && cargo_test(&["--test", "e2e", "--", "--ignored"])
+                && run(Command::new("bash").arg("scripts/prometheus-rules.sh"))
                 && run(Command::new("bash").arg("scripts/compose-e2e.sh"))
                 && run(Command::new("bash").arg("scripts/swarm-e2e.sh"))
         }
