@@ -36,7 +36,8 @@ const TIERS: [Tier; 3] = [
     Tier {
         name: "integration",
         what: "real redis-server (one, Sentinel, Cluster), the same tests on valkey-server, \
-               nginx with the shipped nginx.conf, the release binary; the store and the \
+               nginx with the shipped nginx.conf, the release binary; schemathesis against \
+               the OpenAPI document; the store and the \
                replicas on test hosts (network namespaces) that go silent, are partitioned \
                and fail over by a moved name; a one-minute fault soak on one Redis and one \
                on Sentinel",
@@ -55,8 +56,10 @@ const TIERS: [Tier; 3] = [
     Tier {
         name: "e2e",
         what: "the Kubernetes manifests validated offline; headless Chromium through the \
-               loopback fleet; the scenario on docker compose and on a single-node Docker \
-               Swarm (deploy/swarm/stack.yml, then its Sentinel variant)",
+               loopback fleet; every page kind through the Nu HTML checker and axe-core; \
+               the Prometheus rules with promtool; the scenario on docker compose, scraped \
+               by Prometheus, and on a single-node Docker Swarm (deploy/swarm/stack.yml, \
+               then its Sentinel variant)",
         needs: &[
             ("redis-server", "redis-server"),
             ("redis-cli", "redis-tools"),
