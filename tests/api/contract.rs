@@ -123,11 +123,9 @@ fn documented_routes(document: &Value) -> BTreeMap<String, BTreeSet<String>> {
         .collect()
 }
 
-/// Every route the routers register that is not a browser page is in the document with
-/// the same methods, and the document names no route that the code lacks; browser pages
-/// are in docs/api.md instead.
-#[tokio::test]
-async fn the_openapi_document_lists_every_json_route_the_code_registers() {
+/// `GET /api/openapi.json` from a fresh replica named `contract`, answered 200; the
+/// replica is returned too, to keep serving until the body is read.
+async fn fetch_the_document() -> (TestApp, reqwest::Response) {
     let app = TestApp::in_memory("contract").await;
     let response = bare_client()
         .get(app.url("/api/openapi.json"))
@@ -135,6 +133,15 @@ async fn the_openapi_document_lists_every_json_route_the_code_registers() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+    (app, response)
+}
+
+/// Every route the routers register that is not a browser page is in the document with
+/// the same methods, and the document names no route that the code lacks; browser pages
+/// are in docs/api.md instead.
+#[tokio::test]
+async fn the_openapi_document_lists_every_json_route_the_code_registers() {
+    let (_app, response) = fetch_the_document().await;
     let document: Value = response.json().await.unwrap();
     assert_eq!(document["openapi"], "3.1.0");
 
@@ -164,13 +171,7 @@ async fn the_openapi_document_lists_every_json_route_the_code_registers() {
 /// The document is JSON, costs no session and names the replica like every answer.
 #[tokio::test]
 async fn the_openapi_document_is_served_without_a_session() {
-    let app = TestApp::in_memory("contract").await;
-    let response = bare_client()
-        .get(app.url("/api/openapi.json"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    let (_app, response) = fetch_the_document().await;
     let headers = response.headers();
     assert_eq!(headers["content-type"], "application/json");
     assert_eq!(headers["x-served-by"], "contract");
@@ -238,6 +239,12 @@ async fn schemathesis_finds_nothing_through_nginx_over_the_fleet() {
 async fn a_whole_quantity_written_as_a_float_counts_as_that_number() {
     let app = TestApp::in_memory("contract").await;
     let shopper = crate::helpers::visitor();
+    let set_line = |quantity: f64| {
+        shopper
+            .put(app.url("/api/cart/items/ceramic-mug"))
+            .json(&serde_json::json!({ "quantity": quantity }))
+            .send()
+    };
     let added = shopper
         .post(app.url("/api/cart/items"))
         .json(&serde_json::json!({"product_id": "ceramic-mug", "quantity": 2.0}))
@@ -245,19 +252,8 @@ async fn a_whole_quantity_written_as_a_float_counts_as_that_number() {
         .await
         .unwrap();
     assert_eq!(added.status(), StatusCode::OK);
-    let set = shopper
-        .put(app.url("/api/cart/items/ceramic-mug"))
-        .json(&serde_json::json!({"quantity": 5.0}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(set.status(), StatusCode::OK);
-    let fraction = shopper
-        .put(app.url("/api/cart/items/ceramic-mug"))
-        .json(&serde_json::json!({"quantity": 1.5}))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(set_line(5.0).await.unwrap().status(), StatusCode::OK);
+    let fraction = set_line(1.5).await.unwrap();
     assert_eq!(fraction.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body: Value = fraction.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_input");
