@@ -109,7 +109,11 @@ impl<'de> Deserialize<'de> for WholeNumber {
             }
 
             fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<WholeNumber, E> {
-                if value.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&value) {
+                // Not -0.0: a negative zero is no quantity a client means.
+                if value.fract() == 0.0
+                    && value.is_sign_positive()
+                    && (0.0..=f64::from(u32::MAX)).contains(&value)
+                {
                     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
                     return Ok(WholeNumber(value as u32));
                 }
@@ -278,6 +282,7 @@ mod tests {
         assert!(read("48.5").is_err());
         assert!(read("-1").is_err());
         assert!(read("-1.0").is_err());
+        assert!(serde_json::from_str::<LineQuantity>("-0.0").is_err());
         assert!(read("0").is_err());
         assert!(read("1e300").is_err());
         assert!(read("\"48\"").is_err());

@@ -37,7 +37,7 @@ wait_for_prometheus() {
 # host's.
 check_prometheus_rules_in_image() {
     local version
-    version=$(compose exec -T prometheus promtool --version 2>&1 | head -n 1)
+    version=$(compose exec -T prometheus promtool --version 2>&1 | sed -n 1p)
     log "promtool in the Prometheus container ($version): check config, test rules"
     compose exec -T -w /etc/prometheus prometheus promtool check config prometheus.yml \
         >/dev/null || die "promtool check config failed in the Prometheus container"
@@ -63,8 +63,9 @@ up_targets() {
 check_prometheus_targets() {
     local deadline=$((SECONDS + ${1:-30})) running up
     while :; do
-        running=$(running_app_addresses)
-        up=$(up_targets)
+        # A replica removed between two lookups, or a slow answer, is retried, not fatal.
+        running=$(running_app_addresses) || true
+        up=$(up_targets) || true
         [[ -n $running && $running == "$up" ]] && break
         if ((SECONDS >= deadline)); then
             log "running app replicas: $(tr '\n' ' ' <<<"$running")"

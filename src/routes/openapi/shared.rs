@@ -63,6 +63,8 @@ const CHANGE: Codes = &[
 ];
 /// What a change of one product's line may answer besides.
 const LINE: Codes = &[
+    // A product id in the path that is not valid UTF-8 once decoded (`%FF`).
+    (400, &["malformed_request"]),
     (404, &["unknown_product"]),
     (422, &["line_full", "too_many_lines"]),
 ];
