@@ -428,6 +428,49 @@ async fn oversized_and_slow_bodies_are_refused_promptly() {
     assert_eq!(cart["item_count"], 0);
 }
 
+/// A body over the limit, sent whole before reading as most HTTP clients do (no
+/// `Expect: 100-continue`), gets the 413 every time, not a reset: the replica reads and
+/// drops it before answering. Through nginx the same early close made nginx answer 502.
+/// The release binary, as a client meets it (`TEST_REPLICA_BINARY` shows the reset of a
+/// build without the fix).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "integration tier: cargo xtask test integration"]
+async fn over_limit_bodies_sent_whole_get_the_413_not_a_reset() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let replica = crate::helpers::start_binary(&[]).await;
+    let body = vec![b' '; 2 * 1024 * 1024];
+    for attempt in 0..20 {
+        let mut stream = tokio::net::TcpStream::connect(replica.addr).await.unwrap();
+        let head = format!(
+            "POST /api/cart/items HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        // In blocks, as an HTTP library writes a body.
+        for block in body.chunks(8192) {
+            stream
+                .write_all(block)
+                .await
+                .unwrap_or_else(|err| panic!("attempt {attempt}: the body was cut off: {err}"));
+        }
+        let mut answer = Vec::new();
+        stream
+            .read_to_end(&mut answer)
+            .await
+            .unwrap_or_else(|err| panic!("attempt {attempt}: no answer: {err}"));
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 413"),
+            "attempt {attempt}: {answer}"
+        );
+        assert!(
+            answer.contains("payload_too_large"),
+            "attempt {attempt}: {answer}"
+        );
+    }
+}
+
 /// A request head that never completes is closed within the head deadline, so slow clients
 /// cannot hold descriptors; heads the HTTP layer refuses by itself (unparsable, a URI or
 /// headers over the limits) are answered with the JSON error, not an empty body.
