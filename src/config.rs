@@ -97,6 +97,15 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(0..=16))]
     pub redis_wait_replicas: u32,
 
+    /// Percent of the store's maxmemory up to which new sessions (a visitor's first change)
+    /// are created; above it they are refused with 429 `too_many_new_sessions`, so the
+    /// rest is kept for the carts already there. Each replica reads the store's memory
+    /// (INFO memory) every second. 0 switches the check off; a store without maxmemory is
+    /// never full.
+    #[arg(long, env = "STORE_MEMORY_BUDGET_PERCENT", default_value_t = 85,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub store_memory_budget_percent: u8,
+
     /// Milliseconds a Redis command may take before the request fails with 503.
     #[arg(long, env = "REDIS_COMMAND_TIMEOUT_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(10..=60_000))]

@@ -17,6 +17,10 @@ use crate::cart::CartError;
 /// Seconds a client is asked to wait before retrying when the session store is away.
 pub(crate) const RETRY_AFTER_SECS: u32 = 1;
 
+/// `Retry-After` of a new session refused for the store's memory: room comes back only as
+/// sessions expire, so a prompt retry would be refused too.
+pub(crate) const NEW_SESSION_RETRY_AFTER_SECS: u32 = 60;
+
 pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +81,14 @@ pub(crate) enum Error {
     /// An `Idempotency-Key` that is not a short string of visible characters.
     #[error("the Idempotency-Key header must be 1 to 255 visible ASCII characters")]
     InvalidIdempotencyKey,
+    /// A visitor's first change, refused because the store's memory is above its budget
+    /// for new sessions (`store::budget`): a flood of new sessions must not fill the store
+    /// that existing carts need. Existing sessions are not refused.
+    #[error(
+        "the shop is starting no new carts just now (too many were started); carts already \
+         started are unaffected; please retry in a minute"
+    )]
+    TooManyNewSessions,
     /// A change lost the race for its session for longer than the configured wait.
     #[error("too many simultaneous changes of this cart; please retry shortly")]
     SessionBusy,
@@ -127,6 +139,7 @@ impl Error {
             | Self::SessionBusy
             | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
             Self::CheckedOut => StatusCode::CONFLICT,
+            Self::TooManyNewSessions => StatusCode::TOO_MANY_REQUESTS,
             Self::CrossOrigin => StatusCode::FORBIDDEN,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Other(status) => *status,
@@ -155,6 +168,7 @@ impl Error {
             Self::OutcomeUnknown(_) => "outcome_unknown",
             Self::Draining => "draining",
             Self::SessionBusy => "session_busy",
+            Self::TooManyNewSessions => "too_many_new_sessions",
             Self::CheckedOut => "checked_out",
             Self::CrossOrigin => "cross_origin",
             Self::Internal(_) => "internal",
@@ -334,6 +348,12 @@ impl IntoResponse for Error {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        if matches!(self, Self::TooManyNewSessions) {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(NEW_SESSION_RETRY_AFTER_SECS),
+            );
         }
         response.extensions_mut().insert(report);
         response

@@ -70,6 +70,8 @@ pub enum StoreOp {
     Confirm,
     /// The readiness probe (`/readyz`, the connection watchdog).
     Probe,
+    /// The store's memory read (`INFO memory`), every second, for the new-session budget.
+    Memory,
     /// A fleet heartbeat written.
     Heartbeat,
     /// The fleet's heartbeats read.
@@ -80,7 +82,7 @@ pub enum StoreOp {
 
 impl StoreOp {
     /// Every operation, in the order the docs list them.
-    pub const ALL: [StoreOp; 11] = [
+    pub const ALL: [StoreOp; 12] = [
         Self::Load,
         Self::Create,
         Self::Save,
@@ -89,6 +91,7 @@ impl StoreOp {
         Self::Replace,
         Self::Confirm,
         Self::Probe,
+        Self::Memory,
         Self::Heartbeat,
         Self::Fleet,
         Self::Leave,
@@ -105,6 +108,7 @@ impl StoreOp {
             Self::Replace => "replace",
             Self::Confirm => "confirm",
             Self::Probe => "probe",
+            Self::Memory => "memory",
             Self::Heartbeat => "heartbeat",
             Self::Fleet => "fleet",
             Self::Leave => "leave",
@@ -161,6 +165,9 @@ struct Inner {
     conflicts: Counter,
     busy: Counter,
     expiry_refreshes: Counter,
+    new_sessions_refused: Counter,
+    store_memory_used: Gauge,
+    store_memory_max: Gauge,
     draining: Gauge,
     /// Every request answered, whatever its route (what the fleet heartbeat reports).
     served: AtomicU64,
@@ -220,6 +227,26 @@ impl Metrics {
             "Reads that moved a session's expiry (past half its time to live)",
             expiry_refreshes.clone(),
         );
+        let new_sessions_refused = Counter::default();
+        registry.register(
+            "new_sessions_refused",
+            "New sessions refused (429 too_many_new_sessions) while the store's memory was \
+             above its budget for new sessions (STORE_MEMORY_BUDGET_PERCENT)",
+            new_sessions_refused.clone(),
+        );
+        let store_memory_used = Gauge::default();
+        registry.register(
+            "store_memory_used_bytes",
+            "The session store's used memory (INFO memory used_memory; the fullest primary \
+             of a cluster), as this replica last read it; 0 before the first reading",
+            store_memory_used.clone(),
+        );
+        let store_memory_max = Gauge::default();
+        registry.register(
+            "store_memory_max_bytes",
+            "The session store's memory ceiling (INFO memory maxmemory); 0 if it has none",
+            store_memory_max.clone(),
+        );
         let draining = Gauge::default();
         registry.register(
             "draining",
@@ -242,6 +269,9 @@ impl Metrics {
             conflicts,
             busy,
             expiry_refreshes,
+            new_sessions_refused,
+            store_memory_used,
+            store_memory_max,
             draining,
             served: AtomicU64::new(0),
         }))
@@ -340,6 +370,18 @@ impl Metrics {
     /// A read moved a session's expiry.
     pub fn expiry_refreshed(&self) {
         self.0.expiry_refreshes.inc();
+    }
+
+    /// A new session was refused for the store's memory budget.
+    pub fn new_session_refused(&self) {
+        self.0.new_sessions_refused.inc();
+    }
+
+    /// The store's memory as last read: `used` bytes of at most `max` (0: no ceiling).
+    pub fn store_memory(&self, used: u64, max: u64) {
+        let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        self.0.store_memory_used.set(gauge(used));
+        self.0.store_memory_max.set(gauge(max));
     }
 
     /// The registry in the OpenMetrics text format, with `draining` as it is now.
@@ -519,6 +561,8 @@ mod tests {
         metrics.conflict();
         metrics.busy();
         metrics.expiry_refreshed();
+        metrics.new_session_refused();
+        metrics.store_memory(27_000_000, 33_554_432);
         let text = metrics.render(true);
         for line in [
             r#"elastic_cart_http_requests_total{method="GET",route="/cart",status="200"} 1"#,
@@ -528,6 +572,9 @@ mod tests {
             "elastic_cart_session_change_conflicts_total 1",
             "elastic_cart_session_busy_total 1",
             "elastic_cart_expiry_refreshes_total 1",
+            "elastic_cart_new_sessions_refused_total 1",
+            "elastic_cart_store_memory_used_bytes 27000000",
+            "elastic_cart_store_memory_max_bytes 33554432",
             "elastic_cart_draining 1",
             r#"elastic_cart_build_info{version="1.2.3"} 1"#,
         ] {

@@ -162,6 +162,10 @@ impl CartSession {
         change: impl Fn(&mut Cart) -> Result<()>,
         answer: impl Fn(&Cart) -> String,
     ) -> Result<Changed> {
+        // Whether this change would create a record nobody has yet (the visitor's first
+        // change, or the first after its session expired): what a flood of new sessions
+        // sends, and what the store's memory budget may refuse.
+        let mut creates = self.session.id().is_none();
         if let (Some(id), true) = (self.session.id(), self.changes.serialised) {
             let outcome = update::update(&self.store, &id, self.changes.max_wait, |data| {
                 if let Some(keyed) = keyed {
@@ -197,7 +201,7 @@ impl CartSession {
                     self.session.clear().await;
                 }
                 // The session expired or was deleted: a new one starts below.
-                Outcome::NoSession => {}
+                Outcome::NoSession => creates = true,
             }
         }
         // No session yet (nobody else can know its id), or serialisation switched off:
@@ -207,6 +211,10 @@ impl CartSession {
         let before = cart.clone();
         change(&mut cart)?;
         if cart != before {
+            if creates && !self.store.admits_new_session() {
+                self.store.metrics().new_session_refused();
+                return Err(Error::TooManyNewSessions);
+            }
             if cart.is_empty() {
                 self.session.remove_value(CART_KEY).await?;
             } else {

@@ -100,9 +100,10 @@ impl Application {
         self.listener.local_addr()
     }
 
-    /// Serves, with the fleet heartbeats, until `signal`; then drains for the configured
-    /// period, closes the listener, finishes what is in flight (at most
-    /// [`SHUTDOWN_LIMIT`]), leaves the fleet view and closes the store.
+    /// Serves, with the fleet heartbeats and the store's memory read every second, until
+    /// `signal`; then drains for the configured period, closes the listener, finishes what
+    /// is in flight (at most [`SHUTDOWN_LIMIT`]), leaves the fleet view and closes the
+    /// store.
     pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) {
         let Self {
             state,
@@ -117,6 +118,8 @@ impl Application {
             state.local(),
             beats_stopped,
         ));
+        let (stop_watching, watching_stopped) = oneshot::channel();
+        tokio::spawn(store.clone().watch_memory(watching_stopped));
         let presence = state.presence.clone();
         let (signalled_tx, mut signalled_rx) = watch::channel(false);
         let (listener, listener_closer) = shutdown::closable(listener);
@@ -139,6 +142,7 @@ impl Application {
             () = shutdown_limit => tracing::warn!("requests still in flight after {SHUTDOWN_LIMIT:?}; exiting"),
         }
         // Out of the fleet view before the connections close.
+        let _ = stop_watching.send(());
         let _ = stop_beats.send(());
         let _ = tokio::time::timeout(Duration::from_secs(2), beats).await;
         store.close().await;
@@ -167,6 +171,7 @@ fn session_store(config: &Config, metrics: &Metrics) -> Result<Store, String> {
         command_timeout: config.redis_command_timeout(),
         key_prefix: config.session_key_prefix.clone(),
         wait_replicas: config.redis_wait_replicas,
+        memory_budget_percent: config.store_memory_budget_percent,
     };
     Store::redis(&settings, config.session_ttl(), metrics)
         .map_err(|err| format!("REDIS_URL is not usable: {err}"))

@@ -6,7 +6,7 @@
 //! its body types derive `ToSchema`; [`shared`] holds what many routes share (error
 //! answers, bounded values, the `Idempotency-Key`). This module assembles the document
 //! and adds what the server layer adds to every answer (`X-Served-By`, and `Retry-After`
-//! on a 503).
+//! on a 503 or 429).
 
 use std::sync::LazyLock;
 
@@ -73,7 +73,7 @@ pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
             cookie: send it back to keep the cart. Changes (POST, PUT, DELETE) take an optional \
             `Idempotency-Key`: a retry with the same key gets the first answer again and \
             changes nothing, on any replica. Errors are `{\"error\":{\"code\",\"message\"}}`; \
-            a 503 says when to retry with `Retry-After`.",
+            a 503 or 429 says when to retry with `Retry-After`.",
         license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
     ),
     paths(serve),
@@ -88,7 +88,7 @@ pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
 struct Document;
 
 /// What the server layer adds to every answer, whichever route made it: `X-Served-By`,
-/// `Retry-After` on a 503, and the answers to a request head that is too large.
+/// `Retry-After` on a 503 or 429, and the answers to a request head that is too large.
 struct ServerLayer;
 
 impl Modify for ServerLayer {
@@ -131,7 +131,7 @@ fn server_answers(operation: &mut Operation) {
                 .build()
                 .into(),
         );
-        if status == "503" {
+        if status == "503" || status == "429" {
             response
                 .headers
                 .insert("Retry-After".to_owned(), retry_after().into());
@@ -163,7 +163,7 @@ mod tests {
                         headers.get("X-Served-By").is_some(),
                         "{method} {path} {status} lacks X-Served-By"
                     );
-                    if status == "503" {
+                    if status == "503" || status == "429" {
                         assert!(headers.get("Retry-After").is_some());
                     }
                 }

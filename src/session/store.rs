@@ -8,6 +8,8 @@
 //!   by replicas if asked, bounded waits and self-healing connections.
 //! - [`memory`]: the same rules in this process's memory, for one replica without Redis.
 //! - [`keys`]: the name of every Redis key, under the configured prefix.
+//! - [`budget`]: the store's memory budget for new sessions, so a flood of them cannot
+//!   fill the store that live carts need.
 //! - `record`: what a stored session is ([`Data`], [`Snapshot`]), for both stores.
 //! - [`watchdog`]: replaces the Redis connections when nothing has been answered for a
 //!   while (the cases fred does not leave by itself).
@@ -16,6 +18,7 @@
 //! [`Store::snapshot`] reads a record together with what a later
 //! [`Store::replace_if_unchanged`] needs to detect that it changed meanwhile.
 
+pub mod budget;
 pub mod keys;
 mod memory;
 mod read;
@@ -32,12 +35,13 @@ use async_trait::async_trait;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 
+use self::budget::{Budget, Usage};
 use self::memory::MemoryStore;
 pub use self::record::{Data, RETIRED_FOR, Snapshot};
 pub use self::redis::RedisSettings;
 use self::redis::RedisStore;
-use self::redis::heartbeats;
 pub use self::redis::heartbeats::Heartbeat;
+use self::redis::{heartbeats, usage};
 use super::markers::ChangeToken;
 use crate::metrics::{Metrics, StoreOp};
 
@@ -47,6 +51,8 @@ pub struct Store {
     kind: Kind,
     /// Where each operation's duration and failure are counted.
     metrics: Metrics,
+    /// The latest reading of the store's memory, which new sessions must fit in.
+    budget: Arc<Budget>,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +75,7 @@ impl Store {
         Ok(Self {
             kind: Kind::Redis(Arc::new(store)),
             metrics: metrics.clone(),
+            budget: Arc::new(Budget::new(settings.memory_budget_percent)),
         })
     }
 
@@ -77,6 +84,7 @@ impl Store {
         Self {
             kind: Kind::Memory(MemoryStore::new(ttl, metrics.clone())),
             metrics: metrics.clone(),
+            budget: Arc::new(Budget::new(0)),
         }
     }
 
@@ -127,6 +135,57 @@ impl Store {
         match &self.kind {
             Kind::Redis(redis) => self.timed(StoreOp::Probe, redis.probe()).await,
             Kind::Memory(_) => Ok(()),
+        }
+    }
+
+    /// The store's memory now (`None` in memory, which has no ceiling of its own).
+    pub async fn memory_usage(&self) -> session_store::Result<Option<Usage>> {
+        match &self.kind {
+            Kind::Redis(redis) => self
+                .timed(StoreOp::Memory, usage::read(redis))
+                .await
+                .map(Some),
+            Kind::Memory(_) => Ok(None),
+        }
+    }
+
+    /// Whether a new session may be created: the store's memory, as last read, is within
+    /// its budget for new sessions (see [`budget`]).
+    pub fn admits_new_session(&self) -> bool {
+        self.budget.admits_new_session()
+    }
+
+    /// Reads the store's memory every [`budget::READ_EVERY`] until `stop`: for the
+    /// new-session budget and the `elastic_cart_store_memory_*` gauges. Nothing to read in
+    /// memory.
+    pub async fn watch_memory(self, mut stop: tokio::sync::oneshot::Receiver<()>) {
+        if !self.is_shared() {
+            return;
+        }
+        let mut ticks = tokio::time::interval(budget::READ_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = &mut stop => break,
+            }
+            match self.memory_usage().await {
+                Ok(Some(usage)) => {
+                    if failing {
+                        tracing::info!("the store's memory is read again");
+                        failing = false;
+                    }
+                    self.budget.record(usage);
+                    self.metrics.store_memory(usage.used, usage.max);
+                }
+                Ok(None) => {}
+                Err(err) if !failing => {
+                    tracing::warn!(%err, "cannot read the store's memory (INFO memory); new sessions are not limited until it can");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
         }
     }
 

@@ -35,8 +35,9 @@
 //! - [`scenario`]: the kill / drain / scale / rolling-update scenario, written once against
 //!   [`scenario::Fleet`], which the loopback fleet, compose and swarm implement;
 //!   [`shoppers`] is its checking load, [`checks`] its list of verdicts.
-//! - [`loads`]: [`load`] (the benchmark's lean load generator) and [`soak`] (the fault
-//!   soak and its ledger).
+//! - [`loads`]: [`load`] (the benchmark's lean load generator), [`soak`] (the fault
+//!   soak and its ledger) and [`flood`] (new sessions from many addresses, as a bot sends
+//!   them).
 
 pub mod fleets;
 pub mod loads;
@@ -46,7 +47,7 @@ pub mod servers;
 pub mod system;
 
 pub use crate::fleets::{compose, fleet, host_fleet, swarm};
-pub use crate::loads::{load, soak};
+pub use crate::loads::{flood, load, soak};
 pub use crate::network::{hosts, http, proxy, tls};
 pub use crate::scenario::{checks, shoppers};
 pub use crate::servers::{ha, nginx, redis, replica};

@@ -1,5 +1,7 @@
-//! Load without a verdict of its own: the benchmark's lean generator ([`load`]) and the
-//! fault soak with its ledger of every change ([`soak`]).
+//! Load without a verdict of its own: the benchmark's lean generator ([`load`]), the
+//! fault soak with its ledger of every change ([`soak`]) and a flood of new sessions from
+//! many addresses ([`flood`]).
 
+pub mod flood;
 pub mod load;
 pub mod soak;

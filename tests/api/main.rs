@@ -18,6 +18,7 @@ mod contract;
 mod failover;
 mod fleet;
 mod fleet_view;
+mod flood;
 mod fuzz;
 mod helpers;
 mod hosts;

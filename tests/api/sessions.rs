@@ -295,6 +295,7 @@ async fn saving_a_record_that_vanished_writes_it_again() {
         command_timeout: Duration::from_secs(1),
         key_prefix: "elastic-cart:".to_owned(),
         wait_replicas: 0,
+        memory_budget_percent: 0,
     };
     let store = Store::redis(&settings, Duration::from_secs(600), &Default::default()).unwrap();
     let client = redis_client(&redis).await;

@@ -76,6 +76,10 @@ const BODY: Codes = &[
     (415, &["unsupported_media_type"]),
     (422, &["invalid_input"]),
 ];
+/// What a change that may start a session (a body-carrying change of a line) may answer
+/// besides: the store's memory budget for new sessions, or nginx's limit of new sessions
+/// per client address, refused it.
+const NEW_SESSION: Codes = &[(429, &["too_many_new_sessions"])];
 /// What `/readyz` answers when this replica should get no traffic.
 const NOT_READY: Codes = &[(503, &["store_unavailable", "draining"])];
 
@@ -120,8 +124,8 @@ pub(crate) mod error_sets {
         CartChangeErrors = [STORE, CHANGE];
         /// A change of one line without a body (`DELETE /api/cart/items/{product_id}`).
         LineChangeErrors = [STORE, CHANGE, LINE];
-        /// A change of one line with a JSON body.
-        LineBodyChangeErrors = [STORE, CHANGE, LINE, BODY];
+        /// A change of one line with a JSON body (the first one starts the session).
+        LineBodyChangeErrors = [STORE, CHANGE, LINE, BODY, NEW_SESSION];
         /// `/readyz` when not ready.
         NotReady = [NOT_READY];
     }

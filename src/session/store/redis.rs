@@ -31,12 +31,14 @@
 //! The parts live in submodules: [`scripts`] (the commands it sends: a write to one key,
 //! the Lua of the compare-and-set and the retirement), [`replication`] (a write and its
 //! `WAIT` as one pipeline), [`connections`] (the pool, its timeouts, the pool's
-//! replacement) and [`heartbeats`] (the fleet view's hash, which shares the connections).
+//! replacement), [`heartbeats`] (the fleet view's hash, which shares the connections) and
+//! [`usage`] (the store's memory, for the new-session budget).
 
 mod connections;
 pub(super) mod heartbeats;
 mod replication;
 mod scripts;
+pub(super) mod usage;
 
 use std::future::Future;
 use std::pin::Pin;

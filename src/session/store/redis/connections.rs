@@ -28,6 +28,9 @@ pub struct RedisSettings {
     pub key_prefix: String,
     /// Replicas that must confirm a change (`WAIT`) before it is answered; 0: none.
     pub wait_replicas: u32,
+    /// Percent of the store's `maxmemory` up to which new sessions are created; 0: no
+    /// limit (see `store::budget`).
+    pub memory_budget_percent: u8,
 }
 
 /// Replaces the pool behind `pool` (if the store still exists) with a new one built from
