@@ -6,7 +6,8 @@
 # What it does:
 #   1. installs a pinned kubernetes-validate (PyPI) into a venv under target/k8s-validate/
 #      (kept and reused while its pins are unchanged). It bundles the JSON schemas of every
-#      Kubernetes version it supports, so validating needs no network;
+#      Kubernetes version it supports, so validating needs no network; and checkov (PyPI,
+#      pinned in scripts/k8s-checkov.txt) into a venv of its own beside it;
 #   2. gets kubectl (for `kubectl kustomize`) from Debian trixie's `kubectl` package. The
 #      binary is taken out of the .deb into target/k8s-validate/bin, through an apt
 #      configuration of its own under target/: nothing is installed on the host, no apt
@@ -22,7 +23,13 @@
 #   4. checks what no schema can: every manifest file is reached by some check, every
 #      object carries the app's labels and namespace, and the drain rules hold (preStop +
 #      the replica's stop < grace period, maxUnavailable 0, no session affinity, REDIS_URL
-#      from the Secret, the route's backend exists).
+#      from the Secret, the route's backend exists), the image is the crate's version, and
+#      the network policies deny by default and let only the app reach the store;
+#   5. runs checkov's Kubernetes checks (security and least privilege: non-root, high UIDs,
+#      fixed image tags, a NetworkPolicy for every pod, ...) on the same rendered documents
+#      and the raw files, offline. Every check must pass or be skipped in the manifest
+#      itself with an annotation `checkov.io/skipN: CKV_K8S_NN=one-line reason`; the
+#      summary lists each skip with its reason (scripts/k8s_checkov_report.py).
 #
 # Gateway API (the HTTPRoute in components/gateway-route): kubernetes-validate has schemas
 # for built-in kinds only, and the Gateway API's CRDs are on no registry CI can reach. So
@@ -78,7 +85,13 @@ KUBECTL_SUITE=trixie
 KUBECTL_DEB_VERSION="1.32.3+ds-2"
 KUBECTL_UPSTREAM_SERIES="1.32."
 
+# checkov and its dependencies: a list of its own (it cannot share a venv with the xtask's
+# tools, see the file), installed into CHECKOV_VENV whenever the list changed.
+CHECKOV_PINS="$REPO_ROOT/scripts/k8s-checkov.txt"
+CHECKOV_VERSION=$(sed -n 's/^checkov==//p' "$CHECKOV_PINS")
+
 VENV="$WORK_DIR/venv"
+CHECKOV_VENV="$WORK_DIR/checkov-venv"
 BIN_DIR="$WORK_DIR/bin"
 KUBECTL="$BIN_DIR/kubectl"
 APT_DIR="$WORK_DIR/apt"
@@ -145,6 +158,21 @@ ensure_kubernetes_validate() {
     [[ $("$VENV/bin/kubernetes-validate" --version) == "$KUBERNETES_VALIDATE_VERSION" ]] ||
         die "the venv's kubernetes-validate is not $KUBERNETES_VALIDATE_VERSION"
     printf '%s\n' "$want" >"$stamp"
+}
+
+# checkov in a venv of its own (after ensure_kubernetes_validate, which makes sure python3
+# can make a venv).
+ensure_checkov() {
+    local stamp="$CHECKOV_VENV/.elastic-cart-pins"
+    if [[ -x $CHECKOV_VENV/bin/checkov && -f $stamp ]] && cmp -s "$stamp" "$CHECKOV_PINS"; then
+        return 0
+    fi
+    rm -rf "$CHECKOV_VENV"
+    python3 -m venv "$CHECKOV_VENV" || die "python3 -m venv $CHECKOV_VENV failed"
+    log "installing checkov $CHECKOV_VERSION into $CHECKOV_VENV (PyPI, scripts/k8s-checkov.txt)"
+    "$CHECKOV_VENV/bin/pip" install --quiet --disable-pip-version-check --no-input \
+        -r "$CHECKOV_PINS" || die "pip could not install $CHECKOV_PINS (is PyPI reachable?)"
+    cp "$CHECKOV_PINS" "$stamp"
 }
 
 # --- 2. kubectl out of Debian's .deb -------------------------------------------------------------
@@ -253,9 +281,38 @@ render_all() {
 # The checks are scripts/k8s_validate_checks.py, run in the venv's Python.
 CHECKER="$REPO_ROOT/scripts/k8s_validate_checks.py"
 
+# --- 5. checkov --------------------------------------------------------------------------------------
+
+# Runs checkov on the rendered kustomizations and the raw *.example.yaml files; its JSON
+# report goes to $WORK_DIR/checkov.json, and scripts/k8s_checkov_report.py says what it
+# holds. Offline: --skip-download (no Prisma Cloud data), no update check.
+run_checkov() {
+    local args=() pairs=() i file
+    for i in "${!RENDERED[@]}"; do
+        args+=(-f "${RENDERED[$i]}")
+        pairs+=("${RENDERED[$i]}" "${KUSTOMIZATIONS[$i]} (rendered)")
+    done
+    while IFS= read -r file; do
+        args+=(-f "$file")
+        pairs+=("$file" "${file#"$REPO_ROOT"/} (raw)")
+    done < <(find "$K8S_DIR" -name '*.example.yaml' | sort)
+    local report="$WORK_DIR/checkov.json" status=0
+    log "checkov $CHECKOV_VERSION (kubernetes checks) on $((${#args[@]} / 2)) files"
+    CKV_SKIP_PACKAGE_UPDATE_CHECK=true "$CHECKOV_VENV/bin/checkov" --framework kubernetes \
+        --skip-download -o json "${args[@]}" >"$report" 2>"$report.err" || status=$?
+    # 0: all passed; 1: a check failed (the report says which); anything else: it crashed.
+    if ((status > 1)) || ! "$CHECKOV_VENV/bin/python" -c 'import json,sys; json.load(open(sys.argv[1]))' "$report" 2>/dev/null; then
+        cat "$report.err" >&2
+        die "checkov exited $status without a JSON report"
+    fi
+    "$CHECKOV_VENV/bin/python" "$REPO_ROOT/scripts/k8s_checkov_report.py" "$report" "${pairs[@]}" &&
+        ((status == 0))
+}
+
 main() {
     [[ -d $K8S_DIR ]] || die "no $K8S_DIR"
     ensure_kubernetes_validate
+    ensure_checkov
     ensure_kubectl
     local kubectl_version kustomize_version
     kubectl_version=$("$KUBECTL" version --client -o json |
@@ -271,6 +328,7 @@ main() {
     local status=0
     "$VENV/bin/python" "$CHECKER" "$REPO_ROOT" "$K8S_DIR" \
         "${K8S_SCHEMA_VERSIONS[*]}" "${pairs[@]}" || status=$?
+    run_checkov || status=1
     echo "kubernetes-validate $KUBERNETES_VALIDATE_VERSION (PyPI, strict), schemas of Kubernetes ${K8S_SCHEMA_VERSIONS[*]}"
     echo "kubectl $kubectl_version / kustomize $kustomize_version (Debian $KUBECTL_SUITE kubectl $(cat "$BIN_DIR/kubectl.deb-version"))"
     if ((status)); then

@@ -2,7 +2,7 @@
 """The checks of scripts/k8s-validate.sh over the rendered manifests, run in its venv's
 Python (kubernetes-validate's own library call, strict mode, the one its --strict command
 line makes; PyYAML and jsonschema come with it). Arguments as the script passes them."""
-import os, sys
+import os, re, sys
 
 import jsonschema
 import yaml
@@ -15,6 +15,10 @@ rendered = dict(zip(sys.argv[4::2], sys.argv[5::2]))
 errors, notes = [], []
 GATEWAY_GROUP = "gateway.networking.k8s.io/"
 APP = "elastic-cart"
+# The image tag the base names: the crate's version, so a release bump that forgets the
+# manifests fails here.
+with open(os.path.join(repo, "Cargo.toml")) as f:
+    CRATE_VERSION = re.search(r'^version = "([^"]+)"', f.read(), re.M).group(1)
 
 
 def rel(path):
@@ -182,6 +186,11 @@ def check_design(docs, where):
         if not app:
             errors.append("%s %s: no container named app" % (where, name_of(dep)))
             continue
+        # Unless an overlay's `images:` renamed it, the image is the crate's version.
+        image = app[0].get("image", "")
+        if image.split("@")[0].rsplit(":", 1)[0] == APP and image != "%s:%s" % (APP, CRATE_VERSION):
+            errors.append("%s %s: image %s, not %s:%s (Cargo.toml's version)" %
+                          (where, name_of(dep), image, APP, CRATE_VERSION))
         env = {e["name"]: e for e in app[0].get("env", [])}
         ref = ((env.get("REDIS_URL") or {}).get("valueFrom") or {}).get("secretKeyRef") or {}
         wanted = secrets[0] if len(secrets) == 1 else "elastic-cart-redis"
@@ -203,6 +212,7 @@ def check_design(docs, where):
             errors.append("%s %s: preStop %gs + the replica's stop (up to %gs) does not fit in "
                           "terminationGracePeriodSeconds %s" %
                           (where, name_of(dep), pre_stop["seconds"], stop_limit, grace))
+    check_network_policies(docs, by_kind, where)
     for route in by_kind.get("HTTPRoute", []):
         for rule in route["spec"].get("rules") or []:
             if "sessionPersistence" in rule:
@@ -216,6 +226,83 @@ def check_design(docs, where):
                 elif ref.get("port") not in [p["port"] for p in svc["spec"]["ports"]]:
                     errors.append("%s %s: backendRef port %s is not a port of Service %s" %
                                   (where, name_of(route), ref.get("port"), ref.get("name")))
+
+
+def selects(selector, labels):
+    """True if a label selector (matchLabels only, as the manifests write them) selects
+    an object with these labels; an empty selector selects everything."""
+    if set(selector or {}) - {"matchLabels"}:
+        return False
+    return all(labels.get(k) == v for k, v in ((selector or {}).get("matchLabels") or {}).items())
+
+
+def allowed(policies, labels, direction, peer_ok, port, protocol="TCP"):
+    """True if a policy selecting pods with `labels` has a `direction` rule ("ingress" or
+    "egress") open to `port` (a number, or a set of a number and a name) for a peer that
+    peer_ok accepts (None stands for "any peer": a rule without from/to)."""
+    ports = port if isinstance(port, set) else {port}
+    peers_key = "from" if direction == "ingress" else "to"
+    for p in policies:
+        if not selects(p["spec"].get("podSelector"), labels):
+            continue
+        for rule in p["spec"].get(direction) or []:
+            port_ok = not rule.get("ports") or any(
+                r.get("port") in ports and r.get("protocol", "TCP") == protocol
+                for r in rule["ports"])
+            if port_ok and any(peer_ok(peer) for peer in rule.get(peers_key) or [None]):
+                return True
+    return False
+
+
+def check_network_policies(docs, by_kind, where):
+    """Deny by default; the app's pods may reach DNS and the store, and the store's pods
+    take connections from the app's pods only (on their port: checked because no cluster
+    applies these manifests here, so a policy that cut the app off would go unnoticed)."""
+    policies = by_kind.get("NetworkPolicy", [])
+    deny = [p for p in policies if p["spec"].get("podSelector") == {}
+            and set(p["spec"].get("policyTypes") or []) == {"Ingress", "Egress"}
+            and not p["spec"].get("ingress") and not p["spec"].get("egress")]
+    if not deny:
+        errors.append("%s: no default-deny NetworkPolicy (podSelector {}, Ingress and Egress, "
+                      "no rules)" % where)
+    workloads = [(d, d["spec"]["template"]["metadata"].get("labels") or {},
+                  d["spec"]["template"]["spec"]["containers"][0].get("ports") or [])
+                 for d in docs if d.get("kind") in ("Deployment", "StatefulSet")]
+    app = [(d, labels) for d, labels, _ in workloads if d["metadata"]["name"] == APP]
+    if not app:
+        return
+    app_dep, app_labels = app[0]
+
+    def is_app(peer):
+        return peer is not None and set(peer) == {"podSelector"} and \
+            selects(peer["podSelector"], app_labels)
+
+    if not allowed(policies, app_labels, "egress", lambda peer: True, 53, "UDP"):
+        errors.append("%s %s: no NetworkPolicy lets it reach DNS (port 53 UDP)" %
+                      (where, name_of(app_dep)))
+    if not allowed(policies, app_labels, "egress", lambda peer: True, 6379):
+        errors.append("%s %s: no NetworkPolicy lets it reach Redis (port 6379)" %
+                      (where, name_of(app_dep)))
+    if not allowed(policies, app_labels, "ingress", lambda peer: peer is not None, "http"):
+        errors.append("%s %s: no NetworkPolicy lets the gateway reach its port http" %
+                      (where, name_of(app_dep)))
+    for d, labels, ports in workloads:
+        if d is app_dep:
+            continue
+        # Any other workload (the try-it Redis): the app reaches its ports, nobody else does.
+        for port in ports:
+            wanted = {port["containerPort"]} | ({port["name"]} if "name" in port else set())
+            if not allowed(policies, labels, "ingress", is_app, wanted):
+                errors.append("%s %s: no NetworkPolicy lets the app's pods reach its port %s" %
+                              (where, name_of(d), port.get("name", port["containerPort"])))
+        for p in policies:
+            if not selects(p["spec"].get("podSelector"), labels):
+                continue
+            for rule in p["spec"].get("ingress") or []:
+                for peer in rule.get("from") or [None]:
+                    if not is_app(peer):
+                        errors.append("%s %s: lets %s reach %s; only the app's pods may" %
+                                      (where, name_of(p), peer or "everyone", name_of(d)))
 
 
 # -- run ------------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@
 # a task killed (Swarm replaces it), scale 3 -> 5 -> 2, and a rolling update to a second
 # app image (another APP_VERSION) under reads and writes; then the Sentinel variant
 # (deploy/swarm/stack.ha.yml) with its Redis primary killed under writes, after which every
-# replica must answer changes again.
+# replica must answer changes again. After each deploy it checks the networks: the store's
+# network internal, nginx not on it.
 # The scenario is the one of the loopback fleet and of compose (testkit/src/scenario.rs), run by the
 # `fleet-scenario` program, which prints what each step proves.
 #
@@ -203,6 +204,37 @@ deploy() {
         fi
     done
     log "stack up and ready after $((SECONDS - started_at)) s"
+    check_networks
+}
+
+# The stack's networks as stack.yml means them: `store` is internal, the app is on `front`
+# and `store`, nginx on `front` only (the balancer has no route to Redis), and every store
+# service (redis; in the Sentinel variant the replicas and sentinels too) on `store` only.
+check_networks() {
+    local front store internal service name want have id
+    front=$(docker network inspect -f '{{.Id}}' "${STACK}_front") || die "no network ${STACK}_front"
+    store=$(docker network inspect -f '{{.Id}}' "${STACK}_store") || die "no network ${STACK}_store"
+    internal=$(docker network inspect -f '{{.Internal}}' "${STACK}_store")
+    [[ $internal == true ]] || die "network ${STACK}_store is not internal (Internal=$internal)"
+    for service in $(docker stack services --format '{{.Name}}' "$STACK"); do
+        name=${service#"${STACK}_"}
+        case $name in
+        app) want="front store" ;;
+        nginx) want="front" ;;
+        *) want="store" ;;
+        esac
+        have=""
+        for id in $(docker service inspect -f '{{range .Spec.TaskTemplate.Networks}}{{.Target}} {{end}}' "$service"); do
+            case $id in
+            "$front") have+=" front" ;;
+            "$store") have+=" store" ;;
+            *) have+=" $(docker network inspect -f '{{.Name}}' "$id" 2>/dev/null || echo "$id")" ;;
+            esac
+        done
+        have=$(tr ' ' '\n' <<<"$have" | sort | xargs)
+        [[ $have == "$want" ]] || die "service $name is on the networks [$have], not [$want]"
+    done
+    log "PASS  networks: ${STACK}_store internal; nginx on front only, app on front and store, the store's services on store only"
 }
 
 # With the Sentinel variant: true once the primary the sentinels name has both replicas

@@ -5,7 +5,7 @@
 //! cargo xtask test fast          # unit tests and in-process tests (nothing to install)
 //! cargo xtask test integration   # real redis-server, nginx and the release binary
 //! cargo xtask test e2e           # headless Chromium, the compose and Swarm scenarios, and
-//!                                 # the Kubernetes manifests validated offline
+//!                                 # the Kubernetes manifests validated offline (and checkov)
 //! cargo xtask test fast integration
 //! ```
 //!
@@ -55,8 +55,8 @@ const TIERS: [Tier; 3] = [
     },
     Tier {
         name: "e2e",
-        what: "the Kubernetes manifests validated offline; headless Chromium through the \
-               loopback fleet; every page kind through the Nu HTML checker and axe-core; \
+        what: "the Kubernetes manifests validated offline and checked by checkov; headless \
+               Chromium through the loopback fleet; every page kind through the Nu HTML checker and axe-core; \
                the Prometheus rules with promtool; the scenario on docker compose, scraped \
                by Prometheus, and on a single-node Docker Swarm (deploy/swarm/stack.yml, \
                then its Sentinel variant)",
