@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use testkit::flood::{FloodOptions, flood, flood_addresses};
-use testkit::{FleetOptions, LoopbackFleet, RedisServer, eventually};
+use testkit::{FleetOptions, LoopbackFleet, RedisCluster, RedisServer, eventually};
 
-use crate::helpers::{binary, get_json, get_text, start_session, visitor};
+use crate::helpers::{binary, get_json, get_text, start_binary, start_session, visitor};
 
 /// The test's store ceiling.
 const MAXMEMORY: u64 = 32 * 1024 * 1024;
@@ -232,12 +232,7 @@ async fn shop(n: usize, shopper: reqwest::Client, line_base: String, end: Instan
 
 /// The store's `used_memory`.
 fn used_memory(redis: &RedisServer) -> u64 {
-    redis
-        .cli(&["INFO", "memory"])
-        .lines()
-        .find_map(|line| line.trim().strip_prefix("used_memory:"))
-        .and_then(|value| value.parse().ok())
-        .expect("INFO memory has used_memory")
+    used_memory_of(&redis.cli(&["INFO", "memory"]))
 }
 
 fn dbsize(redis: &RedisServer) -> u64 {
@@ -270,4 +265,67 @@ fn sample_used_memory(
             std::thread::sleep(Duration::from_millis(100));
         }
     })
+}
+
+/// On a Redis Cluster every primary's memory is read and the fullest decides: one primary
+/// above the budget stops new sessions (a new key may hash to it), carts already started
+/// go on, and new sessions are created again once it has room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "integration tier: cargo xtask test integration"]
+async fn on_a_cluster_the_fullest_primary_decides_whether_new_sessions_fit() {
+    let cluster = RedisCluster::start(3).await;
+    let replica = start_binary(&[("REDIS_URL", &cluster.url()), ("REPLICA_ID", "c1")]).await;
+    let items = replica.url("/api/cart/items");
+    let shopper = visitor();
+    start_session(&shopper, &items).await;
+
+    // One primary with a ceiling just above what it holds: 90 % full.
+    let full = cluster.primary_ports()[1];
+    let used = used_memory_of(&cluster.node_cli(full, &["INFO", "memory"]));
+    let ceiling = used * 10 / 9;
+    cluster.node_cli(full, &["CONFIG", "SET", "maxmemory", &ceiling.to_string()]);
+    let probe = reqwest::Client::new();
+    let metrics = replica.url("/metrics");
+    let line = format!("elastic_cart_store_memory_max_bytes {ceiling}");
+    eventually("the replica reading the full primary", async || {
+        get_text(&probe, &metrics).await.lines().any(|l| l == line)
+    })
+    .await;
+
+    let newcomer = visitor();
+    let refused = newcomer
+        .post(&items)
+        .json(&json!({"product_id": "ceramic-mug", "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.headers()["retry-after"], "60");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_new_sessions", "{body}");
+    let kept = shopper
+        .post(&items)
+        .json(&json!({"product_id": "ceramic-mug", "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kept.status(), StatusCode::OK, "a cart already started");
+
+    cluster.node_cli(full, &["CONFIG", "SET", "maxmemory", "0"]);
+    eventually("new sessions created again", async || {
+        newcomer
+            .post(&items)
+            .json(&json!({"product_id": "ceramic-mug", "quantity": 1}))
+            .send()
+            .await
+            .is_ok_and(|response| response.status() == StatusCode::OK)
+    })
+    .await;
+}
+
+fn used_memory_of(info: &str) -> u64 {
+    info.lines()
+        .find_map(|line| line.trim().strip_prefix("used_memory:"))
+        .and_then(|value| value.parse().ok())
+        .expect("INFO memory has used_memory")
 }

@@ -483,6 +483,12 @@ impl RedisCluster {
         }
     }
 
+    /// Runs `redis-cli` with `args` against the node on `port` and returns what it printed
+    /// (`CONFIG SET` on one primary, `INFO` of one node).
+    pub fn node_cli(&self, port: u16, args: &[&str]) -> String {
+        cli(port, args)
+    }
+
     /// How many keys each primary holds (to see carts spread over the slots).
     pub fn keys_per_primary(&self) -> Vec<u64> {
         self.primary_ports()
