@@ -26,6 +26,7 @@ use tower_sessions::SessionManagerLayer;
 
 use crate::catalog::{self, Product};
 use crate::error::{Error, ErrorReport};
+use crate::session::cookie::HostCookieLayer;
 use crate::session::store::Store;
 use crate::state::AppState;
 
@@ -63,8 +64,9 @@ pub(crate) fn patterns(chaos: bool) -> impl Iterator<Item = &'static str> {
     PATTERNS.into_iter().chain(chaos.then_some("/chaos/crash"))
 }
 
-/// The session layer, given to each router that reads or changes sessions.
-pub(crate) type SessionLayer = SessionManagerLayer<Store>;
+/// The session layer, given to each router that reads or changes sessions, behind the
+/// move of a plain session cookie to its `__Host-` name (`crate::session::cookie`).
+pub(crate) type SessionLayer = Stack<SessionManagerLayer<Store>, HostCookieLayer>;
 
 /// The layers of [`body_guards`], outermost last.
 type BodyGuards = Stack<
