@@ -53,6 +53,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Request, Response, header};
 use axum::middleware;
 use tower::ServiceBuilder;
+use tower::layer::util::Stack;
 use tower::util::MapResponseLayer;
 use tower_http::services::ServeDir;
 use tower_http::set_header::{SetResponseHeader, SetResponseHeaderLayer};
@@ -64,7 +65,7 @@ use tracing::{Level, Span};
 pub use crate::limits::{BODY_READ_TIMEOUT, MAX_BODY_BYTES};
 pub use crate::routes::chaos::CRASH_EXIT_STATUS;
 pub use crate::session::ChangePolicy;
-pub use crate::session::SESSION_COOKIE;
+pub use crate::session::{SECURE_SESSION_COOKIE, SESSION_COOKIE};
 pub use crate::state::AppState;
 
 /// Header naming the replica that answered.
@@ -72,12 +73,18 @@ pub const SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
 
 /// Builds the whole application. Does no I/O, so tests can build it freely.
 pub fn app(state: AppState) -> Router {
-    let sessions = SessionManagerLayer::new(state.store.clone())
-        .with_name(SESSION_COOKIE)
+    let session_layer = SessionManagerLayer::new(state.store.clone())
+        // `__Host-cart_session` when secure: Secure, Path=/ (the default), no Domain.
+        .with_name(session::session_cookie_name(state.cookie_secure))
         // Lax, not the default Strict: a visitor arriving from another site keeps the cart.
         .with_same_site(SameSite::Lax)
         .with_secure(state.cookie_secure)
         .with_http_only(true);
+    // In front of it, what moves a visitor holding the plain cookie to the `__Host-` one.
+    let sessions = Stack::new(
+        session_layer,
+        session::cookie::HostCookieLayer::new(state.cookie_secure),
+    );
     let served_by = HeaderValue::from_str(&state.replica_id)
         .expect("replica ids are validated to be header-safe");
     let chaos = state.chaos;

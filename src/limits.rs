@@ -21,8 +21,9 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// Longest a whole request body may take to arrive, from the request's start.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Most of an over-limit body a replica reads and throws away before answering 413, so
-/// that a client still sending it reads the answer instead of a reset (the kernel resets
-/// a connection closed with unread data). A declared length above this is answered at
-/// once: no ordinary client sends one, and reading it would cost more than it is worth.
+/// Most of a body a replica reads and throws away after answering without reading it
+/// (413 over the limit, 403 cross-site, 415, 404, ...), so that a client still sending it
+/// reads the answer instead of a reset (the kernel resets a connection closed with unread
+/// data). A body declared longer than this is not read: the connection closes after the
+/// answer; no ordinary client sends one, and reading it would cost more than it is worth.
 pub const MAX_DRAINED_BYTES: usize = 4 * 1024 * 1024;

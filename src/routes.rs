@@ -11,7 +11,6 @@ pub(crate) mod api;
 pub(crate) mod chaos;
 pub(crate) mod health;
 pub(crate) mod openapi;
-pub(crate) mod oversized;
 pub(crate) mod pages;
 
 use axum::body::Body;
@@ -26,6 +25,7 @@ use tower_sessions::SessionManagerLayer;
 
 use crate::catalog::{self, Product};
 use crate::error::{Error, ErrorReport};
+use crate::session::cookie::HostCookieLayer;
 use crate::session::store::Store;
 use crate::state::AppState;
 
@@ -63,25 +63,23 @@ pub(crate) fn patterns(chaos: bool) -> impl Iterator<Item = &'static str> {
     PATTERNS.into_iter().chain(chaos.then_some("/chaos/crash"))
 }
 
-/// The session layer, given to each router that reads or changes sessions.
-pub(crate) type SessionLayer = SessionManagerLayer<Store>;
+/// The session layer, given to each router that reads or changes sessions, behind the
+/// move of a plain session cookie to its `__Host-` name (`crate::session::cookie`).
+pub(crate) type SessionLayer = Stack<SessionManagerLayer<Store>, HostCookieLayer>;
 
 /// The layers of [`body_guards`], outermost last.
-type BodyGuards = Stack<
-    RequestBodyDeadlineLayer,
-    Stack<RequestBodyLimitLayer, Stack<oversized::DrainOversizedLayer, Identity>>,
->;
+type BodyGuards = Stack<RequestBodyDeadlineLayer, Stack<RequestBodyLimitLayer, Identity>>;
 
 /// The guards of a route that reads a body: a declared length over the limit is answered
-/// 413 without being parsed (read and thrown away first, up to a bound, so the client sees
-/// the answer rather than a reset: [`oversized`]), and a body that is not all there within
+/// 413 without being parsed (and read and thrown away after the answer, up to a bound, so
+/// the client sees the answer rather than a reset: `crate::server::unread_bodies`, as for
+/// every answer given before its body was read), and a body that is not all there within
 /// [`crate::limits::BODY_READ_TIMEOUT`] ends the request (408), so a slow or lying client cannot
 /// hold a connection. A deadline for the whole body rather than an idle timeout, which a
 /// byte every few seconds would keep from ever firing. Only on such routes: the others
 /// never read a body, and the guards cost a timer and an allocation per request.
 pub(crate) fn body_guards() -> ServiceBuilder<BodyGuards> {
     ServiceBuilder::new()
-        .layer(oversized::DrainOversizedLayer)
         .layer(RequestBodyLimitLayer::new(crate::limits::MAX_BODY_BYTES))
         .layer(RequestBodyDeadlineLayer::new(
             crate::limits::BODY_READ_TIMEOUT,

@@ -11,12 +11,16 @@
 //!   must stay below it, or nginx could reuse a connection at the moment it is closed;
 //! - a head may be at most [`MAX_HEAD_BYTES`] (nginx's own limit in front is 32 KiB);
 //! - hyper's own answers to heads it cannot take (400, 414, 431) get our JSON error body
-//!   ([`error_bodies`]).
+//!   ([`error_bodies`]);
+//! - a body the router answers without reading to its end is read and thrown away after
+//!   it, within bounds, so the client gets the answer rather than a reset
+//!   ([`unread_bodies`]).
 //!
 //! Bodies have their own deadline and limit, on the routes that read one
 //! (`routes::body_guards`).
 
 pub(crate) mod error_bodies;
+pub(crate) mod unread_bodies;
 
 use std::future::Future;
 use std::pin::pin;
@@ -28,6 +32,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tower::ServiceExt;
 
 pub use crate::limits::{HEADER_READ_TIMEOUT, MAX_HEAD_BYTES};
 
@@ -57,7 +62,10 @@ pub(crate) async fn serve<L>(
             () = &mut shutdown => break,
         };
         let io = TokioIo::new(error_bodies::WithErrorBodies::new(io));
-        let connection = connections.serve_connection(io, TowerToHyperService::new(router.clone()));
+        let service = router
+            .clone()
+            .map_request(unread_bodies::drain_on_drop::<hyper::body::Incoming>);
+        let connection = connections.serve_connection(io, TowerToHyperService::new(service));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(err) = connection.await {

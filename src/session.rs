@@ -11,6 +11,7 @@
 //!
 //! Dependencies point one way: routes -> session -> store.
 
+pub mod cookie;
 pub(crate) mod markers;
 pub(crate) mod replays;
 pub mod store;
@@ -31,8 +32,7 @@ use crate::cart::Cart;
 use crate::error::{Error, Result};
 use crate::order::Order;
 
-/// Name of the session cookie.
-pub const SESSION_COOKIE: &str = "cart_session";
+pub use self::cookie::{SECURE_SESSION_COOKIE, SESSION_COOKIE, session_cookie_name};
 
 const CART_KEY: &str = "cart";
 const LAST_ORDER_KEY: &str = "last_order";

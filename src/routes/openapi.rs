@@ -70,7 +70,8 @@ pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
         title = "elastic-cart",
         description = "A shopping cart served by identical replicas behind a round-robin \
             balancer, its sessions in a shared Redis. The session is the `cart_session` \
-            cookie: send it back to keep the cart. Changes (POST, PUT, DELETE) take an optional \
+            cookie (`__Host-cart_session` where the shop sets it Secure): send it back to \
+            keep the cart. Changes (POST, PUT, DELETE) take an optional \
             `Idempotency-Key`: a retry with the same key gets the first answer again and \
             changes nothing, on any replica. Errors are `{\"error\":{\"code\",\"message\"}}`; \
             a 503 or 429 says when to retry with `Retry-After`.",

@@ -110,6 +110,13 @@ impl TestApp {
         Self::spawn(config, ChangePolicy::default()).await
     }
 
+    /// A replica with sessions in its own memory and `SESSION_COOKIE_SECURE=true`.
+    pub(crate) async fn in_memory_secure(replica_id: &str) -> Self {
+        let mut config = config(None, replica_id, Duration::from_secs(1800));
+        config.session_cookie_secure = true;
+        Self::spawn(config, ChangePolicy::default()).await
+    }
+
     /// Builds the replica as the binary does (`startup::Application`), on a port no other
     /// fixture was given, and serves its router until dropped. Without the fleet
     /// heartbeats: tests here count the commands a request sends to the store.

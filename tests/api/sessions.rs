@@ -408,3 +408,149 @@ async fn every_key_starts_with_the_prefix_and_apps_sharing_redis_stay_apart() {
     let here: Value = get_json(&shopper, &eu.url("/api/cart")).await;
     assert_eq!(here["item_count"], 2, "{here}");
 }
+
+/// The `Set-Cookie` values of `response` for the cookie `name`.
+fn set_cookies_named<'a>(response: &'a reqwest::Response, name: &str) -> Vec<&'a str> {
+    response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .filter(|value| value.split_once('=').is_some_and(|(n, _)| n == name))
+        .collect()
+}
+
+/// A cookie's value and its attributes, in lower case and sorted.
+fn cookie_parts(set_cookie: &str) -> (String, Vec<String>) {
+    let mut parts = set_cookie.split(';').map(str::trim);
+    let value = parts.next().unwrap().split_once('=').unwrap().1.to_owned();
+    let mut attributes: Vec<String> = parts.map(str::to_ascii_lowercase).collect();
+    attributes.sort();
+    (value, attributes)
+}
+
+/// An add through the JSON API carrying `cookie` (a whole `Cookie` header), if any.
+async fn add_with_cookie(app: &TestApp, cookie: Option<&str>) -> reqwest::Response {
+    let mut request = bare_client()
+        .post(app.url("/api/cart/items"))
+        .json(&json!({"product_id": "ceramic-mug", "quantity": 1}));
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response
+}
+
+/// The cart that `cookie` (a whole `Cookie` header) finds, and the answer's `Set-Cookie`s.
+async fn cart_with_cookie(app: &TestApp, cookie: &str) -> (Value, Vec<String>) {
+    let response = bare_client()
+        .get(app.url("/api/cart"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    let set: Vec<String> = response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|value| value.to_str().unwrap().to_owned())
+        .collect();
+    (response.json().await.unwrap(), set)
+}
+
+/// With `SESSION_COOKIE_SECURE=true` the session cookie is `__Host-cart_session`, with
+/// what a browser requires of a `__Host-` cookie (Secure, Path=/, no Domain), HttpOnly and
+/// SameSite=Lax; no plain `cart_session` is set.
+#[tokio::test]
+async fn with_secure_cookies_the_session_cookie_is_host_prefixed() {
+    let app = TestApp::in_memory_secure("secure").await;
+    let response = add_with_cookie(&app, None).await;
+    assert!(set_cookies_named(&response, "cart_session").is_empty());
+    let set = set_cookies_named(&response, "__Host-cart_session");
+    assert_eq!(set.len(), 1, "{set:?}");
+    let (value, attributes) = cookie_parts(set[0]);
+    assert!(!value.is_empty());
+    assert_eq!(attributes, ["httponly", "path=/", "samesite=lax", "secure"]);
+
+    let (cart, set) = cart_with_cookie(&app, &format!("__Host-cart_session={value}")).await;
+    assert_eq!(cart["item_count"], 1, "{cart}");
+    assert!(set.is_empty(), "{set:?}");
+}
+
+/// A visitor whose browser still holds the plain `cart_session` when the fleet switches
+/// to secure cookies keeps the cart: the plain cookie finds it, a change through it lands
+/// in it, and the answers move the browser to `__Host-cart_session` (the same session)
+/// and expire the plain cookie. Where both are sent, the `__Host-` one counts.
+#[tokio::test]
+async fn with_secure_cookies_a_plain_cookie_from_before_still_finds_its_cart() {
+    let app = TestApp::in_memory_secure("secure").await;
+    let created = add_with_cookie(&app, None).await;
+    let (id, _) = cookie_parts(set_cookies_named(&created, "__Host-cart_session")[0]);
+    let plain = format!("cart_session={id}");
+
+    let (cart, set) = cart_with_cookie(&app, &plain).await;
+    assert_eq!(cart["item_count"], 1, "{cart}");
+    let moved: Vec<_> = set
+        .iter()
+        .filter(|value| value.starts_with("__Host-cart_session="))
+        .collect();
+    assert_eq!(moved.len(), 1, "{set:?}");
+    assert_eq!(
+        cookie_parts(moved[0]),
+        (
+            id.clone(),
+            ["httponly", "path=/", "samesite=lax", "secure"]
+                .map(str::to_owned)
+                .to_vec()
+        )
+    );
+    let expired: Vec<_> = set
+        .iter()
+        .filter(|value| value.starts_with("cart_session="))
+        .collect();
+    assert_eq!(expired.len(), 1, "{set:?}");
+    assert!(expired[0].starts_with("cart_session=;"), "{set:?}");
+    assert!(expired[0].contains("Max-Age=0"), "{set:?}");
+
+    // A change with only the plain cookie lands in the same cart, and sets one
+    // `__Host-` cookie naming the same session.
+    let changed = add_with_cookie(&app, Some(&plain)).await;
+    let set = set_cookies_named(&changed, "__Host-cart_session");
+    assert_eq!(set.len(), 1, "{set:?}");
+    assert_eq!(cookie_parts(set[0]).0, id);
+    let (cart, _) = cart_with_cookie(&app, &format!("__Host-cart_session={id}")).await;
+    assert_eq!(cart["item_count"], 2, "{cart}");
+
+    // Both sent: the `__Host-` cookie is the session (here a new one), the plain one
+    // is only expired.
+    let fresh = add_with_cookie(&app, None).await;
+    let (other, _) = cookie_parts(set_cookies_named(&fresh, "__Host-cart_session")[0]);
+    let both = format!("{plain}; __Host-cart_session={other}");
+    let (cart, set) = cart_with_cookie(&app, &both).await;
+    assert_eq!(cart["item_count"], 1, "{cart}");
+    assert!(
+        set.iter().all(|value| value.starts_with("cart_session=;")) && set.len() == 1,
+        "{set:?}"
+    );
+}
+
+/// Without `SESSION_COOKIE_SECURE` (the plain HTTP demo) the cookie is `cart_session`
+/// as before, without Secure, and a `__Host-` cookie means nothing: no move, no expiry.
+#[tokio::test]
+async fn without_secure_cookies_the_session_cookie_is_unchanged() {
+    let app = TestApp::in_memory("plain").await;
+    let response = add_with_cookie(&app, None).await;
+    assert!(set_cookies_named(&response, "__Host-cart_session").is_empty());
+    let set = set_cookies_named(&response, "cart_session");
+    assert_eq!(set.len(), 1, "{set:?}");
+    let (id, attributes) = cookie_parts(set[0]);
+    assert_eq!(attributes, ["httponly", "path=/", "samesite=lax"]);
+
+    let (cart, set) = cart_with_cookie(&app, &format!("cart_session={id}")).await;
+    assert_eq!(cart["item_count"], 1, "{cart}");
+    assert!(set.is_empty(), "{set:?}");
+    let (cart, set) = cart_with_cookie(&app, &format!("__Host-cart_session={id}")).await;
+    assert_eq!(cart["item_count"], 0, "{cart}");
+    assert!(set.is_empty(), "{set:?}");
+}
