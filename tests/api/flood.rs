@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use testkit::flood::{FloodOptions, flood, flood_addresses};
 use testkit::{FleetOptions, LoopbackFleet, RedisCluster, RedisServer, eventually};
 
-use crate::helpers::{binary, get_json, get_text, start_binary, start_session, visitor};
+use crate::helpers::{add_item, binary, get_json, get_text, start_binary, start_session, visitor};
 
 /// The test's store ceiling.
 const MAXMEMORY: u64 = 32 * 1024 * 1024;
@@ -293,32 +293,17 @@ async fn on_a_cluster_the_fullest_primary_decides_whether_new_sessions_fit() {
     .await;
 
     let newcomer = visitor();
-    let refused = newcomer
-        .post(&items)
-        .json(&json!({"product_id": "ceramic-mug", "quantity": 1}))
-        .send()
-        .await
-        .unwrap();
+    let refused = add_item(&newcomer, &items, "ceramic-mug", 1).await;
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(refused.headers()["retry-after"], "60");
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "too_many_new_sessions", "{body}");
-    let kept = shopper
-        .post(&items)
-        .json(&json!({"product_id": "ceramic-mug", "quantity": 1}))
-        .send()
-        .await
-        .unwrap();
+    let kept = add_item(&shopper, &items, "ceramic-mug", 1).await;
     assert_eq!(kept.status(), StatusCode::OK, "a cart already started");
 
     cluster.node_cli(full, &["CONFIG", "SET", "maxmemory", "0"]);
     eventually("new sessions created again", async || {
-        newcomer
-            .post(&items)
-            .json(&json!({"product_id": "ceramic-mug", "quantity": 1}))
-            .send()
-            .await
-            .is_ok_and(|response| response.status() == StatusCode::OK)
+        add_item(&newcomer, &items, "ceramic-mug", 1).await.status() == StatusCode::OK
     })
     .await;
 }
