@@ -539,6 +539,103 @@ async fn early_refusals_of_a_body_sent_whole_are_answered_not_reset() {
     );
 }
 
+/// nginx's own answers (a body over its 1 MiB limit, no replica answering in time, no
+/// replica reachable, too many new sessions from one address) have the app's shape: the
+/// JSON error under `/api/`, an HTML page elsewhere, `Retry-After` where a retry helps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "integration tier: cargo xtask test integration"]
+async fn nginx_answers_its_own_errors_in_the_apps_shape() {
+    use testkit::Signal;
+    let mut replica = crate::helpers::start_binary(&[]).await;
+    let nginx = testkit::Nginx::start(&[replica.addr.port()]).await;
+    let client = crate::helpers::bare_client();
+    let big = vec![b'a'; 2 * 1024 * 1024];
+    let post = |path: &str, content_type: &str| {
+        client
+            .post(nginx.url(path))
+            .header("content-type", content_type)
+            .body(big.clone())
+            .send()
+    };
+    let json = post("/api/cart/items", "application/json").await.unwrap();
+    expect_json(json, 413, "payload_too_large", false).await;
+    let page = post("/cart/items", "application/x-www-form-urlencoded")
+        .await
+        .unwrap();
+    expect_page(page, 413, "Too large", false).await;
+
+    // A replica that stopped answering: nginx gives up on a read after 3 s.
+    replica.signal(Signal::SIGSTOP);
+    let json = client.get(nginx.url("/api/cart")).send().await.unwrap();
+    expect_json(json, 504, "gateway_timeout", false).await;
+    let page = client.get(nginx.url("/cart")).send().await.unwrap();
+    expect_page(page, 504, "No answer in time", false).await;
+    replica.signal(Signal::SIGCONT);
+
+    // No replica at all.
+    replica.signal(Signal::SIGKILL);
+    replica
+        .wait_for_exit(std::time::Duration::from_secs(5))
+        .await;
+    let json = client.get(nginx.url("/api/cart")).send().await.unwrap();
+    expect_json(json, 502, "bad_gateway", true).await;
+    let page = client.get(nginx.url("/cart")).send().await.unwrap();
+    expect_page(page, 502, "Unavailable", true).await;
+
+    // More new sessions from this address than nginx lets it start (2048 at once, then
+    // 100 a second): the rest get the 429 page.
+    let form = "product_id=ceramic-mug&quantity=1";
+    let mut refused = None;
+    for _ in 0..40 {
+        let batch = (0..100).map(|_| {
+            client
+                .post(nginx.url("/cart/items"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form)
+                .send()
+        });
+        refused = join_all(batch)
+            .await
+            .into_iter()
+            .flatten()
+            .find(|response| response.status() == StatusCode::TOO_MANY_REQUESTS);
+        if refused.is_some() {
+            break;
+        }
+    }
+    let page = refused.expect("a 429 within 4000 new sessions from one address");
+    expect_page(page, 429, "Too many new carts", true).await;
+}
+
+async fn expect_json(response: reqwest::Response, status: u16, code: &str, retry: bool) {
+    assert_eq!(response.status().as_u16(), status);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(
+        response.headers().contains_key("retry-after"),
+        retry,
+        "{status}"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+}
+
+async fn expect_page(response: reqwest::Response, status: u16, heading: &str, retry: bool) {
+    assert_eq!(response.status().as_u16(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/html; charset=utf-8"
+    );
+    assert_eq!(
+        response.headers().contains_key("retry-after"),
+        retry,
+        "{status}"
+    );
+    let page = response.text().await.unwrap();
+    assert!(page.starts_with("<!DOCTYPE html>"), "{page}");
+    assert!(page.contains(&format!("<h1>{heading}</h1>")), "{page}");
+}
+
 /// A request head that never completes is closed within the head deadline, so slow clients
 /// cannot hold descriptors; heads the HTTP layer refuses by itself (unparsable, a URI or
 /// headers over the limits) are answered with the JSON error, not an empty body.
