@@ -21,6 +21,7 @@ use crate::nginx::{Balance, Nginx};
 use crate::proxy::FaultProxy;
 use crate::redis::RedisServer;
 use crate::replica::{Replica, ReplicaSpec};
+use crate::store_user::{StoreKind, StoreUser};
 use crate::{PATIENCE, poll_until};
 
 /// The name the app hosts resolve to the primary: ElastiCache's primary endpoint.
@@ -130,7 +131,13 @@ impl HostFleet {
         let mut links = Vec::new();
         for n in 0..options.caches {
             let host = network.add_host(&format!("cache-{}", n + 1));
-            let mut builder = RedisServer::builder().on(&host.place());
+            let kind = match options.store {
+                HostStore::Named => StoreKind::Single,
+                HostStore::Sentinel | HostStore::SentinelByName => StoreKind::Sentinel,
+            };
+            let mut builder = RedisServer::builder()
+                .on(&host.place())
+                .app_user(StoreUser::default().on(kind));
             if let Some(primary) = caches.first() {
                 let primary: &CacheNode = primary;
                 let (addr, port) = match options.replication_delay {
@@ -165,15 +172,17 @@ impl HostFleet {
                 });
             }
         }
+        // As the app user every cache node has.
+        let auth = caches[0].redis.app_user().userinfo();
         let url = match options.store {
-            HostStore::Named => format!("redis://{PRIMARY_NAME}:6379"),
+            HostStore::Named => format!("redis://{auth}{PRIMARY_NAME}:6379"),
             HostStore::Sentinel => format!(
-                "redis-sentinel://sentinel-1:26379?sentinelServiceName={SENTINEL_SERVICE}\
+                "redis-sentinel://{auth}sentinel-1:26379?sentinelServiceName={SENTINEL_SERVICE}\
                  &node=sentinel-2:26379&node=sentinel-3:26379"
             ),
             HostStore::SentinelByName => {
                 format!(
-                    "redis-sentinel://{SENTINEL_NAME}:26379?sentinelServiceName={SENTINEL_SERVICE}"
+                    "redis-sentinel://{auth}{SENTINEL_NAME}:26379?sentinelServiceName={SENTINEL_SERVICE}"
                 )
             }
         };

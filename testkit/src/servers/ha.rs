@@ -10,6 +10,10 @@
 //! those of a real failover: the primary killed (SIGKILL, and later back as a replica), a
 //! failover on command (the old primary turns replica and answers `READONLY` on the
 //! connections it keeps), and scripts flushed from every node.
+//!
+//! Every data node has the app's user ([`crate::store_user`]) with the commands its kind of
+//! store needs; the URLs they hand out name it. The sentinels themselves, and the nodes'
+//! replication and monitoring, use the default user.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -23,6 +27,7 @@ use crate::hosts::Place;
 use crate::ports::free_port;
 use crate::process::Process;
 use crate::redis::{RedisAdmin, RedisServer};
+use crate::store_user::{StoreKind, StoreUser};
 use crate::{eventually, poll_until};
 
 /// Longest a set or cluster takes to settle after a fault: a killed primary that comes
@@ -152,11 +157,18 @@ impl SentinelSet {
     /// primary counted down after 2 s. Returns once every replica is in sync and every
     /// sentinel knows them all.
     pub async fn start(replicas: usize, sentinels: usize) -> Self {
-        let primary = RedisServer::start().await;
+        Self::start_with_user(replicas, sentinels, StoreUser::default()).await
+    }
+
+    /// As [`Self::start`], every data node with `user` (made a Sentinel set's) as the app's.
+    pub async fn start_with_user(replicas: usize, sentinels: usize, user: StoreUser) -> Self {
+        let user = user.on(StoreKind::Sentinel);
+        let primary = RedisServer::builder().app_user(user.clone()).start().await;
         let primary_port = primary.port.to_string();
         let mut nodes = vec![primary];
         for _ in 0..replicas {
             let replica = RedisServer::builder()
+                .app_user(user.clone())
                 .arg("--replicaof")
                 .arg("127.0.0.1")
                 .arg(&primary_port)
@@ -177,10 +189,12 @@ impl SentinelSet {
         set
     }
 
-    /// `redis-sentinel://` with every sentinel, as the app's `REDIS_URL`.
+    /// `redis-sentinel://` with the app user's credentials (for the data nodes) and every
+    /// sentinel, as the app's `REDIS_URL`.
     pub fn url(&self) -> String {
         let mut url = format!(
-            "redis-sentinel://127.0.0.1:{}?sentinelServiceName={SENTINEL_SERVICE}",
+            "redis-sentinel://{}127.0.0.1:{}?sentinelServiceName={SENTINEL_SERVICE}",
+            self.nodes[0].app_user().userinfo(),
             self.sentinels[0].port
         );
         for sentinel in &self.sentinels[1..] {
@@ -340,6 +354,7 @@ impl RedisCluster {
             // The bus port named: by default it is the port + 10000, and a node whose port
             // is above 55535 (Linux hands out ports up to 60999) would exit.
             let node = RedisServer::builder()
+                .app_user(StoreUser::default().on(StoreKind::Cluster))
                 .arg("--cluster-port")
                 .arg(&free_port().to_string())
                 .arg("--cluster-enabled")
@@ -373,9 +388,14 @@ impl RedisCluster {
         cluster
     }
 
-    /// `redis-cluster://` naming every node, as the app's `REDIS_URL`.
+    /// `redis-cluster://` with the app user's credentials, naming every node, as the app's
+    /// `REDIS_URL`.
     pub fn url(&self) -> String {
-        let mut url = format!("redis-cluster://127.0.0.1:{}", self.nodes[0].port);
+        let mut url = format!(
+            "redis-cluster://{}127.0.0.1:{}",
+            self.nodes[0].app_user().userinfo(),
+            self.nodes[0].port
+        );
         for (n, node) in self.nodes[1..].iter().enumerate() {
             url.push(if n == 0 { '?' } else { '&' });
             url.push_str(&format!("node=127.0.0.1:{}", node.port));
