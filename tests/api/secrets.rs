@@ -1,6 +1,6 @@
 //! The store's password stays secret: a replica given a recognisable password in
 //! `REDIS_URL` (one Redis, and Sentinel with a password for the data nodes and one for the
-//! sentinels) runs into failures (the store stopped, its password changed under it, a
+//! sentinels themselves) runs into failures (the store stopped, its password changed under it, a
 //! wrong password from the start, a URL that does not parse) and never shows the password
 //! in a log line, an answer, `/metrics`, the fleet view or `--help`.
 
@@ -65,11 +65,11 @@ async fn not_ready(replica: &Replica) -> bool {
     readyz.status() == StatusCode::SERVICE_UNAVAILABLE
 }
 
-/// One Redis and a Sentinel set, each with an app user whose password is [`SECRET`]; the
-/// replicas work, then fail: the store stopped (503s, warnings), its password changed and
-/// the connections cut (refused on reconnect), a wrong password from the start, a sentinel
-/// password the sentinels do not take, a URL that does not parse, and `--help` with the
-/// variable set. No log line, body, metric, fleet view or help text holds the password.
+/// One Redis and a Sentinel set, each with an app user whose password is [`SECRET`] (and
+/// sentinels whose password starts with it); the replicas work, then fail: the store
+/// stopped (503s, warnings), its password changed and the connections cut (refused on
+/// reconnect), a wrong password from the start, a wrong sentinel password, a URL that does
+/// not parse, and `--help` with the variable set. No log line, body, metric, fleet view or help text holds the password.
 #[tokio::test]
 #[ignore = "integration tier: cargo xtask test integration"]
 async fn the_store_password_shows_in_no_log_body_metric_or_help() {
@@ -120,12 +120,13 @@ async fn the_store_password_shows_in_no_log_body_metric_or_help() {
     .await;
     shown.extend(everything_shown(&refused, &visitor()).await);
 
-    // Sentinel: the data nodes' password in the URL's credentials, a sentinel password in
-    // its query. The first replica works, then its primary stops; the second names a
-    // sentinel password that the sentinels (which have none) refuse.
+    // Sentinel: the data nodes' password in the URL's credentials, the sentinels' in its
+    // query (`<SECRET>-sentinel`). The first replica works, then its primary stops; the
+    // second names a sentinel password that the sentinels refuse.
     let mut set = SentinelSet::start_with_user(0, 1, user.clone()).await;
     let sentinel_url = set.url();
-    assert!(sentinel_url.contains(SECRET), "{sentinel_url}");
+    let sentinel_password = format!("sentinelPassword={SECRET}-sentinel");
+    assert!(sentinel_url.contains(&sentinel_password), "{sentinel_url}");
     let three = replica("secret-3", &sentinel_url, &logs.path().join("three.log")).await;
     let sentinel_shopper = visitor();
     let working = everything_shown(&three, &sentinel_shopper).await;
@@ -138,10 +139,13 @@ async fn the_store_password_shows_in_no_log_body_metric_or_help() {
     )
     .await;
     shown.extend(everything_shown(&three, &sentinel_shopper).await);
-    let with_sentinel_password = format!("{sentinel_url}&sentinelPassword={SECRET}-sentinel");
+    let wrong_sentinel_password = sentinel_url.replace(
+        &sentinel_password,
+        &format!("sentinelPassword={SECRET}-wrong"),
+    );
     let four = replica(
         "secret-4",
-        &with_sentinel_password,
+        &wrong_sentinel_password,
         &logs.path().join("four.log"),
     )
     .await;
@@ -175,7 +179,7 @@ async fn the_store_password_shows_in_no_log_body_metric_or_help() {
     for (env_url, args) in [
         (unparsable.as_str(), &[][..]),
         (url.as_str(), &["--help"][..]),
-        (with_sentinel_password.as_str(), &["--help"][..]),
+        (sentinel_url.as_str(), &["--help"][..]),
     ] {
         let output = Command::new(binary())
             .env_clear()

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::ha::{SENTINEL_SERVICE, Sentinel};
+use crate::ha::{SENTINEL_SERVICE, Sentinel, sentinel_password};
 use crate::hosts::{Host, Network};
 use crate::nginx::{Balance, Nginx};
 use crate::proxy::FaultProxy;
@@ -164,7 +164,13 @@ impl HostFleet {
             let primary = (caches[0].host.addr(), 6379);
             for n in 0..3 {
                 let host = network.add_host(&format!("sentinel-{}", n + 1));
-                let sentinel = Sentinel::start_at(Some(&host.place()), primary, 2).await;
+                let sentinel = Sentinel::start_at(
+                    Some(&host.place()),
+                    primary,
+                    2,
+                    &sentinel_password(caches[0].redis.app_user()),
+                )
+                .await;
                 fleet_sentinels.push(SentinelNode {
                     sentinel,
                     host,
@@ -172,18 +178,20 @@ impl HostFleet {
                 });
             }
         }
-        // As the app user every cache node has.
+        // As the app user every cache node has, with the sentinels' password.
         let auth = caches[0].redis.app_user().userinfo();
+        let sentinels = format!(
+            "sentinelServiceName={SENTINEL_SERVICE}&sentinelPassword={}",
+            sentinel_password(caches[0].redis.app_user())
+        );
         let url = match options.store {
             HostStore::Named => format!("redis://{auth}{PRIMARY_NAME}:6379"),
             HostStore::Sentinel => format!(
-                "redis-sentinel://{auth}sentinel-1:26379?sentinelServiceName={SENTINEL_SERVICE}\
+                "redis-sentinel://{auth}sentinel-1:26379?{sentinels}\
                  &node=sentinel-2:26379&node=sentinel-3:26379"
             ),
             HostStore::SentinelByName => {
-                format!(
-                    "redis-sentinel://{auth}{SENTINEL_NAME}:26379?sentinelServiceName={SENTINEL_SERVICE}"
-                )
+                format!("redis-sentinel://{auth}{SENTINEL_NAME}:26379?{sentinels}")
             }
         };
         wait_until_replicated(&caches, 0).await;
@@ -252,7 +260,8 @@ impl HostFleet {
         let n = self.sentinels.len() + 1;
         let host = self.network.add_host(&format!("sentinel-{n}"));
         let primary = (self.caches[self.primary].host.addr(), 6379);
-        let sentinel = Sentinel::start_at(Some(&host.place()), primary, 2).await;
+        let password = sentinel_password(self.caches[0].redis.app_user());
+        let sentinel = Sentinel::start_at(Some(&host.place()), primary, 2, &password).await;
         self.sentinels.push(SentinelNode {
             sentinel,
             host,

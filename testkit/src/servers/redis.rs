@@ -346,6 +346,12 @@ impl RedisAdmin {
         }
     }
 
+    /// The same, authenticating as the default user with `password`.
+    pub(crate) fn with_password(mut self, password: &str) -> Self {
+        self.password = Some(password.to_owned());
+        self
+    }
+
     /// A server or sentinel on `port` of the host at `place`, from that host's loopback.
     pub(crate) fn on(place: &Place, port: u16) -> Self {
         Self {
