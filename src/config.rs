@@ -26,7 +26,7 @@ pub struct Config {
     /// for TLS), redis-sentinel://host:26379?sentinelServiceName=NAME[&node=host:port...],
     /// redis-cluster://host:port[?node=host:port...], and the rediss-, valkey- and valkeys-
     /// forms of each. Unset: sessions are kept in this process's memory (one replica only).
-    #[arg(long, env = "REDIS_URL", value_parser = parse_redis_url, hide_env_values = true)]
+    #[arg(long, env = "REDIS_URL", value_parser = RedisUrlParser, hide_env_values = true)]
     pub redis_url: Option<String>,
 
     /// Name of this replica, shown on every page and in the X-Served-By header.
@@ -175,6 +175,35 @@ const REDIS_SCHEMES: [&str; 12] = [
     "valkeys-cluster",
 ];
 
+/// Parses `REDIS_URL` with [`parse_redis_url`], and says what is wrong without repeating
+/// the value: it may hold the store's password, and clap's own message would quote it.
+#[derive(Debug, Clone, Copy)]
+struct RedisUrlParser;
+
+impl clap::builder::TypedValueParser for RedisUrlParser {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        let refuse = |reason: &str| {
+            let name = arg.map_or_else(|| "REDIS_URL".to_owned(), ToString::to_string);
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!(
+                    "invalid value for '{name}' (not shown, as it may hold a password): {reason}\n"
+                ),
+            )
+            .with_cmd(cmd)
+        };
+        let value = value.to_str().ok_or_else(|| refuse("not UTF-8"))?;
+        parse_redis_url(value).map_err(|reason| refuse(&reason))
+    }
+}
+
 /// Accepts only URLs the session store can use, so a typo fails at start, not at the
 /// first request: a known scheme, and whatever fred requires of it (a host, a Sentinel
 /// service name, ports that are numbers).
@@ -292,6 +321,19 @@ mod tests {
         ] {
             let error = parse(&["--redis-url", url]).unwrap_err().to_string();
             assert!(error.contains("--redis-url"), "{url}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_refused_redis_url_is_not_repeated_with_its_password() {
+        for url in [
+            "redis://app:hunter2-secret@cache:notaport",
+            "http://app:hunter2-secret@cache:6379",
+            "redis-sentinel://app:hunter2-secret@s1:26379",
+        ] {
+            let error = parse(&["--redis-url", url]).unwrap_err().to_string();
+            assert!(error.contains("--redis-url"), "{error}");
+            assert!(!error.contains("hunter2"), "{error}");
         }
     }
 

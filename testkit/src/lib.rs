@@ -26,7 +26,9 @@
 //! - [`servers`]: [`redis`] (`RedisServer` with a builder: port, TLS, password, AOF, a test
 //!   host; `TESTKIT_STORE=valkey` starts Valkey instead, and `TESTKIT_REDIS_LOGS=DIR` keeps
 //!   every server's and sentinel's log in `DIR`), [`ha`] (a Sentinel set and a Redis
-//!   Cluster, with their faults), [`replica`] (the release binary as a child process),
+//!   Cluster, with their faults), [`store_user`] (the app's least-privileged Redis user,
+//!   which every store has and every URL for the app names), [`replica`] (the release
+//!   binary as a child process),
 //!   [`nginx`] (the shipped nginx.conf rewritten for loopback, reloaded when a fleet
 //!   changes size).
 //! - [`fleets`]: [`fleet`] (Redis, replicas and nginx on loopback), [`host_fleet`] (Redis
@@ -50,7 +52,7 @@ pub use crate::fleets::{compose, fleet, host_fleet, swarm};
 pub use crate::loads::{flood, load, soak};
 pub use crate::network::{hosts, http, proxy, tls};
 pub use crate::scenario::{checks, shoppers};
-pub use crate::servers::{ha, nginx, redis, replica};
+pub use crate::servers::{ha, nginx, redis, replica, store_user};
 pub use crate::system::{binaries, cpu, docker, ports, process};
 
 use std::time::{Duration, Instant};

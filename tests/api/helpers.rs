@@ -51,9 +51,9 @@ pub(crate) fn record_key(id: &str) -> String {
     session_key(DEFAULT_KEY_PREFIX, &id)
 }
 
-/// A connected client of `redis`, for inspecting what the app stored.
+/// A connected client of `redis` as its default user, for inspecting what the app stored.
 pub(crate) async fn redis_client(redis: &RedisServer) -> Pool {
-    let config = RedisConfig::from_url(&redis.url()).expect("a valid redis url");
+    let config = RedisConfig::from_url(&redis.admin_url()).expect("a valid redis url");
     let pool = Pool::new(config, None, None, None, 1).expect("building a test redis client");
     pool.init().await.expect("connecting the test redis client");
     pool

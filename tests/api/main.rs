@@ -25,5 +25,7 @@ mod hosts;
 mod metrics;
 mod pages;
 mod redis_failure;
+mod secrets;
 mod sessions;
+mod store_user;
 mod tls;

@@ -240,7 +240,7 @@ async fn a_redis_refusing_writes_answers_503_and_keeps_every_cart() {
 async fn a_checkout_whose_new_session_fails_is_finished_by_its_retry() {
     let redis = RedisServer::start().await;
     let proxy = testkit::proxy::FaultProxy::start(redis.port);
-    let url = format!("redis://127.0.0.1:{}", proxy.port);
+    let url = redis.url_via(proxy.port);
     let app = TestApp::with_redis(&url, "replica-a").await;
     let shopper = visitor();
     let added =
@@ -288,7 +288,7 @@ async fn a_checkout_whose_new_session_fails_is_finished_by_its_retry() {
 async fn a_connection_that_stops_answering_is_replaced() {
     let redis = RedisServer::start().await;
     let proxy = testkit::proxy::FaultProxy::start(redis.port);
-    let url = format!("redis://127.0.0.1:{}", proxy.port);
+    let url = redis.url_via(proxy.port);
     let app = crate::helpers::start_binary(&[("REDIS_URL", &url), ("REPLICA_ID", "quiet")]).await;
     let shopper = visitor();
     let items = app.url("/api/cart/items");

@@ -8,6 +8,7 @@ use fred::prelude::{Expiration, KeysInterface, ServerInterface};
 use reqwest::StatusCode;
 use reqwest::header::SET_COOKIE;
 use serde_json::{Value, json};
+use testkit::store_user::{APP_PASSWORD, StoreUser};
 use time::OffsetDateTime;
 use tower_sessions::SessionStore;
 use tower_sessions::session::{Id, Record};
@@ -337,19 +338,24 @@ async fn saving_a_record_that_vanished_writes_it_again() {
 
 /// Every key the app writes (records, change markers, the fleet heartbeats) starts with
 /// `SESSION_KEY_PREFIX`, and two apps with their own prefixes share one Redis without
-/// seeing each other's carts.
+/// seeing each other's carts, each as a store user that may touch only its own prefix.
 #[tokio::test]
 #[ignore = "integration tier: cargo xtask test integration"]
 async fn every_key_starts_with_the_prefix_and_apps_sharing_redis_stay_apart() {
-    let redis = RedisServer::start().await;
+    // Each app as a user of its own, fenced to its prefix.
+    let redis = RedisServer::builder()
+        .app_user(StoreUser::new("shop-eu:", APP_PASSWORD))
+        .app_user(StoreUser::new("shop-us:", APP_PASSWORD))
+        .start()
+        .await;
     let eu = crate::helpers::start_binary(&[
-        ("REDIS_URL", &redis.url()),
+        ("REDIS_URL", &redis.url_for_prefix("shop-eu:")),
         ("REPLICA_ID", "eu"),
         ("SESSION_KEY_PREFIX", "shop-eu:"),
     ])
     .await;
     let us = crate::helpers::start_binary(&[
-        ("REDIS_URL", &redis.url()),
+        ("REDIS_URL", &redis.url_for_prefix("shop-us:")),
         ("REPLICA_ID", "us"),
         ("SESSION_KEY_PREFIX", "shop-us:"),
     ])

@@ -10,8 +10,9 @@ use testkit::tls::Certificates;
 
 use crate::helpers::{RedisServer, get_json, start_binary, visitor};
 
-/// With `rediss://user:password@...` the cart works against a TLS-only Redis, and the
-/// same server refuses the replica when the URL says plain `redis://`.
+/// With `rediss://user:password@...` the cart works against a TLS-only Redis (the app's
+/// user, the default user with a password of its own), and the same server refuses the
+/// replica when the URL says plain `redis://`.
 #[tokio::test]
 #[ignore = "integration tier: cargo xtask test integration"]
 async fn rediss_urls_use_tls_and_auth() {
@@ -21,9 +22,8 @@ async fn rediss_urls_use_tls_and_auth() {
         .password("s3cret-token")
         .start()
         .await;
-    let port = redis.port;
-
-    let tls_url = format!("rediss://default:s3cret-token@127.0.0.1:{port}");
+    let tls_url = redis.url();
+    assert!(tls_url.starts_with("rediss://elastic-cart:"), "{tls_url}");
     let ca = certificates.ca_cert.to_string_lossy().into_owned();
     let app = start_binary(&[
         ("REDIS_URL", &tls_url),
@@ -52,7 +52,7 @@ async fn rediss_urls_use_tls_and_auth() {
     // The same server over plaintext: never ready, so the success above was TLS. A replica
     // is not ready before it connects either, so it is watched for well past the time the
     // TLS replica took to become ready.
-    let plain_url = format!("redis://default:s3cret-token@127.0.0.1:{port}");
+    let plain_url = tls_url.replacen("rediss://", "redis://", 1);
     let plain = start_binary(&[("REDIS_URL", &plain_url), ("REPLICA_ID", "plain-1")]).await;
     let watch_until = Instant::now() + (tls_ready_after * 2).max(Duration::from_secs(2));
     while Instant::now() < watch_until {

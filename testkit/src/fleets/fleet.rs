@@ -177,7 +177,8 @@ impl LoopbackFleet {
         }
         .with("REPLICA_ID", id);
         let url = match (&self.proxy, &self.redis, &self.sentinel, &self.cluster) {
-            (Some(proxy), ..) => Some(format!("redis://127.0.0.1:{}", proxy.port)),
+            (Some(proxy), Some(redis), ..) => Some(redis.url_via(proxy.port)),
+            (Some(proxy), None, ..) => Some(format!("redis://127.0.0.1:{}", proxy.port)),
             (None, Some(redis), ..) => Some(redis.url()),
             (None, None, Some(sentinel), _) => Some(sentinel.url()),
             (None, None, None, Some(cluster)) => Some(cluster.url()),

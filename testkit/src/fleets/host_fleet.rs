@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::ha::{SENTINEL_SERVICE, Sentinel};
+use crate::ha::{SENTINEL_SERVICE, Sentinel, sentinel_password};
 use crate::hosts::{Host, Network};
 use crate::nginx::{Balance, Nginx};
 use crate::proxy::FaultProxy;
 use crate::redis::RedisServer;
 use crate::replica::{Replica, ReplicaSpec};
+use crate::store_user::{StoreKind, StoreUser};
 use crate::{PATIENCE, poll_until};
 
 /// The name the app hosts resolve to the primary: ElastiCache's primary endpoint.
@@ -130,7 +131,13 @@ impl HostFleet {
         let mut links = Vec::new();
         for n in 0..options.caches {
             let host = network.add_host(&format!("cache-{}", n + 1));
-            let mut builder = RedisServer::builder().on(&host.place());
+            let kind = match options.store {
+                HostStore::Named => StoreKind::Single,
+                HostStore::Sentinel | HostStore::SentinelByName => StoreKind::Sentinel,
+            };
+            let mut builder = RedisServer::builder()
+                .on(&host.place())
+                .app_user(StoreUser::default().on(kind));
             if let Some(primary) = caches.first() {
                 let primary: &CacheNode = primary;
                 let (addr, port) = match options.replication_delay {
@@ -157,7 +164,13 @@ impl HostFleet {
             let primary = (caches[0].host.addr(), 6379);
             for n in 0..3 {
                 let host = network.add_host(&format!("sentinel-{}", n + 1));
-                let sentinel = Sentinel::start_at(Some(&host.place()), primary, 2).await;
+                let sentinel = Sentinel::start_at(
+                    Some(&host.place()),
+                    primary,
+                    2,
+                    &sentinel_password(caches[0].redis.app_user()),
+                )
+                .await;
                 fleet_sentinels.push(SentinelNode {
                     sentinel,
                     host,
@@ -165,16 +178,20 @@ impl HostFleet {
                 });
             }
         }
+        // As the app user every cache node has, with the sentinels' password.
+        let auth = caches[0].redis.app_user().userinfo();
+        let sentinels = format!(
+            "sentinelServiceName={SENTINEL_SERVICE}&sentinelPassword={}",
+            sentinel_password(caches[0].redis.app_user())
+        );
         let url = match options.store {
-            HostStore::Named => format!("redis://{PRIMARY_NAME}:6379"),
+            HostStore::Named => format!("redis://{auth}{PRIMARY_NAME}:6379"),
             HostStore::Sentinel => format!(
-                "redis-sentinel://sentinel-1:26379?sentinelServiceName={SENTINEL_SERVICE}\
+                "redis-sentinel://{auth}sentinel-1:26379?{sentinels}\
                  &node=sentinel-2:26379&node=sentinel-3:26379"
             ),
             HostStore::SentinelByName => {
-                format!(
-                    "redis-sentinel://{SENTINEL_NAME}:26379?sentinelServiceName={SENTINEL_SERVICE}"
-                )
+                format!("redis-sentinel://{auth}{SENTINEL_NAME}:26379?{sentinels}")
             }
         };
         wait_until_replicated(&caches, 0).await;
@@ -243,7 +260,8 @@ impl HostFleet {
         let n = self.sentinels.len() + 1;
         let host = self.network.add_host(&format!("sentinel-{n}"));
         let primary = (self.caches[self.primary].host.addr(), 6379);
-        let sentinel = Sentinel::start_at(Some(&host.place()), primary, 2).await;
+        let password = sentinel_password(self.caches[0].redis.app_user());
+        let sentinel = Sentinel::start_at(Some(&host.place()), primary, 2, &password).await;
         self.sentinels.push(SentinelNode {
             sentinel,
             host,

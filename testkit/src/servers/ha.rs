@@ -10,6 +10,11 @@
 //! those of a real failover: the primary killed (SIGKILL, and later back as a replica), a
 //! failover on command (the old primary turns replica and answers `READONLY` on the
 //! connections it keeps), and scripts flushed from every node.
+//!
+//! Every data node has the app's user ([`crate::store_user`]) with the commands its kind of
+//! store needs; the URLs they hand out name it. The sentinels want a password of their own
+//! ([`sentinel_password`], `sentinelPassword` in the URL); the nodes' replication and the
+//! sentinels' monitoring use the default user.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -23,6 +28,7 @@ use crate::hosts::Place;
 use crate::ports::free_port;
 use crate::process::Process;
 use crate::redis::{RedisAdmin, RedisServer};
+use crate::store_user::{StoreKind, StoreUser};
 use crate::{eventually, poll_until};
 
 /// Longest a set or cluster takes to settle after a fault: a killed primary that comes
@@ -41,27 +47,37 @@ async fn settle(what: &str, check: impl AsyncFnMut() -> bool) {
 /// The name the sentinels monitor the primary under (`sentinelServiceName` in the URL).
 pub const SENTINEL_SERVICE: &str = "carts";
 
+/// The sentinels' password for apps whose store user is `user`: its password with
+/// `-sentinel` after it, so a test that looks for one secret finds both.
+pub fn sentinel_password(user: &StoreUser) -> String {
+    format!("{}-sentinel", user.password)
+}
+
 /// A sentinel: `redis-server --sentinel` with a config file of its own (it rewrites it).
 #[derive(Debug)]
 pub(crate) struct Sentinel {
     pub(crate) port: u16,
     place: Option<Place>,
+    /// What it asks of every client (`requirepass`) and gives its peers
+    /// (`sentinel sentinel-pass`).
+    password: String,
     _process: Process,
     _dir: tempfile::TempDir,
 }
 
 impl Sentinel {
     /// A sentinel on loopback watching the primary on loopback `primary_port`.
-    async fn start(primary_port: u16, quorum: usize) -> Self {
-        Self::start_at(None, (Ipv4Addr::LOCALHOST, primary_port), quorum).await
+    async fn start(primary_port: u16, quorum: usize, password: &str) -> Self {
+        Self::start_at(None, (Ipv4Addr::LOCALHOST, primary_port), quorum, password).await
     }
 
     /// A sentinel on port 26379 of a test host ([`crate::hosts`]), or on a free loopback
-    /// port without one, watching the primary at `primary`.
+    /// port without one, watching the primary at `primary`, wanting `password`.
     pub(crate) async fn start_at(
         place: Option<&Place>,
         primary: (Ipv4Addr, u16),
         quorum: usize,
+        password: &str,
     ) -> Self {
         let dir = tempfile::tempdir().expect("a folder for a sentinel");
         let (port, bind) = match place {
@@ -78,7 +94,8 @@ impl Sentinel {
              sentinel monitor {SENTINEL_SERVICE} {primary_addr} {primary_port} {quorum}\n\
              sentinel down-after-milliseconds {SENTINEL_SERVICE} 2000\n\
              sentinel failover-timeout {SENTINEL_SERVICE} 5000\n\
-             sentinel parallel-syncs {SENTINEL_SERVICE} 1\n",
+             sentinel parallel-syncs {SENTINEL_SERVICE} 1\n\
+             requirepass {password}\nsentinel sentinel-pass {password}\n",
             dir = dir.path().display()
         );
         let text = match std::env::var("TESTKIT_REDIS_LOGS") {
@@ -104,6 +121,7 @@ impl Sentinel {
         Self {
             port,
             place: place.cloned(),
+            password: password.to_owned(),
             _process: process,
             _dir: dir,
         }
@@ -112,10 +130,11 @@ impl Sentinel {
     /// `redis-cli` against it (from its host's loopback on a test host); what it printed,
     /// empty if it could not connect.
     pub(crate) fn cli(&self, args: &[&str]) -> String {
-        match &self.place {
-            Some(place) => RedisAdmin::on(place, self.port).try_cli(args),
-            None => cli(self.port, args),
-        }
+        let admin = match &self.place {
+            Some(place) => RedisAdmin::on(place, self.port),
+            None => RedisAdmin::plain(self.port),
+        };
+        admin.with_password(&self.password).try_cli(args)
     }
 }
 
@@ -145,6 +164,8 @@ pub struct SentinelSet {
     /// Which one is the primary now: [`Self::primary_port`].
     pub nodes: Vec<RedisServer>,
     sentinels: Vec<Sentinel>,
+    /// The sentinels' password.
+    sentinel_password: String,
 }
 
 impl SentinelSet {
@@ -152,11 +173,19 @@ impl SentinelSet {
     /// primary counted down after 2 s. Returns once every replica is in sync and every
     /// sentinel knows them all.
     pub async fn start(replicas: usize, sentinels: usize) -> Self {
-        let primary = RedisServer::start().await;
+        Self::start_with_user(replicas, sentinels, StoreUser::default()).await
+    }
+
+    /// As [`Self::start`], every data node with `user` (made a Sentinel set's) as the app's.
+    pub async fn start_with_user(replicas: usize, sentinels: usize, user: StoreUser) -> Self {
+        let user = user.on(StoreKind::Sentinel);
+        let sentinel_password = sentinel_password(&user);
+        let primary = RedisServer::builder().app_user(user.clone()).start().await;
         let primary_port = primary.port.to_string();
         let mut nodes = vec![primary];
         for _ in 0..replicas {
             let replica = RedisServer::builder()
+                .app_user(user.clone())
                 .arg("--replicaof")
                 .arg("127.0.0.1")
                 .arg(&primary_port)
@@ -168,20 +197,25 @@ impl SentinelSet {
         let mut set = Self {
             sentinels: Vec::new(),
             nodes,
+            sentinel_password,
         };
         for _ in 0..sentinels {
-            let sentinel = Sentinel::start(set.nodes[0].port, quorum).await;
+            let sentinel = Sentinel::start(set.nodes[0].port, quorum, &set.sentinel_password).await;
             set.sentinels.push(sentinel);
         }
         set.wait_until_settled(None).await;
         set
     }
 
-    /// `redis-sentinel://` with every sentinel, as the app's `REDIS_URL`.
+    /// `redis-sentinel://` with the app user's credentials (for the data nodes), the
+    /// sentinels' password and every sentinel, as the app's `REDIS_URL`.
     pub fn url(&self) -> String {
         let mut url = format!(
-            "redis-sentinel://127.0.0.1:{}?sentinelServiceName={SENTINEL_SERVICE}",
-            self.sentinels[0].port
+            "redis-sentinel://{}127.0.0.1:{}?sentinelServiceName={SENTINEL_SERVICE}\
+             &sentinelPassword={}",
+            self.nodes[0].app_user().userinfo(),
+            self.sentinels[0].port,
+            self.sentinel_password
         );
         for sentinel in &self.sentinels[1..] {
             url.push_str(&format!("&node=127.0.0.1:{}", sentinel.port));
@@ -340,6 +374,7 @@ impl RedisCluster {
             // The bus port named: by default it is the port + 10000, and a node whose port
             // is above 55535 (Linux hands out ports up to 60999) would exit.
             let node = RedisServer::builder()
+                .app_user(StoreUser::default().on(StoreKind::Cluster))
                 .arg("--cluster-port")
                 .arg(&free_port().to_string())
                 .arg("--cluster-enabled")
@@ -373,9 +408,14 @@ impl RedisCluster {
         cluster
     }
 
-    /// `redis-cluster://` naming every node, as the app's `REDIS_URL`.
+    /// `redis-cluster://` with the app user's credentials, naming every node, as the app's
+    /// `REDIS_URL`.
     pub fn url(&self) -> String {
-        let mut url = format!("redis-cluster://127.0.0.1:{}", self.nodes[0].port);
+        let mut url = format!(
+            "redis-cluster://{}127.0.0.1:{}",
+            self.nodes[0].app_user().userinfo(),
+            self.nodes[0].port
+        );
         for (n, node) in self.nodes[1..].iter().enumerate() {
             url.push(if n == 0 { '?' } else { '&' });
             url.push_str(&format!("node=127.0.0.1:{}", node.port));

@@ -1,6 +1,11 @@
 //! A `redis-server` of our own on a loopback port. The builder sets what the tests need:
-//! the port, TLS (with certificates from [`crate::tls`]), a password, an append-only file;
-//! and leaves room for the replicated topologies (Sentinel, Cluster) to come.
+//! the port, TLS (with certificates from [`crate::tls`]), a password, an append-only file,
+//! the app's users; the replicated stores ([`crate::ha`]) are made of these servers.
+//!
+//! Every server has the app's least-privileged user ([`crate::store_user`]), and
+//! [`RedisServer::url`] names it: a replica started with that URL can touch only its
+//! prefix's keys with only its commands. The test's own access ([`RedisServer::cli`],
+//! [`RedisServer::admin_url`]) is the default user's, with every right.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -19,6 +24,7 @@ use crate::eventually;
 use crate::hosts::Place;
 use crate::ports::free_port;
 use crate::process::Process;
+use crate::store_user::StoreUser;
 use crate::tls::Certificates;
 
 /// How to start a [`RedisServer`].
@@ -30,6 +36,8 @@ pub struct RedisBuilder {
     aof: bool,
     extra_args: Vec<String>,
     place: Option<Place>,
+    /// The app's users; none given: [`StoreUser::default`].
+    users: Vec<StoreUser>,
 }
 
 impl RedisBuilder {
@@ -45,7 +53,7 @@ impl RedisBuilder {
         self
     }
 
-    /// Require this password (`requirepass`) from every client.
+    /// Require this password (`requirepass`) of the default user, the test's own.
     pub fn password(mut self, password: &str) -> Self {
         self.password = Some(password.to_owned());
         self
@@ -65,6 +73,14 @@ impl RedisBuilder {
         self
     }
 
+    /// An app user (`redis-server --user`, so it is there again after a restart); the
+    /// first one given is the one [`RedisServer::url`] names. Without any, the server has
+    /// [`StoreUser::default`].
+    pub fn app_user(mut self, user: StoreUser) -> Self {
+        self.users.push(user);
+        self
+    }
+
     /// More `redis-server` arguments.
     pub fn arg(mut self, arg: &str) -> Self {
         self.extra_args.push(arg.to_owned());
@@ -72,7 +88,10 @@ impl RedisBuilder {
     }
 
     /// Starts the server and waits until it accepts connections.
-    pub async fn start(self) -> RedisServer {
+    pub async fn start(mut self) -> RedisServer {
+        if self.users.is_empty() {
+            self.users.push(StoreUser::default());
+        }
         let data = tempfile::tempdir().expect("a temporary folder for Redis");
         let default_port = match self.place {
             Some(_) => 6379,
@@ -153,6 +172,9 @@ impl RedisServer {
         if let Some(password) = &settings.password {
             command.args(["--requirepass", password]);
         }
+        for user in &settings.users {
+            command.arg("--user").arg(&user.name).args(user.rules());
+        }
         // For a post-mortem: each server's log in a folder of one's choice.
         if let Some(dir) = std::env::var_os("TESTKIT_REDIS_LOGS") {
             let log = std::path::Path::new(&dir).join(format!("redis-{}.log", self.port));
@@ -189,18 +211,54 @@ impl RedisServer {
             .map_or(std::net::Ipv4Addr::LOCALHOST, |place| place.addr)
     }
 
-    /// `redis://<address>:port` (`rediss://` with TLS), with the password if there is one.
+    /// The app's URL: `redis://<user>:<password>@<address>:port` (`rediss://` with TLS),
+    /// as the first of its app users.
     pub fn url(&self) -> String {
-        let scheme = if self.settings.tls.is_some() {
-            "rediss"
-        } else {
-            "redis"
-        };
+        self.url_as(self.app_user(), self.port)
+    }
+
+    /// The app's URL as the app user of key prefix `prefix`.
+    pub fn url_for_prefix(&self, prefix: &str) -> String {
+        let user = self
+            .settings
+            .users
+            .iter()
+            .find(|user| user.prefix == prefix)
+            .unwrap_or_else(|| panic!("the server has no app user for prefix {prefix:?}"));
+        self.url_as(user, self.port)
+    }
+
+    /// The app's URL to a proxy on loopback `port` that forwards to this server.
+    pub fn url_via(&self, port: u16) -> String {
+        format!("redis://{}127.0.0.1:{port}", self.app_user().userinfo())
+    }
+
+    /// The default user's URL (with the password if there is one), for the test's own
+    /// clients that inspect, fill or flush the store.
+    pub fn admin_url(&self) -> String {
         let auth = match &self.settings.password {
             Some(password) => format!("default:{password}@"),
             None => String::new(),
         };
-        format!("{scheme}://{auth}{}:{}", self.addr(), self.port)
+        format!("{}://{auth}{}:{}", self.scheme(), self.addr(), self.port)
+    }
+
+    fn url_as(&self, user: &StoreUser, port: u16) -> String {
+        let auth = user.userinfo();
+        format!("{}://{auth}{}:{port}", self.scheme(), self.addr())
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.settings.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        }
+    }
+
+    /// The app user that [`Self::url`] names.
+    pub fn app_user(&self) -> &StoreUser {
+        &self.settings.users[0]
     }
 
     /// The process id, while it runs.
@@ -286,6 +344,12 @@ impl RedisAdmin {
             password: None,
             place: None,
         }
+    }
+
+    /// The same, authenticating as the default user with `password`.
+    pub(crate) fn with_password(mut self, password: &str) -> Self {
+        self.password = Some(password.to_owned());
+        self
     }
 
     /// A server or sentinel on `port` of the host at `place`, from that host's loopback.
