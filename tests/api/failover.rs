@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use testkit::soak::{self, SoakOptions};
 use testkit::{RedisCluster, Replicated};
 
-use crate::helpers::{RedisServer, binary, eventually, start_binary, visitor};
+use crate::helpers::{
+    RedisServer, binary, eventually, primary_with_replica, start_binary, visitor,
+};
 
 /// The longest the shop may go without acknowledging a change when the primary dies: the
 /// sentinels' down-after (2 s), an election, the promotion and the replicas finding the new
@@ -204,19 +206,7 @@ async fn a_demoted_primary_gives_a_503_then_recovers() {
 #[tokio::test]
 #[ignore = "integration tier: cargo xtask test integration"]
 async fn an_unconfirmed_change_answers_outcome_unknown_then_counts_once() {
-    let primary = RedisServer::start().await;
-    let follower = RedisServer::builder()
-        .arg("--replicaof")
-        .arg("127.0.0.1")
-        .arg(&primary.port.to_string())
-        .start()
-        .await;
-    eventually("the replica to be in sync", async || {
-        follower
-            .cli(&["INFO", "replication"])
-            .contains("master_link_status:up")
-    })
-    .await;
+    let (primary, follower) = primary_with_replica().await;
     let replica = start_binary(&[
         ("REDIS_URL", &primary.url()),
         ("REPLICA_ID", "w1"),

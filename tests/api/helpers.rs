@@ -225,3 +225,22 @@ pub(crate) async fn start_session(shopper: &reqwest::Client, url: &str) {
     let response = add_item(shopper, url, "paper-filters", 1).await;
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+/// A Redis primary and a replica of it, once the replica is in sync (for changes confirmed
+/// with `WAIT`).
+pub(crate) async fn primary_with_replica() -> (RedisServer, RedisServer) {
+    let primary = RedisServer::start().await;
+    let follower = RedisServer::builder()
+        .arg("--replicaof")
+        .arg("127.0.0.1")
+        .arg(&primary.port.to_string())
+        .start()
+        .await;
+    eventually("the replica to be in sync", async || {
+        follower
+            .cli(&["INFO", "replication"])
+            .contains("master_link_status:up")
+    })
+    .await;
+    (primary, follower)
+}

@@ -13,7 +13,10 @@ use reqwest::StatusCode;
 use testkit::store_user::{APP_KEY_PREFIX, StoreKind, StoreUser};
 use testkit::{RedisCluster, SentinelSet, Signal};
 
-use crate::helpers::{RedisServer, Replica, add_item, eventually, get_json, start_binary, visitor};
+use crate::helpers::{
+    RedisServer, Replica, add_item, eventually, get_json, primary_with_replica, start_binary,
+    visitor,
+};
 
 /// The placeholder docs/security.md writes for the password.
 const DOCS_PASSWORD: &str = "YOUR-PASSWORD";
@@ -105,19 +108,7 @@ fn assert_nothing_refused(node: &RedisServer) {
 #[tokio::test]
 #[ignore = "integration tier: cargo xtask test integration"]
 async fn the_store_user_keeps_carts_but_cannot_touch_other_keys_or_administer() {
-    let primary = RedisServer::start().await;
-    let follower = RedisServer::builder()
-        .arg("--replicaof")
-        .arg("127.0.0.1")
-        .arg(&primary.port.to_string())
-        .start()
-        .await;
-    eventually("the replica to be in sync", async || {
-        follower
-            .cli(&["INFO", "replication"])
-            .contains("master_link_status:up")
-    })
-    .await;
+    let (primary, _follower) = primary_with_replica().await;
     primary.cli(&["SET", "other:key", "not the app's"]);
     let url = primary.url();
     assert!(url.starts_with("redis://elastic-cart:"), "{url}");
