@@ -232,7 +232,7 @@ async fn shop(n: usize, shopper: reqwest::Client, line_base: String, end: Instan
 
 /// The store's `used_memory`.
 fn used_memory(redis: &RedisServer) -> u64 {
-    used_memory_of(&redis.cli(&["INFO", "memory"]))
+    used_memory_of(&redis.cli(&["INFO", "memory"])).expect("INFO memory has used_memory")
 }
 
 fn dbsize(redis: &RedisServer) -> u64 {
@@ -252,16 +252,9 @@ fn sample_used_memory(
     let admin = redis.admin();
     std::thread::spawn(move || {
         while running.load(Ordering::Relaxed) {
-            let used = admin
-                .try_cli(&["INFO", "memory"])
-                .lines()
-                .find_map(|line| line.trim().strip_prefix("used_memory:"))
-                .and_then(|value| value.parse().ok())
-                .unwrap_or(0);
+            // Nothing while the store does not answer (`try_cli` prints nothing then).
+            let used = used_memory_of(&admin.try_cli(&["INFO", "memory"])).unwrap_or(0);
             peak.fetch_max(used, Ordering::Relaxed);
-            if std::env::var_os("FLOOD_TIMELINE").is_some() {
-                println!("used {used}");
-            }
             std::thread::sleep(Duration::from_millis(100));
         }
     })
@@ -281,7 +274,8 @@ async fn on_a_cluster_the_fullest_primary_decides_whether_new_sessions_fit() {
 
     // One primary with a ceiling just above what it holds: 90 % full.
     let full = cluster.primary_ports()[1];
-    let used = used_memory_of(&cluster.node_cli(full, &["INFO", "memory"]));
+    let used = used_memory_of(&cluster.node_cli(full, &["INFO", "memory"]))
+        .expect("INFO memory has used_memory");
     let ceiling = used * 10 / 9;
     cluster.node_cli(full, &["CONFIG", "SET", "maxmemory", &ceiling.to_string()]);
     let probe = reqwest::Client::new();
@@ -308,9 +302,9 @@ async fn on_a_cluster_the_fullest_primary_decides_whether_new_sessions_fit() {
     .await;
 }
 
-fn used_memory_of(info: &str) -> u64 {
+/// `used_memory` in the text of `INFO memory`.
+fn used_memory_of(info: &str) -> Option<u64> {
     info.lines()
         .find_map(|line| line.trim().strip_prefix("used_memory:"))
         .and_then(|value| value.parse().ok())
-        .expect("INFO memory has used_memory")
 }

@@ -5,7 +5,7 @@
 //! On a cluster every primary is asked and the fullest counts: a new session's key may
 //! hash to any of them.
 
-use fred::prelude::{ClientLike, Options};
+use fred::prelude::{ClientLike, Options, Server};
 use fred::types::InfoKind;
 use tower_sessions::session_store;
 
@@ -15,44 +15,30 @@ use crate::session::store::budget::Usage;
 /// The store's used and maximum memory (the fullest primary's, on a cluster). An error if
 /// it does not answer `INFO memory`, or answers without the two fields.
 pub(in crate::session::store) async fn read(store: &RedisStore) -> session_store::Result<Usage> {
-    let client = store.pool().next().clone();
-    let options = Options {
-        max_attempts: Some(1),
-        ..Options::default()
-    };
-    let texts: Vec<String> = if client.is_clustered() {
-        let mut texts = Vec::new();
-        for server in client.active_connections() {
-            let options = Options {
-                cluster_node: Some(server),
-                ..options.clone()
-            };
-            let text = client
-                .with_options(&options)
-                .info::<String>(Some(InfoKind::Memory))
-                .await
-                .map_err(backend_error)?;
-            texts.push(text);
-        }
-        texts
+    let pool = store.pool();
+    let client = pool.next();
+    // The one server (`None`: wherever the client sends), or every primary of a cluster.
+    let nodes: Vec<Option<Server>> = if client.is_clustered() {
+        client.active_connections().into_iter().map(Some).collect()
     } else {
-        vec![
-            client
-                .with_options(&options)
-                .info::<String>(Some(InfoKind::Memory))
-                .await
-                .map_err(backend_error)?,
-        ]
+        vec![None]
     };
-    texts
-        .iter()
-        .map(|text| Usage::from_info(text))
-        .reduce(|a, b| match (a, b) {
-            (Some(a), Some(b)) => Some(a.fuller(b)),
-            _ => None,
-        })
-        .flatten()
-        .ok_or_else(|| {
+    let mut fullest: Option<Usage> = None;
+    for node in nodes {
+        let options = Options {
+            max_attempts: Some(1),
+            cluster_node: node,
+            ..Options::default()
+        };
+        let text: String = client
+            .with_options(&options)
+            .info(Some(InfoKind::Memory))
+            .await
+            .map_err(backend_error)?;
+        let usage = Usage::from_info(&text).ok_or_else(|| {
             session_store::Error::Backend("INFO memory lacks used_memory or maxmemory".to_owned())
-        })
+        })?;
+        fullest = Some(fullest.map_or(usage, |seen| seen.fuller(usage)));
+    }
+    fullest.ok_or_else(|| session_store::Error::Backend("no primary to ask".to_owned()))
 }
