@@ -13,7 +13,6 @@
 //! replicas get `LISTEN_ADDR`, `REPLICA_ID` and `REDIS_URL`), so it needs no target of its
 //! own.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,6 +26,8 @@ use fred::prelude::{
     Builder, ClientLike, Config, Expiration, KeysInterface, LuaInterface, Pool, SetOptions,
 };
 use fred::types::Value;
+
+use crate::cart_page::{Cart, page};
 
 /// The environment variable that makes the benchmark binary this server.
 pub(crate) const ENV: &str = "BENCH_BARE_SERVER";
@@ -45,18 +46,11 @@ end
 return 0
 ";
 
-/// Page sizes of the product's `/cart`, measured on its release binary.
-const EMPTY_PAGE: usize = 1639;
-const PAGE_BASE: usize = 2170;
-const PAGE_PER_LINE: usize = 1040;
-
 struct Shared {
     redis: Pool,
     served_by: HeaderValue,
     sha: String,
 }
-
-type Cart = BTreeMap<String, u32>;
 
 /// Serves until killed; `None` if `BENCH_BARE_SERVER` is not set.
 pub(crate) fn serve_if_asked() -> Option<()> {
@@ -125,25 +119,6 @@ async fn load(shared: &Shared, id: &str) -> Result<Option<(Bytes, Cart)>, fred::
         let cart = serde_json::from_slice(&bytes).unwrap_or_default();
         (bytes, cart)
     }))
-}
-
-fn page(cart: &Cart) -> String {
-    let size = if cart.is_empty() {
-        EMPTY_PAGE
-    } else {
-        PAGE_BASE + PAGE_PER_LINE * cart.len()
-    };
-    let mut html = String::with_capacity(size);
-    html.push_str("<!doctype html><html><head><title>Cart</title></head><body><table>");
-    for (product, quantity) in cart {
-        html.push_str(&format!("<tr><td>{product}</td><td>{quantity}</td></tr>"));
-    }
-    html.push_str("</table><!--");
-    while html.len() + 17 < size {
-        html.push('.');
-    }
-    html.push_str("--></body></html>");
-    html
 }
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> Response {

@@ -1,8 +1,9 @@
 //! What sharing sessions costs, measured side by side in one run (`scripts/bench.sh`, or
 //! `cargo bench --bench fleet -- [--users N] [--warmup S] [--duration S] [--repeats N]
-//! [--worker-threads N] [--redis-pool-size N] [--log FILTER] [--only a,b]`).
+//! [--worker-threads N] [--redis-pool-size N] [--log FILTER] [--only a,b] [--no-curve]
+//! [--no-lost-update] [--adds-per-tab N]`).
 //!
-//! Eleven configurations, with real servers on loopback, each run `--repeats` times in
+//! Twelve configurations, with real servers on loopback, each run `--repeats` times in
 //! alternating order (medians are reported):
 //! 1. `memory-1`: one replica, in-memory sessions, no nginx;
 //! 2. `redis-1`: one replica, Redis sessions, no nginx;
@@ -12,7 +13,9 @@
 //!    `sticky-3`: nginx sticky by its route cookie over three replicas with in-memory
 //!    sessions (the same shape without Redis); `bare-3`: the same shape as fleet-3 with the
 //!    benchmark's minimal server (`bare.rs`) doing the product's Redis commands (the same
-//!    shape without our stack);
+//!    shape without our stack); `stock-3`: the same cart on tower-sessions with the stock
+//!    Redis store, tower-sessions-redis-store (`benches/stock`, what a Rust user would
+//!    pick instead);
 //! 5. `changes-own` and `changes-shared`: the fleet under changes only (`PUT` of a cart
 //!    line), each user in its own session, then all users in one session: the cost of
 //!    serialised changes without and with contention;
@@ -27,22 +30,32 @@
 //! `BENCH_REPLICA_BINARY=<path>` runs another build of elastic-cart as the replicas (to
 //! measure two builds alternately with the same benchmark binary).
 //!
+//! After the rounds and the cost curve comes the lost-update experiment (`lost_update.rs`):
+//! `--users` shoppers, each changing one cart from two tabs at once (`--adds-per-tab`
+//! adds each), against stock-3 and fleet-3; it reports the units acknowledged, the units
+//! in the carts and the units lost per configuration.
+//!
 //! Writes `target/bench/report.md`, `target/bench/report.json` and `target/bench/chart.png`.
 
 mod bare;
+#[path = "../common/cart_page.rs"]
+mod cart_page;
 mod chart;
 mod curve;
 #[path = "../common/font.rs"]
 mod font;
+mod lost_update;
 mod report;
 mod servers;
+mod stock;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use report::{Sample, Settings};
-use servers::ReplicaSettings;
+use servers::{ReplicaSettings, Server};
 use testkit::load::{self, Mix};
+use testkit::two_tabs::TwoTabsOptions;
 use testkit::{Balance, Replicated};
 
 /// One configuration of the comparison.
@@ -58,11 +71,11 @@ struct Setup {
     wait_replicas: u32,
     /// How nginx picks a replica.
     balance: Balance,
-    /// The benchmark's minimal server (`bare.rs`) instead of elastic-cart.
-    bare: bool,
+    /// Which server the replicas run.
+    server: Server,
 }
 
-const SETUPS: [Setup; 11] = [
+const SETUPS: [Setup; 12] = [
     Setup {
         name: "memory-1",
         replicas: 1,
@@ -72,7 +85,7 @@ const SETUPS: [Setup; 11] = [
         replicated: None,
         wait_replicas: 0,
         balance: Balance::RoundRobin,
-        bare: false,
+        server: Server::Product,
     },
     Setup {
         name: "redis-1",
@@ -83,7 +96,7 @@ const SETUPS: [Setup; 11] = [
         replicated: None,
         wait_replicas: 0,
         balance: Balance::RoundRobin,
-        bare: false,
+        server: Server::Product,
     },
     Setup {
         name: "sticky-1",
@@ -94,7 +107,7 @@ const SETUPS: [Setup; 11] = [
         replicated: None,
         wait_replicas: 0,
         balance: Balance::RoundRobin,
-        bare: false,
+        server: Server::Product,
     },
     Setup {
         name: "fleet-3",
@@ -105,7 +118,7 @@ const SETUPS: [Setup; 11] = [
         replicated: None,
         wait_replicas: 0,
         balance: Balance::RoundRobin,
-        bare: false,
+        server: Server::Product,
     },
     // The fleet's shape without Redis (sticky) and without our stack (bare).
     Setup {
@@ -117,7 +130,7 @@ const SETUPS: [Setup; 11] = [
         replicated: None,
         wait_replicas: 0,
         balance: Balance::CookieRoute,
-        bare: false,
+        server: Server::Product,
     },
     Setup {
         name: "bare-3",
@@ -128,7 +141,18 @@ const SETUPS: [Setup; 11] = [
         replicated: None,
         wait_replicas: 0,
         balance: Balance::RoundRobin,
-        bare: true,
+        server: Server::Bare,
+    },
+    Setup {
+        name: "stock-3",
+        replicas: 3,
+        redis: true,
+        nginx: true,
+        mix: Mix::Shop,
+        replicated: None,
+        wait_replicas: 0,
+        balance: Balance::RoundRobin,
+        server: Server::Stock,
     },
     // What a change costs in the fleet, without and with contention (see session_update).
     Setup {
@@ -140,7 +164,7 @@ const SETUPS: [Setup; 11] = [
         replicated: None,
         wait_replicas: 0,
         balance: Balance::RoundRobin,
-        bare: false,
+        server: Server::Product,
     },
     Setup {
         name: "changes-shared",
@@ -151,7 +175,7 @@ const SETUPS: [Setup; 11] = [
         replicated: None,
         wait_replicas: 0,
         balance: Balance::RoundRobin,
-        bare: false,
+        server: Server::Product,
     },
     // The product on a replicated store: what Sentinel, WAIT and a cluster cost.
     Setup {
@@ -163,7 +187,7 @@ const SETUPS: [Setup; 11] = [
         replicated: Some(Replicated::Sentinel),
         wait_replicas: 0,
         balance: Balance::RoundRobin,
-        bare: false,
+        server: Server::Product,
     },
     Setup {
         name: "fleet-3-sentinel-wait1",
@@ -174,7 +198,7 @@ const SETUPS: [Setup; 11] = [
         replicated: Some(Replicated::Sentinel),
         wait_replicas: 1,
         balance: Balance::RoundRobin,
-        bare: false,
+        server: Server::Product,
     },
     Setup {
         name: "fleet-3-cluster",
@@ -185,7 +209,7 @@ const SETUPS: [Setup; 11] = [
         replicated: Some(Replicated::Cluster),
         wait_replicas: 0,
         balance: Balance::RoundRobin,
-        bare: false,
+        server: Server::Product,
     },
 ];
 
@@ -233,9 +257,20 @@ fn main() {
     } else {
         Vec::new()
     };
+    let lost = if settings.lost_update {
+        lost_update::run(
+            TwoTabsOptions {
+                shoppers: settings.users,
+                adds_per_tab: settings.adds_per_tab,
+            },
+            &replica,
+        )
+    } else {
+        Vec::new()
+    };
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&out).unwrap();
-    let table = report::write(&out, &settings, &ordered, &curve);
+    let table = report::write(&out, &settings, &ordered, &curve, &lost);
     println!("{table}");
     println!(
         "wrote {}/report.md, report.json and chart.png",
@@ -272,6 +307,19 @@ fn cost_curve(settings: &Settings, replica: &ReplicaSettings) -> Vec<report::Cur
         .collect()
 }
 
+/// The servers `setup` runs on.
+fn shape(setup: &Setup) -> servers::Shape {
+    servers::Shape {
+        replicas: setup.replicas,
+        redis: setup.redis,
+        nginx: setup.nginx,
+        replicated: setup.replicated,
+        wait_replicas: setup.wait_replicas,
+        balance: setup.balance,
+        server: setup.server,
+    }
+}
+
 fn measure_setup(setup: &Setup, settings: &Settings, replica: &ReplicaSettings) -> Sample {
     measure(setup, settings, replica, settings.users, 0).0
 }
@@ -285,18 +333,7 @@ fn measure(
     users: usize,
     sessions: usize,
 ) -> (Sample, Option<f64>) {
-    let running = servers::start(
-        &servers::Shape {
-            replicas: setup.replicas,
-            redis: setup.redis,
-            nginx: setup.nginx,
-            replicated: setup.replicated,
-            wait_replicas: setup.wait_replicas,
-            balance: setup.balance,
-            bare: setup.bare,
-        },
-        replica,
-    );
+    let running = servers::start(&shape(setup), replica);
     let bytes_per_session = match (&running.fleet.redis, sessions) {
         (Some(redis), n) if n > 0 => Some(curve::prefill(&running.target, redis, n)),
         _ => None,
@@ -396,6 +433,8 @@ fn parse_args() -> Settings {
                     .collect();
             }
             "--no-curve" => settings.curve = false,
+            "--no-lost-update" => settings.lost_update = false,
+            "--adds-per-tab" => settings.adds_per_tab = value("--adds-per-tab") as u32,
             "--log" => settings.log = Some(args.next().expect("--log needs a filter, e.g. info")),
             // cargo bench passes --bench to every bench target.
             "--bench" => {}

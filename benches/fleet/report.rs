@@ -8,6 +8,8 @@ use serde_json::json;
 
 use testkit::load::Measured;
 
+use crate::lost_update::LostUpdates;
+
 /// How the benchmark was run.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -25,6 +27,11 @@ pub(crate) struct Settings {
     pub only: Vec<&'static str>,
     /// Whether to measure the cost curve (fleet-3 by users and by live sessions).
     pub curve: bool,
+    /// Whether to run the lost-update experiment (two tabs per shopper, stock-3 and
+    /// fleet-3), with `users` shoppers.
+    pub lost_update: bool,
+    /// Adds each of a shopper's two tabs sends in the lost-update experiment.
+    pub adds_per_tab: u32,
 }
 
 impl Default for Settings {
@@ -39,6 +46,8 @@ impl Default for Settings {
             log: None,
             only: Vec::new(),
             curve: true,
+            lost_update: true,
+            adds_per_tab: 50,
         }
     }
 }
@@ -219,12 +228,42 @@ fn curve_table(curve: &[CurvePoint]) -> String {
     table
 }
 
+/// The lost-update experiment as a Markdown table.
+fn lost_update_table(lost: &[LostUpdates]) -> String {
+    let Some(first) = lost.first() else {
+        return "Lost updates: not measured (--no-lost-update).\n".to_owned();
+    };
+    let mut table = format!(
+        "Lost updates: {} shoppers at once, each changing one cart from two tabs (its session \
+         made first by one add, then {} adds of one unit from each tab, overlapping):\n\n\
+         | config | units acknowledged | units in the carts | units lost | lost % | adds refused | shoppers failed | seconds |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+        first.options.shoppers, first.options.adds_per_tab
+    );
+    for LostUpdates { name, tally, .. } in lost {
+        writeln!(
+            table,
+            "| {name} | {} | {} | {} | {:.1}% | {} | {} | {:.1} |",
+            tally.acknowledged,
+            tally.in_carts,
+            tally.lost(),
+            tally.lost() as f64 * 100.0 / tally.acknowledged.max(1) as f64,
+            tally.refused,
+            tally.failed_shoppers,
+            tally.elapsed.as_secs_f64()
+        )
+        .unwrap();
+    }
+    table
+}
+
 /// Writes report.md, report.json and chart.png into `out`; returns the Markdown table.
 pub(crate) fn write(
     out: &Path,
     settings: &Settings,
     samples: &[(&str, Vec<Sample>)],
     curve: &[CurvePoint],
+    lost: &[LostUpdates],
 ) -> String {
     let summaries: Vec<Summary> = samples
         .iter()
@@ -293,9 +332,10 @@ pub(crate) fn write(
             )
         }
     };
-    const RATIOS: [(&str, &str); 7] = [
+    const RATIOS: [(&str, &str); 8] = [
         ("fleet-3", "bare-3"),
         ("fleet-3", "sticky-3"),
+        ("fleet-3", "stock-3"),
         ("fleet-3", "sticky-1"),
         ("redis-1", "memory-1"),
         ("fleet-3-sentinel", "fleet-3"),
@@ -325,7 +365,7 @@ pub(crate) fn write(
          Machine: {machine}. Settings: {} virtual users, {} s warm-up, {} s measured, \
          {} rounds in alternating order (medians shown; errors summed), replicas with \
          {}, {} Redis connections and RUST_LOG {} each. Mix: 80% GET /cart, \
-         15% POST /api/cart/items, 5% GET /api/cart.\n\n{table}\n{}\n\n{}",
+         15% POST /api/cart/items, 5% GET /api/cart.\n\n{table}\n{}\n\n{}\n{}",
         settings.users,
         settings.warmup_secs,
         settings.duration_secs,
@@ -340,6 +380,7 @@ pub(crate) fn write(
         settings.log.as_deref().unwrap_or("unset (the default)"),
         ratios_md.join(" "),
         curve_table(curve),
+        lost_update_table(lost),
     );
     std::fs::write(out.join("report.md"), &md).unwrap();
 
@@ -374,6 +415,14 @@ pub(crate) fn write(
             "users": p.users, "sessions": p.sessions, "rps": p.sample.rps,
             "p99_ms": p.sample.p99_ms, "errors": p.sample.errors,
             "redis_bytes_per_session": p.bytes_per_session,
+        })).collect::<Vec<_>>(),
+        "lost_update": lost.iter().map(|l| json!({
+            "name": l.name, "shoppers": l.options.shoppers,
+            "adds_per_tab": l.options.adds_per_tab,
+            "units_acknowledged": l.tally.acknowledged, "units_in_carts": l.tally.in_carts,
+            "units_lost": l.tally.lost(), "adds_refused": l.tally.refused,
+            "shoppers_failed": l.tally.failed_shoppers,
+            "seconds": l.tally.elapsed.as_secs_f64(),
         })).collect::<Vec<_>>(),
     });
     std::fs::write(

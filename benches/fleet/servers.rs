@@ -33,8 +33,19 @@ pub(crate) struct Shape {
     pub replicated: Option<Replicated>,
     /// `REDIS_WAIT_REPLICAS` of the replicas.
     pub wait_replicas: u32,
-    /// The benchmark's minimal server instead of elastic-cart.
-    pub bare: bool,
+    /// Which server the replicas run.
+    pub server: Server,
+}
+
+/// The replicas' server.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Server {
+    /// elastic-cart, built with the bench profile (or [`REPLICA_BINARY_ENV`]).
+    Product,
+    /// The benchmark's minimal server (`bare.rs`, in the benchmark binary itself).
+    Bare,
+    /// The cart on tower-sessions-redis-store (`benches/stock`, built apart).
+    Stock,
 }
 
 /// Names another build of elastic-cart to run as the replicas, so that two builds can be
@@ -57,14 +68,14 @@ pub(crate) fn start(shape: &Shape, settings: &ReplicaSettings) -> Running {
         balance,
         replicated,
         wait_replicas,
-        bare,
+        server,
     } = *shape;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let worker_threads = settings.worker_threads.unwrap_or((cores / replicas).max(1));
-    let binary = if bare {
-        std::env::current_exe().expect("the benchmark's own path")
-    } else {
-        replica_binary()
+    let binary = match server {
+        Server::Product => replica_binary(),
+        Server::Bare => std::env::current_exe().expect("the benchmark's own path"),
+        Server::Stock => crate::stock::binary(),
     };
     let mut options = FleetOptions::new(binary)
         .env("WORKER_THREADS", &worker_threads.to_string())
@@ -80,7 +91,9 @@ pub(crate) fn start(shape: &Shape, settings: &ReplicaSettings) -> Running {
     options.balancer = nginx;
     options.replicated = replicated;
     options.balance = balance;
-    if bare {
+    // The stand-ins' keys are not under the product's prefix, which bounds its store user.
+    options.store_admin = server != Server::Product;
+    if server == Server::Bare {
         options = options.env(crate::bare::ENV, "1");
     }
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -49,7 +49,7 @@ pub mod servers;
 pub mod system;
 
 pub use crate::fleets::{compose, fleet, host_fleet, swarm};
-pub use crate::loads::{flood, load, soak};
+pub use crate::loads::{flood, load, soak, two_tabs};
 pub use crate::network::{hosts, http, proxy, tls};
 pub use crate::scenario::{checks, shoppers};
 pub use crate::servers::{ha, nginx, redis, replica, store_user};

@@ -40,6 +40,10 @@ pub struct FleetOptions {
     pub replicated: Option<Replicated>,
     /// How nginx picks a replica (the product: round robin).
     pub balance: Balance,
+    /// Replicas connect to the one redis-server as its default user, with every right,
+    /// instead of as the product's app user (whose keys must carry the product's prefix):
+    /// for the benchmark's stand-in servers, whose keys are their own.
+    pub store_admin: bool,
 }
 
 /// The replicated stores a fleet can run on.
@@ -68,6 +72,7 @@ impl FleetOptions {
             store_proxy: false,
             replicated: None,
             balance: Balance::RoundRobin,
+            store_admin: false,
         }
     }
 
@@ -179,6 +184,7 @@ impl LoopbackFleet {
         let url = match (&self.proxy, &self.redis, &self.sentinel, &self.cluster) {
             (Some(proxy), Some(redis), ..) => Some(redis.url_via(proxy.port)),
             (Some(proxy), None, ..) => Some(format!("redis://127.0.0.1:{}", proxy.port)),
+            (None, Some(redis), ..) if self.options.store_admin => Some(redis.admin_url()),
             (None, Some(redis), ..) => Some(redis.url()),
             (None, None, Some(sentinel), _) => Some(sentinel.url()),
             (None, None, None, Some(cluster)) => Some(cluster.url()),
