@@ -100,7 +100,40 @@ pub fn find(id: &str) -> Option<&'static Product> {
 
 /// Formats cents as a price for people, e.g. 2450 -> "$24.50".
 pub fn format_price(cents: u64) -> String {
-    format!("${}.{:02}", cents / 100, cents % 100)
+    Price(cents).to_string()
+}
+
+/// A price in cents that writes itself for people ("$24.50") straight into a page, with
+/// no `String` of its own: a cart page shows one per line and its total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Price(pub u64);
+
+impl std::fmt::Display for Price {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // "$", up to 18 digits of dollars, ".", two of cents.
+        let mut text = [0u8; 24];
+        let mut at = text.len();
+        let mut put = |digit: u64| {
+            at -= 1;
+            text[at] = b'0' + (digit % 10) as u8;
+        };
+        put(self.0);
+        put(self.0 / 10);
+        at -= 1;
+        text[at] = b'.';
+        let mut dollars = self.0 / 100;
+        loop {
+            at -= 1;
+            text[at] = b'0' + (dollars % 10) as u8;
+            dollars /= 10;
+            if dollars == 0 {
+                break;
+            }
+        }
+        at -= 1;
+        text[at] = b'$';
+        f.write_str(std::str::from_utf8(&text[at..]).map_err(|_| std::fmt::Error)?)
+    }
 }
 
 #[cfg(test)]
@@ -140,5 +173,7 @@ mod tests {
         assert_eq!(format_price(5), "$0.05");
         assert_eq!(format_price(3999), "$39.99");
         assert_eq!(format_price(123_456), "$1234.56");
+        assert_eq!(format_price(100), "$1.00");
+        assert_eq!(format_price(u64::MAX), "$184467440737095516.15");
     }
 }

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::Redirect;
 
 use crate::cart::{MAX_LINE_QUANTITY, PricedCart};
-use crate::catalog::{self, Product, format_price};
+use crate::catalog::{self, Price, Product, format_price};
 use crate::error::ErrorReport;
 use crate::fleet;
 use crate::order::Order;
@@ -176,7 +176,7 @@ impl From<&Product> for ProductCard {
 pub(super) struct CartRow {
     pub(super) product: &'static ProductCard,
     pub(super) quantity: u32,
-    pub(super) line_total: String,
+    pub(super) line_total: Price,
     /// The quantities the steppers set (the maximum has no "+").
     pub(super) fewer: u32,
     pub(super) more: Option<u32>,
@@ -194,21 +194,21 @@ pub(super) struct CatalogPage {
 pub(super) struct CartPage {
     pub(super) layout: Layout,
     pub(super) rows: Vec<CartRow>,
-    pub(super) total: String,
+    pub(super) total: Price,
 }
 
 impl CartPage {
     pub(super) fn new(state: &AppState, cart: PricedCart) -> Self {
         Self {
             layout: Layout::new(state, Some(cart.item_count)),
-            total: format_price(cart.total_cents),
+            total: Price(cart.total_cents),
             rows: cart
                 .lines
                 .iter()
                 .map(|line| CartRow {
                     product: card(line.product),
                     quantity: line.quantity,
-                    line_total: format_price(line.line_total_cents),
+                    line_total: Price(line.line_total_cents),
                     fewer: line.quantity.saturating_sub(1),
                     more: (line.quantity < MAX_LINE_QUANTITY).then_some(line.quantity + 1),
                 })

@@ -23,7 +23,17 @@ pub fn is_key_prefix(value: &str) -> bool {
 
 /// The key of session `id`'s record: `<prefix>session:{<id>}`.
 pub fn session_key(prefix: &str, id: &Id) -> String {
-    format!("{prefix}session:{{{id}}}")
+    use std::fmt::Write as _;
+    // Built in place, one allocation of the final size: every request with a session
+    // makes one.
+    const SESSION: &str = "session:{";
+    const ID_CHARS: usize = 22;
+    let mut key = String::with_capacity(prefix.len() + SESSION.len() + ID_CHARS + 1);
+    key.push_str(prefix);
+    key.push_str(SESSION);
+    let _ = write!(key, "{id}");
+    key.push('}');
+    key
 }
 
 /// The hash of the fleet's heartbeats, one field per replica: `<prefix>fleet`.
@@ -48,6 +58,7 @@ mod tests {
         let marker = applied_key(DEFAULT_KEY_PREFIX, &id, &ChangeToken::random());
         assert!(record.starts_with(DEFAULT_KEY_PREFIX));
         assert!(marker.starts_with(DEFAULT_KEY_PREFIX));
+        assert_eq!(record, format!("{DEFAULT_KEY_PREFIX}session:{{{id}}}"));
         assert_eq!(hash_tag(&record), Some(id.to_string().as_str()));
         assert_eq!(hash_tag(&record), hash_tag(&marker));
         assert_eq!(
