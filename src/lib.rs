@@ -22,7 +22,7 @@
 //! - [`server`]: the HTTP/1.1 connections under the router; `security`: cross-origin checks
 //!   and security headers; `extract`: extractors whose rejections are our error;
 //!   [`shutdown`]: draining before a replica leaves the balancer; [`metrics`]: what a
-//!   replica counts for Prometheus.
+//!   replica counts for Prometheus; [`log_line`]: the log's line format.
 //! - `error`: the one error type.
 //! - `cart`, `order`, [`catalog`]: the shop's rules as plain data and functions;
 //!   [`limits`]: request sizes and deadlines, a leaf every layer reads.
@@ -34,6 +34,7 @@ pub(crate) mod error;
 pub(crate) mod extract;
 pub mod fleet;
 pub mod limits;
+pub mod log_line;
 pub mod metrics;
 pub(crate) mod order;
 pub(crate) mod routes;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use elastic_cart::config::{Command, Config};
+use elastic_cart::log_line::LogLine;
 use elastic_cart::startup;
 use tracing_subscriber::EnvFilter;
 
@@ -71,11 +72,14 @@ fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG)),
-        )
-        // Colours only for a person at a terminal, not in container logs.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG)),
+    );
+    // Colours only for a person at a terminal; container logs get the same line without
+    // them, written by `LogLine`, which costs less per request.
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        logs.init();
+    } else {
+        logs.with_ansi(false).event_format(LogLine).init();
+    }
 }
