@@ -15,6 +15,7 @@ use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::{Event, Level, Subscriber};
+use tracing_log::NormalizeEvent;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
@@ -34,8 +35,11 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
+        // A `log` record's event names its real target only in its fields.
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         write_time(&mut writer, SystemTime::now())?;
-        writer.write_str(level(event.metadata().level()))?;
+        writer.write_str(level(meta.level()))?;
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
                 writer.write_str(span.metadata().name())?;
@@ -50,7 +54,7 @@ where
             }
             writer.write_char(' ')?;
         }
-        writer.write_str(event.metadata().target())?;
+        writer.write_str(meta.target())?;
         writer.write_str(": ")?;
         ctx.format_fields(writer.by_ref(), event)?;
         writer.write_char('\n')
@@ -165,6 +169,18 @@ mod tests {
                 .in_scope(|| tracing::error!(reason = "a \"quoted\" text", "gave up"));
         });
         tracing::debug!(name = "no span", "plain");
+        // What fred logs through the `log` crate.
+        tracing_log::format_trace(
+            &log::Record::builder()
+                .target("fred::router::responses")
+                .level(log::Level::Warn)
+                .module_path(Some("fred::router::responses"))
+                .file(Some("src/router/responses.rs"))
+                .line(Some(7))
+                .args(format_args!("fred-1: Broadcasting error"))
+                .build(),
+        )
+        .unwrap();
     }
 
     fn lines(subscriber: impl Subscriber + Send + Sync + 'static, written: &Lines) -> String {
@@ -199,7 +215,11 @@ mod tests {
                 .collect()
         };
         assert_eq!(after_time(&ours), after_time(&theirs), "ours:\n{ours}\ntheirs:\n{theirs}");
-        assert_eq!(ours.lines().count(), 4);
+        assert_eq!(ours.lines().count(), 5);
+        assert!(
+            ours.contains(" WARN fred::router::responses: fred-1: Broadcasting error\n"),
+            "a log record's own target: {ours}"
+        );
         assert!(ours.contains(r"\x1b"), "escapes kept: {ours}");
     }
 
