@@ -3,20 +3,24 @@
 //! `Full` paints each part (span names, braces, colons, target) through `nu_ansi_term` even
 //! when colours are off, and formats the time from scratch for every line. [`LogLine`]
 //! writes the same characters directly and formats the date and time once per second
-//! (docs/benchmark.md has the instructions per request before and after). The fields, the
-//! message and the spans' fields are still tracing-subscriber's (`DefaultFields`), escaping
-//! included. A person at a terminal gets tracing-subscriber's own coloured format instead.
+//! (docs/benchmark.md has the instructions per request before and after). [`LogFields`]
+//! writes the fields of events and spans as `DefaultFields` writes them, also without the
+//! painting: `name=value` by `Debug`, the message first and bare, terminal escapes in a
+//! message or an error written out as text. A person at a terminal gets
+//! tracing-subscriber's own coloured format instead.
 //!
 //! A line: `2026-12-07T20:44:29.336853Z  INFO request{replica=p method=GET path=/cart}:
 //! elastic_cart: served status=200 latency_ms=0.08`.
 
 use std::cell::Cell;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -58,6 +62,139 @@ where
         writer.write_str(": ")?;
         ctx.format_fields(writer.by_ref(), event)?;
         writer.write_char('\n')
+    }
+}
+
+/// The fields of an event or a span, written as `DefaultFields` writes them without colours.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogFields;
+
+impl<'writer> FormatFields<'writer> for LogFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
+        let sanitize = writer.sanitizes_ansi_escapes();
+        let mut visitor = FieldWriter {
+            writer,
+            sanitize,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+/// Writes fields one after the other, separated by spaces.
+struct FieldWriter<'a> {
+    writer: Writer<'a>,
+    /// Whether to write terminal escapes out as text (tracing-subscriber's default).
+    sanitize: bool,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl Visit for FieldWriter<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.record_debug(field, &format_args!("{value}"));
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        let sanitize = self.sanitize;
+        match value.source() {
+            Some(source) => self.record_debug(
+                field,
+                &format_args!(
+                    "{} {}.sources={}",
+                    Escaped(format_args!("{value}"), sanitize),
+                    field.name(),
+                    Sources(source, sanitize)
+                ),
+            ),
+            None => self.record_debug(field, &format_args!("{}", Escaped(value, sanitize))),
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let name = field.name();
+        // A `log` record's metadata, which the line's target already tells.
+        if self.result.is_err() || name.starts_with("log.") {
+            return;
+        }
+        if !std::mem::take(&mut self.first) {
+            self.result = self.writer.write_char(' ');
+        }
+        self.result = self.result.and_then(|()| match name {
+            "message" => write!(self.writer, "{:?}", Escaped(value, self.sanitize)),
+            name => {
+                let name = name.strip_prefix("r#").unwrap_or(name);
+                write!(self.writer, "{name}={value:?}")
+            }
+        });
+    }
+}
+
+/// A value whose terminal control characters (ESC, BEL, BS, FF, DEL and the C1 codes) are
+/// written out as text when the flag says so, as tracing-subscriber escapes them.
+struct Escaped<T>(T, bool);
+
+impl<T: fmt::Debug> fmt::Debug for Escaped<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.1 {
+            write!(EscapingWriter(f), "{:?}", self.0)
+        } else {
+            write!(f, "{:?}", self.0)
+        }
+    }
+}
+
+impl<T: fmt::Display> fmt::Display for Escaped<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.1 {
+            write!(EscapingWriter(f), "{}", self.0)
+        } else {
+            write!(f, "{}", self.0)
+        }
+    }
+}
+
+struct EscapingWriter<'a, 'b>(&'a mut fmt::Formatter<'b>);
+
+impl fmt::Write for EscapingWriter<'_, '_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let controls = |c: char| matches!(c, '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' | '\u{80}'..='\u{9f}');
+        if !text.contains(controls) {
+            return self.0.write_str(text);
+        }
+        for c in text.chars() {
+            match c {
+                '\x1b' => self.0.write_str("\\x1b")?,
+                '\x07' => self.0.write_str("\\x07")?,
+                '\x08' => self.0.write_str("\\x08")?,
+                '\x0c' => self.0.write_str("\\x0c")?,
+                '\x7f' => self.0.write_str("\\x7f")?,
+                c if controls(c) => write!(self.0, "\\u{{{:x}}}", c as u32)?,
+                c => self.0.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An error's sources as a list, `[first, second]`, each escaped.
+struct Sources<'a>(&'a (dyn std::error::Error + 'static), bool);
+
+impl fmt::Display for Sources<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut list = f.debug_list();
+        let mut next = Some(self.0);
+        while let Some(error) = next {
+            list.entry(&Escaped(format_args!("{error}"), self.1));
+            next = error.source();
+        }
+        list.finish()
     }
 }
 
@@ -167,6 +304,11 @@ mod tests {
             inner.in_scope(|| tracing::warn!(attempt = 2, "lost a race\x1b[31m"));
             tracing::info_span!("empty", field = tracing::field::Empty)
                 .in_scope(|| tracing::error!(reason = "a \"quoted\" text", "gave up"));
+            let failure = std::io::Error::other(Outer);
+            tracing::warn!(error = &failure as &(dyn std::error::Error + 'static), r#type = "store", "\u{9b}failed \x07");
+            let alone = std::io::Error::other("no source\x1b");
+            tracing::warn!(error = &alone as &(dyn std::error::Error + 'static), "failed alone");
+            tracing::info!(message = "a str message \x08", count = 3u64, ok = true, ratio = 0.5);
         });
         tracing::debug!(name = "no span", "plain");
         // What fred logs through the `log` crate.
@@ -183,6 +325,33 @@ mod tests {
         .unwrap();
     }
 
+    /// An error with a source, both with a terminal escape.
+    #[derive(Debug)]
+    struct Outer;
+
+    impl fmt::Display for Outer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("outer\x1b[1m")
+        }
+    }
+
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&Inner)
+        }
+    }
+
+    #[derive(Debug)]
+    struct Inner;
+
+    impl fmt::Display for Inner {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("inner\x7f")
+        }
+    }
+
+    impl std::error::Error for Inner {}
+
     fn lines(subscriber: impl Subscriber + Send + Sync + 'static, written: &Lines) -> String {
         tracing::subscriber::with_default(subscriber, events);
         String::from_utf8(written.0.lock().unwrap().clone()).unwrap()
@@ -197,6 +366,7 @@ mod tests {
                 .with_max_level(Level::DEBUG)
                 .with_writer(ours.clone())
                 .with_ansi(false)
+                .fmt_fields(LogFields)
                 .event_format(LogLine)
                 .finish(),
             &ours,
@@ -215,7 +385,7 @@ mod tests {
                 .collect()
         };
         assert_eq!(after_time(&ours), after_time(&theirs), "ours:\n{ours}\ntheirs:\n{theirs}");
-        assert_eq!(ours.lines().count(), 5);
+        assert_eq!(ours.lines().count(), 8);
         assert!(
             ours.contains(" WARN fred::router::responses: fred-1: Broadcasting error\n"),
             "a log record's own target: {ours}"
