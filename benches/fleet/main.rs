@@ -44,6 +44,7 @@ mod chart;
 mod curve;
 #[path = "../common/font.rs"]
 mod font;
+mod hops;
 mod lost_update;
 mod report;
 mod servers;
@@ -377,6 +378,11 @@ fn measure(
             )
         })
         .collect();
+    // nginx's view of the same window: its access log is flushed every second.
+    let hops = running.fleet.nginx.as_ref().and_then(|nginx| {
+        std::thread::sleep(Duration::from_millis(1200));
+        hops::from_access_log(&nginx.access_log(), measured.requests as usize)
+    });
     if measured.errors > 0
         && let Some(nginx) = &running.fleet.nginx
     {
@@ -394,7 +400,7 @@ fn measure(
         );
     }
     (
-        Sample::new(&measured, commands, cpu_us_per_req),
+        Sample::new(&measured, commands, cpu_us_per_req, hops),
         bytes_per_session,
     )
 }

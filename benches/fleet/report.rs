@@ -8,6 +8,7 @@ use serde_json::json;
 
 use testkit::load::Measured;
 
+use crate::hops::Hops;
 use crate::lost_update::LostUpdates;
 
 /// How the benchmark was run.
@@ -69,6 +70,8 @@ pub(crate) struct Sample {
     pub served_share: BTreeMap<String, f64>,
     /// Redis commands run during the measurement, by name (none without Redis).
     pub redis_commands: Option<BTreeMap<String, u64>>,
+    /// nginx's request and upstream times (none without nginx).
+    pub hops: Option<Hops>,
 }
 
 impl Sample {
@@ -76,6 +79,7 @@ impl Sample {
         measured: &Measured,
         redis_commands: Option<BTreeMap<String, u64>>,
         cpu_us_per_req: BTreeMap<&'static str, f64>,
+        hops: Option<Hops>,
     ) -> Self {
         let histogram = measured.latency_us.as_ref().unwrap();
         let ms = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
@@ -96,6 +100,7 @@ impl Sample {
                 .map(|(replica, n)| (replica.clone(), *n as f64 * 100.0 / total.max(1) as f64))
                 .collect(),
             redis_commands,
+            hops,
         }
     }
 
@@ -135,6 +140,9 @@ pub(crate) struct Summary {
     replicas_cpu: Option<f64>,
     nginx_cpu: Option<f64>,
     redis_cpu: Option<f64>,
+    /// Medians of nginx's p99 request time and p99 upstream time.
+    nginx_p99_ms: Option<f64>,
+    upstream_p99_ms: Option<f64>,
 }
 
 fn summarise(name: &str, samples: &[Sample]) -> Summary {
@@ -176,7 +184,16 @@ fn summarise(name: &str, samples: &[Sample]) -> Summary {
         replicas_cpu: role_cpu(samples, "replicas"),
         nginx_cpu: role_cpu(samples, "nginx"),
         redis_cpu: role_cpu(samples, "redis"),
+        nginx_p99_ms: hop(samples, |h| h.nginx_p99_ms),
+        upstream_p99_ms: hop(samples, |h| h.upstream_p99_ms),
     }
+}
+
+fn hop(samples: &[Sample], f: fn(&Hops) -> f64) -> Option<f64> {
+    samples
+        .iter()
+        .all(|s| s.hops.is_some())
+        .then(|| median(samples.iter().filter_map(|s| s.hops.as_ref().map(f))))
 }
 
 fn role_cpu(samples: &[Sample], role: &str) -> Option<f64> {
@@ -200,6 +217,13 @@ pub(crate) struct CurvePoint {
     pub bytes_per_session: Option<f64>,
 }
 
+impl CurvePoint {
+    /// The mean latency of a closed loop: users / requests per second.
+    pub(crate) fn mean_ms(&self) -> f64 {
+        self.users as f64 * 1000.0 / self.sample.rps
+    }
+}
+
 /// The cost curve as a Markdown table.
 fn curve_table(curve: &[CurvePoint]) -> String {
     if curve.is_empty() {
@@ -207,17 +231,21 @@ fn curve_table(curve: &[CurvePoint]) -> String {
     }
     let mut table = String::from(
         "Cost curve of fleet-3, one run per point:\n\n\
-         | users | live sessions added | req/s | p99 ms | errors | Redis bytes per session |\n\
-         |---:|---:|---:|---:|---:|---:|\n",
+         | users | live sessions added | req/s | mean ms | p99 ms | p99 / mean | nginx p99 ms | upstream p99 ms | errors | Redis bytes per session |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for point in curve {
         writeln!(
             table,
-            "| {} | {} | {:.0} | {:.2} | {} | {} |",
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} |",
             point.users,
             point.sessions,
             point.sample.rps,
+            point.mean_ms(),
             point.sample.p99_ms,
+            point.sample.p99_ms / point.mean_ms(),
+            point.sample.hops.map_or("-".to_owned(), |h| format!("{:.0}", h.nginx_p99_ms)),
+            point.sample.hops.map_or("-".to_owned(), |h| format!("{:.0}", h.upstream_p99_ms)),
             point.sample.errors,
             point
                 .bytes_per_session
@@ -278,24 +306,26 @@ pub(crate) fn write(
     let mut table = String::new();
     writeln!(
         table,
-        "| config | req/s | p50 ms | p95 ms | p99 ms | max ms | errors | Redis cmds/req | Redis commands per request (last round) | share per replica (last round) | CPU µs/req: replicas | nginx | Redis | load generator |"
+        "| config | req/s | p50 ms | p95 ms | p99 ms | max ms | nginx p99 ms | upstream p99 ms | errors | Redis cmds/req | Redis commands per request (last round) | share per replica (last round) | CPU µs/req: replicas | nginx | Redis | load generator |"
     )
     .unwrap();
     writeln!(
         table,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|"
     )
     .unwrap();
     for s in &summaries {
         writeln!(
             table,
-            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
             s.name,
             s.rps,
             s.p50_ms,
             s.p95_ms,
             s.p99_ms,
             s.max_ms,
+            cell(s.nginx_p99_ms),
+            cell(s.upstream_p99_ms),
             s.errors,
             s.redis_cmds_per_req
                 .map_or("-".to_owned(), |v| format!("{v:.2}")),
@@ -390,6 +420,7 @@ pub(crate) fn write(
             json!({
                 "name": s.name, "rps": s.rps, "p50_ms": s.p50_ms, "p95_ms": s.p95_ms,
                 "p99_ms": s.p99_ms, "max_ms": s.max_ms, "errors": s.errors,
+                "nginx_p99_ms": s.nginx_p99_ms, "upstream_p99_ms": s.upstream_p99_ms,
                 "redis_cmds_per_req": s.redis_cmds_per_req,
                 "loadgen_cpu_us_per_req": s.loadgen_cpu_us_per_req,
                 "replicas_cpu_us_per_req": s.replicas_cpu,
@@ -413,7 +444,9 @@ pub(crate) fn write(
         "ratios": ratios_json,
         "curve": curve.iter().map(|p| json!({
             "users": p.users, "sessions": p.sessions, "rps": p.sample.rps,
-            "p99_ms": p.sample.p99_ms, "errors": p.sample.errors,
+            "mean_ms": p.mean_ms(), "p99_ms": p.sample.p99_ms, "errors": p.sample.errors,
+            "nginx_p99_ms": p.sample.hops.map(|h| h.nginx_p99_ms),
+            "upstream_p99_ms": p.sample.hops.map(|h| h.upstream_p99_ms),
             "redis_bytes_per_session": p.bytes_per_session,
         })).collect::<Vec<_>>(),
         "lost_update": lost.iter().map(|l| json!({
