@@ -1,4 +1,5 @@
-//! What a request may cost a replica: the sizes and deadlines of its head and body.
+//! What a request may cost a replica: the sizes and deadlines of its head and body, and
+//! how many connections may wait to be accepted.
 //!
 //! A leaf: the server that enforces the head's limits, the routes that guard bodies and the
 //! error type that names the limits in its messages all read them here, so none of those
@@ -27,3 +28,12 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// data). A body declared longer than this is not read: the connection closes after the
 /// answer; no ordinary client sends one, and reading it would cost more than it is worth.
 pub const MAX_DRAINED_BYTES: usize = 4 * 1024 * 1024;
+
+/// Connections the kernel queues for a replica before it accepts them (capped by the
+/// kernel's `net.core.somaxconn`, 4096 on current Linux). nginx opens an upstream
+/// connection for every request in flight beyond its idle ones (`keepalive`), so a burst
+/// of users opens hundreds at once; past the queue the kernel drops their handshakes,
+/// nginx's 250 ms connect timeout counts a failure, and `max_fails=1` takes the replica
+/// out for 5 s. With the standard 128, 1024 users failed most of their requests
+/// (docs/benchmark.md).
+pub const LISTEN_BACKLOG: u32 = 4096;

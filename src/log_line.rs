@@ -19,8 +19,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_log::NormalizeEvent;
-use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -164,7 +164,12 @@ struct EscapingWriter<'a, 'b>(&'a mut fmt::Formatter<'b>);
 
 impl fmt::Write for EscapingWriter<'_, '_> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
-        let controls = |c: char| matches!(c, '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' | '\u{80}'..='\u{9f}');
+        let controls = |c: char| {
+            matches!(
+                c,
+                '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' | '\u{80}'..='\u{9f}'
+            )
+        };
         if !text.contains(controls) {
             return self.0.write_str(text);
         }
@@ -305,10 +310,22 @@ mod tests {
             tracing::info_span!("empty", field = tracing::field::Empty)
                 .in_scope(|| tracing::error!(reason = "a \"quoted\" text", "gave up"));
             let failure = std::io::Error::other(Outer);
-            tracing::warn!(error = &failure as &(dyn std::error::Error + 'static), r#type = "store", "\u{9b}failed \x07");
+            tracing::warn!(
+                error = &failure as &(dyn std::error::Error + 'static),
+                r#type = "store",
+                "\u{9b}failed \x07"
+            );
             let alone = std::io::Error::other("no source\x1b");
-            tracing::warn!(error = &alone as &(dyn std::error::Error + 'static), "failed alone");
-            tracing::info!(message = "a str message \x08", count = 3u64, ok = true, ratio = 0.5);
+            tracing::warn!(
+                error = &alone as &(dyn std::error::Error + 'static),
+                "failed alone"
+            );
+            tracing::info!(
+                message = "a str message \x08",
+                count = 3u64,
+                ok = true,
+                ratio = 0.5
+            );
         });
         tracing::debug!(name = "no span", "plain");
         // What fred logs through the `log` crate.
@@ -384,7 +401,11 @@ mod tests {
                 .map(|line| line.split_once("Z ").expect("a time").1.to_owned())
                 .collect()
         };
-        assert_eq!(after_time(&ours), after_time(&theirs), "ours:\n{ours}\ntheirs:\n{theirs}");
+        assert_eq!(
+            after_time(&ours),
+            after_time(&theirs),
+            "ours:\n{ours}\ntheirs:\n{theirs}"
+        );
         assert_eq!(ours.lines().count(), 8);
         assert!(
             ours.contains(" WARN fred::router::responses: fred-1: Broadcasting error\n"),

@@ -6,10 +6,13 @@
 use std::future::Future;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{oneshot, watch};
 
 use crate::config::Config;
+use crate::limits::LISTEN_BACKLOG;
 use crate::metrics::Metrics;
 use crate::session::ChangePolicy;
 use crate::session::store::{RedisSettings, Store};
@@ -37,14 +40,28 @@ pub struct Application {
     drain_period: Duration,
 }
 
+/// A listener on `addr` whose queue of connections not yet accepted holds
+/// [`LISTEN_BACKLOG`]; `TcpListener::bind` gives 128 (the standard library's value), which
+/// a balancer that opens a connection per request in flight overflows in a burst.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind`: a restarted replica may bind while its old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 impl Application {
     /// The store (Redis or memory), the listener on `LISTEN_ADDR`, the state and the
     /// metrics for `config`.
     pub async fn build(config: &Config) -> Result<Self, String> {
         let metrics = Metrics::new(&config.app_version());
         let store = session_store(config, &metrics)?;
-        let listener = TcpListener::bind(config.listen_addr)
-            .await
+        let listener = listen(config.listen_addr)
             .map_err(|err| format!("LISTEN_ADDR {} cannot be bound: {err}", config.listen_addr))?;
         Ok(Self::assemble(config, metrics, store, listener))
     }
@@ -198,5 +215,30 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = terminate.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A burst of connections while the replica is busy (here: never accepting) waits in
+    /// the kernel's queue, every handshake completed, instead of being dropped at 128.
+    #[tokio::test]
+    async fn the_listener_queues_a_burst_of_a_thousand_connections() {
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connected = tokio::task::spawn_blocking(move || {
+            (0..1000)
+                .map(|_| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)))
+                .collect::<Result<Vec<_>, _>>()
+                .map(|streams| streams.len())
+        })
+        .await
+        .unwrap();
+        assert_eq!(connected.unwrap(), 1000);
+        drop(listener);
     }
 }

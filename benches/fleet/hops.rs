@@ -27,10 +27,7 @@ pub(crate) fn from_access_log(log: &str, last: usize) -> Option<Hops> {
         }
         // `0.001, 0.002` when nginx tried two replicas; `-` when it reached none.
         if let Some(value) = line.split_once("upstream_time=").map(|(_, v)| v.trim()) {
-            let tries: Vec<f64> = value
-                .split(", ")
-                .filter_map(|v| v.parse().ok())
-                .collect();
+            let tries: Vec<f64> = value.split(", ").filter_map(|v| v.parse().ok()).collect();
             if !tries.is_empty() {
                 upstream.push(tries.iter().sum());
             }

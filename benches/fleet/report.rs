@@ -244,8 +244,14 @@ fn curve_table(curve: &[CurvePoint]) -> String {
             point.mean_ms(),
             point.sample.p99_ms,
             point.sample.p99_ms / point.mean_ms(),
-            point.sample.hops.map_or("-".to_owned(), |h| format!("{:.0}", h.nginx_p99_ms)),
-            point.sample.hops.map_or("-".to_owned(), |h| format!("{:.0}", h.upstream_p99_ms)),
+            point
+                .sample
+                .hops
+                .map_or("-".to_owned(), |h| format!("{:.0}", h.nginx_p99_ms)),
+            point
+                .sample
+                .hops
+                .map_or("-".to_owned(), |h| format!("{:.0}", h.upstream_p99_ms)),
             point.sample.errors,
             point
                 .bytes_per_session

@@ -6,6 +6,7 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 use testkit::scenario::{self, Lifecycle, Steps};
+use testkit::two_tabs::{TwoTabsOptions, two_tabs};
 use testkit::{Balance, FleetOptions, LoopbackFleet, Replicated};
 
 use crate::helpers::{binary, get_json, simultaneous_adds, start_session, visitor};
@@ -31,6 +32,24 @@ async fn simultaneous_adds_through_the_fleet_all_count() {
     expected.extend((0..3).map(|i| format!("served_by=replica-{i}")));
     let nginx = fleet.nginx.as_ref().expect("a balancer");
     nginx.wait_for_access_log(&expected).await;
+}
+
+/// The benchmark's lost-update experiment (`testkit::two_tabs`), smaller: shoppers who
+/// change one cart from two tabs at once, through nginx over three replicas, lose no
+/// acknowledged unit, and every add is acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "integration tier: cargo xtask test integration"]
+async fn two_tabs_of_one_cart_lose_no_acknowledged_unit_through_the_fleet() {
+    let fleet = LoopbackFleet::start(FleetOptions::new(binary())).await;
+    let options = TwoTabsOptions {
+        shoppers: 16,
+        adds_per_tab: 25,
+    };
+    let tally = two_tabs(&fleet.url(""), options).await;
+    assert_eq!(tally.failed_shoppers, 0, "{tally:?}");
+    assert_eq!(tally.refused, 0, "{tally:?}");
+    assert_eq!(tally.acknowledged, 16 * (1 + 2 * 25), "{tally:?}");
+    assert_eq!(tally.lost(), 0, "{tally:?}");
 }
 
 /// The whole elasticity scenario on loopback: round robin without stickiness, a SIGKILLed

@@ -30,7 +30,8 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::http::SESSION_COOKIE;
 
-const PRODUCTS: [&str; 10] = [
+/// The catalogue's products the virtual users add (ten lines of a cart).
+pub(crate) const PRODUCTS: [&str; 10] = [
     "espresso-beans",
     "pour-over-kettle",
     "ceramic-mug",

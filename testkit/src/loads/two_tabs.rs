@@ -9,21 +9,9 @@
 use std::time::{Duration, Instant};
 
 use crate::http::SESSION_COOKIE;
-
-/// Products the tabs add, in turn (ten lines, so no line of a shopper's cart reaches the
-/// product's 99 units while `adds_per_tab` is at most 400).
-const PRODUCTS: [&str; 10] = [
-    "espresso-beans",
-    "pour-over-kettle",
-    "ceramic-mug",
-    "hand-grinder",
-    "paper-filters",
-    "milk-frother",
-    "travel-tumbler",
-    "digital-scale",
-    "cold-brew-jar",
-    "tea-sampler",
-];
+// The tabs add these in turn: ten lines, so no line of a shopper's cart reaches the
+// product's 99 units while `adds_per_tab` is at most 400.
+use crate::load::PRODUCTS;
 
 /// How many shoppers, and how many adds each of their two tabs sends.
 #[derive(Debug, Clone, Copy)]
