@@ -132,7 +132,8 @@ impl std::fmt::Display for Price {
         }
         at -= 1;
         text[at] = b'$';
-        f.write_str(std::str::from_utf8(&text[at..]).map_err(|_| std::fmt::Error)?)
+        // `pad`, as a `String` would: a width or fill in the format still applies.
+        f.pad(std::str::from_utf8(&text[at..]).map_err(|_| std::fmt::Error)?)
     }
 }
 
@@ -175,5 +176,6 @@ mod tests {
         assert_eq!(format_price(123_456), "$1234.56");
         assert_eq!(format_price(100), "$1.00");
         assert_eq!(format_price(u64::MAX), "$184467440737095516.15");
+        assert_eq!(format!("{:>7}", Price(250)), "  $2.50");
     }
 }

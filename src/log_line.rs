@@ -246,7 +246,8 @@ fn write_time(writer: &mut Writer<'_>, now: SystemTime) -> fmt::Result {
     writer.write_str(std::str::from_utf8(&fraction).map_err(|_| fmt::Error)?)
 }
 
-/// `YYYY-MM-DDTHH:MM:SS` of `secs` since the epoch, in UTC.
+/// `YYYY-MM-DDTHH:MM:SS` of `secs` since the epoch, in UTC. Unlike tracing-subscriber's
+/// timer, a clock before 1970 or past the year 9999 writes the epoch: no replica runs then.
 fn date_time(secs: u64) -> [u8; 19] {
     let at = i64::try_from(secs)
         .ok()

@@ -82,7 +82,11 @@ pub(crate) fn serve_if_asked() -> Option<()> {
             .route("/api/cart/items", post(add_item))
             .route("/api/cart/items/{product}", put(set_item))
             .with_state(shared);
-        let listener = tokio::net::TcpListener::bind(addr).await.expect("binding");
+        // The product's queue of connections not yet accepted (its `LISTEN_BACKLOG`).
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+        socket.bind(addr).expect("binding");
+        let listener = socket.listen(4096).expect("listening");
         axum::serve(listener, app).await.expect("serving");
     });
     Some(())

@@ -32,10 +32,11 @@ pub(crate) fn run(options: TwoTabsOptions, replica: &ReplicaSettings) -> Vec<Los
                 .unwrap();
             let tally = runtime.block_on(two_tabs(&running.target, options));
             eprintln!(
-                "lost updates, {name}: {} units acknowledged, {} in the carts, {} lost, {} adds refused, {} shoppers failed",
+                "lost updates, {name}: {} units acknowledged, {} in the carts, {} lost, {} unacknowledged in the carts, {} adds refused, {} shoppers failed",
                 tally.acknowledged,
                 tally.in_carts,
-                tally.lost(),
+                tally.lost,
+                tally.unacknowledged_in_carts,
                 tally.refused,
                 tally.failed_shoppers
             );

@@ -207,6 +207,11 @@ fn cell(value: Option<f64>) -> String {
     value.map_or("-".to_owned(), |v| format!("{v:.0}"))
 }
 
+/// nginx's times: whole milliseconds as nginx writes them, one decimal for medians.
+fn ms_cell(value: Option<f64>) -> String {
+    value.map_or("-".to_owned(), |v| format!("{v:.1}"))
+}
+
 /// One point of the cost curve: fleet-3 with `users` users and `sessions` live sessions
 /// besides theirs.
 pub(crate) struct CurvePoint {
@@ -270,18 +275,19 @@ fn lost_update_table(lost: &[LostUpdates]) -> String {
     let mut table = format!(
         "Lost updates: {} shoppers at once, each changing one cart from two tabs (its session \
          made first by one add, then {} adds of one unit from each tab, overlapping):\n\n\
-         | config | units acknowledged | units in the carts | units lost | lost % | adds refused | shoppers failed | seconds |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+         | config | units acknowledged | units in the carts | units lost | lost % | units in the carts unacknowledged | adds refused | shoppers failed | seconds |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         first.options.shoppers, first.options.adds_per_tab
     );
     for LostUpdates { name, tally, .. } in lost {
         writeln!(
             table,
-            "| {name} | {} | {} | {} | {:.1}% | {} | {} | {:.1} |",
+            "| {name} | {} | {} | {} | {:.1}% | {} | {} | {} | {:.1} |",
             tally.acknowledged,
             tally.in_carts,
-            tally.lost(),
-            tally.lost() as f64 * 100.0 / tally.acknowledged.max(1) as f64,
+            tally.lost,
+            tally.lost as f64 * 100.0 / tally.acknowledged.max(1) as f64,
+            tally.unacknowledged_in_carts,
             tally.refused,
             tally.failed_shoppers,
             tally.elapsed.as_secs_f64()
@@ -330,8 +336,8 @@ pub(crate) fn write(
             s.p95_ms,
             s.p99_ms,
             s.max_ms,
-            cell(s.nginx_p99_ms),
-            cell(s.upstream_p99_ms),
+            ms_cell(s.nginx_p99_ms),
+            ms_cell(s.upstream_p99_ms),
             s.errors,
             s.redis_cmds_per_req
                 .map_or("-".to_owned(), |v| format!("{v:.2}")),
@@ -459,7 +465,9 @@ pub(crate) fn write(
             "name": l.name, "shoppers": l.options.shoppers,
             "adds_per_tab": l.options.adds_per_tab,
             "units_acknowledged": l.tally.acknowledged, "units_in_carts": l.tally.in_carts,
-            "units_lost": l.tally.lost(), "adds_refused": l.tally.refused,
+            "units_lost": l.tally.lost,
+            "units_in_carts_unacknowledged": l.tally.unacknowledged_in_carts,
+            "adds_refused": l.tally.refused,
             "shoppers_failed": l.tally.failed_shoppers,
             "seconds": l.tally.elapsed.as_secs_f64(),
         })).collect::<Vec<_>>(),

@@ -49,7 +49,12 @@ async fn two_tabs_of_one_cart_lose_no_acknowledged_unit_through_the_fleet() {
     assert_eq!(tally.failed_shoppers, 0, "{tally:?}");
     assert_eq!(tally.refused, 0, "{tally:?}");
     assert_eq!(tally.acknowledged, 16 * (1 + 2 * 25), "{tally:?}");
-    assert_eq!(tally.lost(), 0, "{tally:?}");
+    assert_eq!(tally.in_carts, tally.acknowledged, "{tally:?}");
+    assert_eq!(
+        (tally.lost, tally.unacknowledged_in_carts),
+        (0, 0),
+        "{tally:?}"
+    );
 }
 
 /// The whole elasticity scenario on loopback: round robin without stickiness, a SIGKILLed

@@ -13,10 +13,10 @@
 //!
 //! Everything else is `bare-3`'s (`benches/fleet/bare.rs`): the same routes, the same
 //! cart rules (units per product, no limits), pages of the product's sizes, `X-Served-By`.
-//! Two settings differ from the README's example, both to stand in the same place as the
+//! Three settings differ from the README's example, all to stand in the same place as the
 //! product: the cookie is named `cart_session` (the shipped nginx.conf limits changes
 //! without that cookie as new sessions) and lives 30 minutes of inactivity, as the
-//! product's sessions do. The test kit's replica environment configures it: `LISTEN_ADDR`,
+//! product's sessions do, and the listener queues 4096 connections, as the product's. The test kit's replica environment configures it: `LISTEN_ADDR`,
 //! `REPLICA_ID`, `REDIS_URL`, `REDIS_POOL_SIZE` (the README's 6 if unset) and
 //! `WORKER_THREADS` (as the product: one means tokio's single-threaded scheduler).
 
@@ -98,9 +98,18 @@ async fn serve() {
         .route("/api/cart/items", post(add_item))
         .route("/api/cart/items/{product}", put(set_item))
         .layer(session_layer);
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .expect("binding LISTEN_ADDR");
+    // The product's queue of connections not yet accepted (`TcpListener::bind` takes 128,
+    // which a burst of nginx's new upstream connections overflows).
+    let addr: std::net::SocketAddr = addr.parse().expect("LISTEN_ADDR: an address");
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .expect("a socket");
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    socket.bind(addr).expect("binding LISTEN_ADDR");
+    let listener = socket.listen(4096).expect("listening");
     axum::serve(listener, app).await.expect("serving");
 }
 

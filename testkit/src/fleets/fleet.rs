@@ -42,7 +42,8 @@ pub struct FleetOptions {
     pub balance: Balance,
     /// Replicas connect to the one redis-server as its default user, with every right,
     /// instead of as the product's app user (whose keys must carry the product's prefix):
-    /// for the benchmark's stand-in servers, whose keys are their own.
+    /// for the benchmark's stand-in servers, whose keys are their own. Only with the one
+    /// redis-server reached directly: not through `store_proxy`, nor on a replicated store.
     pub store_admin: bool,
 }
 

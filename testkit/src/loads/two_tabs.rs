@@ -9,8 +9,7 @@
 use std::time::{Duration, Instant};
 
 use crate::http::SESSION_COOKIE;
-// The tabs add these in turn: ten lines, so no line of a shopper's cart reaches the
-// product's 99 units while `adds_per_tab` is at most 400.
+// The tabs add these in turn (see `MAX_ADDS_PER_TAB`).
 use crate::load::PRODUCTS;
 
 /// How many shoppers, and how many adds each of their two tabs sends.
@@ -25,36 +24,49 @@ pub struct TwoTabsOptions {
 /// What the shoppers were promised and what their carts hold.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct TwoTabsTally {
-    /// Units of every acknowledged add (a 2xx), the session's first add included.
+    /// Units of every acknowledged add (a 2xx), the session's first add included, of the
+    /// shoppers whose cart was read back.
     pub acknowledged: u64,
-    /// Units in the shoppers' carts when read back at the end.
+    /// Units in those shoppers' carts when read back at the end.
     pub in_carts: u64,
+    /// Acknowledged units missing from their shopper's cart, summed over the shoppers.
+    pub lost: u64,
+    /// Units in a shopper's cart beyond its acknowledged ones, summed over the shoppers: an
+    /// add applied but not acknowledged (refused after it was applied, or its answer lost),
+    /// or one applied twice. Counted apart, so that it cannot hide a loss.
+    pub unacknowledged_in_carts: u64,
     /// Adds not acknowledged (another status, or no answer): promised nothing.
     pub refused: u64,
-    /// Shoppers whose session could not be made or whose cart could not be read back.
+    /// Shoppers whose session could not be made or whose cart could not be read back
+    /// (their units are left out of the counts above).
     pub failed_shoppers: u64,
     /// How long the tabs ran.
     pub elapsed: Duration,
 }
 
 impl TwoTabsTally {
-    /// Acknowledged units missing from the carts (negative: units the carts hold that no
-    /// add acknowledged, which a server that applies a change twice would show).
-    pub fn lost(&self) -> i64 {
-        self.acknowledged as i64 - self.in_carts as i64
-    }
-
     fn merge(&mut self, other: Self) {
         self.acknowledged += other.acknowledged;
         self.in_carts += other.in_carts;
+        self.lost += other.lost;
+        self.unacknowledged_in_carts += other.unacknowledged_in_carts;
         self.refused += other.refused;
         self.failed_shoppers += other.failed_shoppers;
     }
 }
 
+/// The most adds a tab may send: ten lines of at most 99 units hold a shopper's adds
+/// (1 + 2 x 400 units, about 80 a line), so the product never refuses one for its limit
+/// while a server without limits would take it.
+pub const MAX_ADDS_PER_TAB: u32 = 400;
+
 /// Runs `options.shoppers` shoppers against `base` (`http://host:port`), all at once, and
 /// tallies their units.
 pub async fn two_tabs(base: &str, options: TwoTabsOptions) -> TwoTabsTally {
+    assert!(
+        options.adds_per_tab <= MAX_ADDS_PER_TAB,
+        "at most {MAX_ADDS_PER_TAB} adds per tab"
+    );
     let started = Instant::now();
     let mut shoppers = tokio::task::JoinSet::new();
     for shopper in 0..options.shoppers {
@@ -127,10 +139,16 @@ async fn one_shopper(base: String, shopper: usize, adds_per_tab: u32) -> TwoTabs
         tally.acknowledged += acknowledged;
         tally.refused += refused;
     }
-    match units_in_cart(&tab(), &base, &cookie).await {
-        Some(units) => tally.in_carts = units,
-        None => tally.failed_shoppers = 1,
-    }
+    let Some(in_cart) = units_in_cart(&tab(), &base, &cookie).await else {
+        return TwoTabsTally {
+            failed_shoppers: 1,
+            refused: tally.refused,
+            ..TwoTabsTally::default()
+        };
+    };
+    tally.in_carts = in_cart;
+    tally.lost = tally.acknowledged.saturating_sub(in_cart);
+    tally.unacknowledged_in_carts = in_cart.saturating_sub(tally.acknowledged);
     tally
 }
 
